@@ -1,0 +1,5 @@
+"""``python -m emabench``."""
+
+from emabench.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Exponential moving average with the seed's warm-up schedule (seed 001, ema-pytorch semantics of that era)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from emabench.averaging.base import Averager, BufferPolicy
+from emabench.averaging.schedules import warmup_decay
+
+
+class EMA(Averager):
+    """EMA of a model's weights with warm-up, exactly as seed 001's ``EMA`` class.
+
+    Call :meth:`update` after every optimizer step. With ``s`` the number of earlier ``update()`` calls:
+
+    - if ``s % update_every != 0``: nothing;
+    - elif ``s <= update_after_step``: ``average ← θ`` (copy);
+    - else (the first time: ``average ← θ`` first) ``average ← d·average + (1 − d)·θ`` with
+      ``e = max(s + 1 − update_after_step − 1, 0)`` and
+      ``d = 0 if e ≤ 0 else clamp(1 − (1 + e/inv_gamma)^(−power), min_value, beta)``.
+
+    ``beta`` may be a float or a 1-D tensor of length R for a model whose tensors stack R independent replicas
+    along dim 0 (each replica then gets its own ceiling ``beta[r]``).
+
+    Floating-point parameters (and buffers, with ``buffers="average"``) are averaged in one fused
+    ``torch._foreach_lerp_`` call. ``state_dict()`` holds the average and the step counter, so a resumed run continues
+    the schedule where it stopped.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        beta: float | torch.Tensor = 0.999,
+        update_after_step: int = 100,
+        update_every: int = 1,
+        inv_gamma: float = 1.0,
+        power: float = 2 / 3,
+        min_value: float = 0.0,
+        buffers: BufferPolicy = "average",
+    ) -> None:
+        betas = torch.as_tensor(beta, dtype=torch.float64).reshape(-1)
+        if betas.numel() == 0 or not bool(((betas >= 0) & (betas < 1)).all()):
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        if not (isinstance(update_after_step, int) and update_after_step >= 0):
+            raise ValueError(f"update_after_step must be an integer >= 0, got {update_after_step!r}")
+        if not (isinstance(update_every, int) and update_every >= 1):
+            raise ValueError(f"update_every must be an integer >= 1, got {update_every!r}")
+        if inv_gamma <= 0:
+            raise ValueError(f"inv_gamma must be > 0, got {inv_gamma}")
+        if power <= 0:
+            raise ValueError(f"power must be > 0, got {power}")
+        if not (0 <= min_value <= float(betas.min())):
+            raise ValueError(f"min_value must be in [0, beta], got {min_value}")
+        super().__init__(model, buffers=buffers)
+        self.beta = beta if isinstance(beta, torch.Tensor) else float(beta)
+        self.update_after_step = update_after_step
+        self.update_every = update_every
+        self.inv_gamma = float(inv_gamma)
+        self.power = float(power)
+        self.min_value = float(min_value)
+        self._step = 0
+        self._initted = False
+        self._decay: float | torch.Tensor = 0.0
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("initted", torch.zeros((), dtype=torch.bool))
+        self.register_load_state_dict_post_hook(_read_counters)
+
+    @property
+    def decay(self) -> float | torch.Tensor:
+        """The decay ``d`` used by the last update that averaged (0 while copying); a tensor for per-replica beta."""
+        return self._decay
+
+    @property
+    def num_updates(self) -> int:
+        """How many times :meth:`update` has been called."""
+        return self._step
+
+    def _core_decay(self, step: int) -> float:
+        # beta=1 leaves only the warm-up curve; the per-replica ceiling is applied afterwards.
+        ceiling = self.beta if isinstance(self.beta, float) else 1.0
+        epoch = max(step - self.update_after_step - 1, 0)
+        return warmup_decay(epoch, beta=ceiling, inv_gamma=self.inv_gamma, power=self.power, min_value=self.min_value)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        step = self._step
+        self._step += 1
+        if step % self.update_every != 0:
+            return
+        if step <= self.update_after_step:
+            self.copy_from_online()
+            return
+        if not self._initted:
+            self.copy_from_online()
+            self._initted = True
+        self._lerp(self._core_decay(self._step))
+
+    def _lerp(self, core: float) -> None:
+        averaged, online = self.tensor_pairs()
+        if isinstance(self.beta, float):
+            self._decay = core
+            torch._foreach_lerp_(averaged, online, 1.0 - core)
+        else:
+            decay = self.beta.clamp(max=core) if core > 0 else torch.zeros_like(self.beta)
+            self._decay = decay
+            weight = (1.0 - decay).to(device=averaged[0].device, dtype=averaged[0].dtype)
+            torch._foreach_lerp_(averaged, online, [weight.view(-1, *[1] * (t.dim() - 1)) for t in averaged])
+        self._copy_buffers()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001 - torch's signature
+        self.step.fill_(self._step)
+        self.initted.fill_(self._initted)
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+
+def _read_counters(module: EMA, incompatible_keys) -> None:  # noqa: ANN001 - torch's hook signature
+    module._step = int(module.step)
+    module._initted = bool(module.initted)
