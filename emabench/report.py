@@ -112,21 +112,24 @@ def summarize_groups(runs: pd.DataFrame, by: Sequence[str] | None = None) -> pd.
 
 
 def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Human columns: group keys, n, then ``mean ± std`` per model and metric, improvement and wins."""
+    """Human rows, one per (group, model): ``mean ± std`` of each metric, and for averaged models the paired
+    MSE gain over raw and the seeds won."""
     models = [c.removesuffix("_mse_mean") for c in table.columns if c.endswith("_mse_mean")]
     keys = [c for c in table.columns if not any(c.startswith(f"{m}_") for m in models)]
     keys = [k for k in keys if k not in ("n_seeds", "diverged")]
-    header = [*keys, "n"] + [f"{m} {k.upper()}" for m in models for k in FINAL_METRICS]
-    header += [f"{m} MSE gain" for m in models[1:]] + [f"{m} wins" for m in models[1:]]
+    header = [*keys, "model", "n", "MSE", "MAE", "R2", "MSE gain vs raw", "wins", "decay reached"]
     body = []
     for row in table.to_dict("records"):
-        cells = [_fmt(row[k]) for k in keys] + [str(row["n_seeds"])]
         for m in models:
-            for k in FINAL_METRICS:
-                cells.append(_pm(row[f"{m}_{k}_mean"], row[f"{m}_{k}_std"], 4 if k == "r2" else 5))
-        cells += [f"{row[f'{m}_mse_improvement_pct']:+.1f}%" for m in models[1:]]
-        cells += [f"{row[f'{m}_wins']}/{row['n_seeds']}" for m in models[1:]]
-        body.append(cells)
+            cells = [_fmt(row[k]) for k in keys] + [m, str(row["n_seeds"])]
+            cells += [_pm(row[f"{m}_{k}_mean"], row[f"{m}_{k}_std"], 4) for k in FINAL_METRICS]
+            if f"{m}_mse_improvement_pct" in row:
+                cells += [f"{row[f'{m}_mse_improvement_pct']:+.1f}%", f"{row[f'{m}_wins']}/{row['n_seeds']}"]
+                decay = row.get(f"{m}_decay_reached", np.nan)
+                cells.append("" if np.isnan(decay) else f"{decay:.4f}")
+            else:
+                cells += ["", "", ""]
+            body.append(cells)
     return header, body
 
 
@@ -146,8 +149,9 @@ def to_markdown(table: pd.DataFrame, title: str = "emabench report") -> str:
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     lines += [
         "",
-        "Final-epoch validation metrics, mean ± std over seeds (std with ddof=1). *MSE gain*: mean over seeds of",
-        "(raw − averaged)/raw, paired by seed. *wins*: seeds where the averaged model's MSE is below raw's.",
+        "Final-epoch validation metrics, mean ± std over seeds (ddof=1). *MSE gain vs raw*: mean over seeds of",
+        "(raw − averaged)/raw, paired by seed (negative: the average is worse). *wins*: seeds where the averaged",
+        "model's MSE is below raw's. *decay reached*: the EMA decay used at the last update (mean over seeds).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,340 @@
+"""Statistics across seeds: summaries, paired comparisons and the multi-seed report table.
+
+Pure functions of arrays and data frames (numpy, scipy, pandas); no I/O, no printing.
+
+Conventions shared by every function:
+
+- **Non-finite values are dropped and counted.** NaN or ±inf (a diverged run) are removed before any statistic;
+  in a paired comparison the whole pair goes. The count comes back as ``n_dropped`` (``{m}_n`` in the table), so a
+  method that diverges more often cannot hide behind a cleaner mean: report the drop count with the mean.
+- **Differences are ``other − baseline``.** Their sign is raw, not "improvement": for MSE a negative difference is
+  better, for R² a positive one (see :func:`lower_is_better`). The relative difference uses ``|baseline|``
+  so its sign always matches the difference's.
+- **Too little data gives NaN, never a warning**: a std needs n ≥ 2, a t-interval n ≥ 2, a Wilcoxon test at least
+  one non-zero difference.
+
+Columns of :func:`compare_models` (one row per group and compared model; ``{m}`` is each metric):
+
+- the ``group_by`` columns, ``model`` (the compared model), ``baseline`` (the baseline model's name);
+- ``n_seeds``: seeds that both models ran in this group; ``n_unpaired``: seeds only one of them ran (dropped);
+- ``{m}_n``: pairs used for metric ``m`` (``n_seeds`` minus pairs with a non-finite value);
+- ``baseline_{m}_mean/_std/_ci_low/_ci_high`` and ``{m}_mean/_std/_ci_low/_ci_high``: :func:`summarize` of each
+  model over those same pairs (so ``{m}_mean − baseline_{m}_mean == {m}_diff_mean``);
+- ``{m}_diff_mean/_diff_ci_low/_diff_ci_high``, ``{m}_rel_diff_pct``, ``{m}_p_ttest``, ``{m}_p_wilcoxon``,
+  ``{m}_wins``, ``{m}_win_rate``, ``{m}_verdict``: :func:`paired_comparison` of the model against the baseline.
+
+Every interval in the table is at level ``1 − alpha`` (95% by default). ``{m}_verdict`` is one of
+:data:`VERDICTS`: "better"/"worse" need both the paired t-test and the Wilcoxon test at ``p < alpha``;
+"insufficient data" below :func:`min_seeds_for` pairs (6 at alpha 0.05); see :func:`paired_comparison`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT = "better", "worse", "no significant difference", "insufficient data"
+VERDICTS = (BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT)
+_COMPARISON_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "rel_diff_pct", "p_ttest", "p_wilcoxon")
+_COMPARISON_KEYS += ("wins", "win_rate", "verdict")
+
+
+def lower_is_better(metric: str) -> bool:
+    """``False`` for R² (``r2`` or a ``<model>_r2`` column), ``True`` for losses and errors (mse, mae, val_loss…)."""
+    return not (metric == "r2" or metric.endswith("_r2"))
+
+
+def _as_1d(values: Sequence[float] | np.ndarray | pd.Series, name: str = "values") -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+    return array
+
+
+def _check_level(level: float, name: str) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {level}")
+
+
+def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Student-t interval for the mean of finite ``values``: ``mean ± t_{(1+c)/2, n−1} · s / √n``."""
+    n = values.size
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = float(values.mean())
+    half = float(st.t.ppf((1.0 + confidence) / 2.0, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    return mean - half, mean + half
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    statistic: Callable[..., np.ndarray] = np.mean,
+    n_resamples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over the finite ``values``; deterministic for a given ``seed``.
+
+    ``statistic`` must be vectorized like ``np.mean``: called as ``statistic(resamples, axis=1)`` on an
+    ``(n_resamples, n)`` array. Fewer than two finite values give ``(nan, nan)``.
+    """
+    _check_level(confidence, "confidence")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    data = _as_1d(values)
+    data = data[np.isfinite(data)]
+    if data.size < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    resamples = data[rng.integers(0, data.size, size=(n_resamples, data.size))]
+    estimates = np.asarray(statistic(resamples, axis=1), dtype=float)
+    low, high = np.quantile(estimates, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(low), float(high)
+
+
+def summarize(
+    values: Sequence[float] | np.ndarray | pd.Series,
+    *,
+    confidence: float = 0.95,
+    ci: Literal["t", "bootstrap"] = "t",
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """``n``, ``n_dropped`` (non-finite values removed), ``mean``, ``std`` (ddof=1) and a CI for the mean.
+
+    ``ci="t"`` gives the Student-t interval, ``ci="bootstrap"`` the percentile bootstrap of :func:`bootstrap_ci`
+    (10 000 resamples, ``seed``). ``std`` and the interval are NaN below two values, ``mean`` NaN at zero.
+    """
+    _check_level(confidence, "confidence")
+    if ci not in ("t", "bootstrap"):
+        raise ValueError(f"ci must be 't' or 'bootstrap', got {ci!r}")
+    data = _as_1d(values)
+    finite = data[np.isfinite(data)]
+    n = finite.size
+    if ci == "t":
+        low, high = _t_interval(finite, confidence)
+    else:
+        low, high = bootstrap_ci(finite, confidence=confidence, seed=seed)
+    return {
+        "n": n,
+        "n_dropped": data.size - n,
+        "mean": float(finite.mean()) if n else float("nan"),
+        "std": float(finite.std(ddof=1)) if n >= 2 else float("nan"),
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def _finite_pairs(baseline: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if baseline.shape != other.shape:
+        raise ValueError(f"paired arrays differ in length: {baseline.size} baseline vs {other.size} other")
+    keep = np.isfinite(baseline) & np.isfinite(other)
+    return baseline[keep], other[keep]
+
+
+def _p_ttest(baseline: np.ndarray, other: np.ndarray) -> float:
+    """Paired t-test p-value; a constant difference gives 0 (non-zero) or NaN (all zero) without scipy's warning."""
+    diff = other - baseline
+    if diff.size < 2:
+        return float("nan")
+    if np.all(diff == diff[0]):
+        return 0.0 if diff[0] != 0 else float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # precision loss on nearly equal data; the p stays valid
+        return float(st.ttest_rel(other, baseline).pvalue)
+
+
+def _p_wilcoxon(diff: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value on the non-zero differences (zero_method='wilcox'); NaN if none."""
+    nonzero = diff[diff != 0]
+    if nonzero.size == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # older scipy warns on small n / ties; the p stays valid
+        return float(st.wilcoxon(nonzero).pvalue)
+
+
+def _rel_diff_pct(baseline: np.ndarray, other: np.ndarray) -> float:
+    usable = baseline != 0
+    if not usable.any():
+        return float("nan")
+    return float(np.mean((other[usable] - baseline[usable]) / np.abs(baseline[usable])) * 100.0)
+
+
+def min_seeds_for(alpha: float) -> int:
+    """Smallest n at which a two-sided exact Wilcoxon test can reach ``p < alpha`` (its floor is ``2 / 2**n``)."""
+    _check_level(alpha, "alpha")
+    n = 1
+    while 2.0 / 2.0**n >= alpha:
+        n += 1
+    return n
+
+
+def _verdict(n: int, mean_diff: float, p_t: float, p_w: float, alpha: float, lower_better: bool) -> str:
+    if n < min_seeds_for(alpha):
+        return INSUFFICIENT
+    if not (p_t < alpha and p_w < alpha) or mean_diff == 0:
+        return NO_DIFFERENCE
+    return BETTER if (mean_diff < 0) == lower_better else WORSE
+
+
+def paired_comparison(
+    baseline: Sequence[float] | np.ndarray | pd.Series,
+    other: Sequence[float] | np.ndarray | pd.Series,
+    *,
+    lower_is_better: bool = True,
+    alpha: float = 0.05,
+) -> dict[str, float | int | str]:
+    """Compare ``other`` against ``baseline``, element i of each coming from the same seed.
+
+    Pairs where either value is non-finite are dropped (``n_dropped``); ``n`` pairs remain. Returned keys:
+    ``diff_mean`` = mean of ``other − baseline`` with its ``1 − alpha`` t-interval ``diff_ci_low/high`` (it excludes
+    0 exactly when the paired t-test has ``p < alpha``); ``rel_diff_pct`` = mean over pairs of
+    ``(other − baseline) / |baseline|`` in percent (pairs with a zero baseline skipped); ``p_ttest``
+    (``scipy.stats.ttest_rel``; a constant non-zero difference gives 0) and ``p_wilcoxon``
+    (``scipy.stats.wilcoxon``, zeros dropped; NaN when every difference is 0); ``wins`` = pairs where
+    ``other`` is strictly better, ``win_rate = wins / n``.
+
+    ``verdict`` rule, deliberately conservative:
+
+    - ``"insufficient data"`` when ``n < min_seeds_for(alpha)`` (6 at alpha 0.05): below that even a perfect
+      sweep of wins cannot make the exact two-sided Wilcoxon test reach ``alpha``, so "no difference" would be a
+      statement about the sample size, not about the methods;
+    - ``"better"`` / ``"worse"`` only when **both** the paired t-test and the Wilcoxon test give ``p < alpha``
+      and the mean difference points that way (lower is better unless ``lower_is_better=False``);
+    - ``"no significant difference"`` otherwise (NaN p-values count as not significant).
+    """
+    _check_level(alpha, "alpha")
+    base_all, other_all = _as_1d(baseline, "baseline"), _as_1d(other, "other")
+    base, oth = _finite_pairs(base_all, other_all)
+    n = base.size
+    diff = oth - base
+    mean_diff = float(diff.mean()) if n else float("nan")
+    low, high = _t_interval(diff, 1.0 - alpha)
+    p_t, p_w = _p_ttest(base, oth), _p_wilcoxon(diff)
+    wins = int(np.sum(oth < base if lower_is_better else oth > base))
+    return {
+        "n": n,
+        "n_dropped": base_all.size - n,
+        "diff_mean": mean_diff,
+        "diff_ci_low": low,
+        "diff_ci_high": high,
+        "rel_diff_pct": _rel_diff_pct(base, oth),
+        "p_ttest": p_t,
+        "p_wilcoxon": p_w,
+        "wins": wins,
+        "win_rate": wins / n if n else float("nan"),
+        "verdict": _verdict(n, mean_diff, p_t, p_w, alpha, lower_is_better),
+    }
+
+
+def percentile_of(value: float, distribution: Sequence[float] | np.ndarray | pd.Series) -> float:
+    """Where ``value`` (e.g. a published single-run number) falls in ``distribution``, 0–100.
+
+    ``scipy.stats.percentileofscore(kind="mean")`` over the finite entries: the mean of the strict (<) and weak
+    (<=) percentages, so a value equal to the median of distinct values scores 50. NaN for a non-finite value or
+    an empty distribution.
+    """
+    data = _as_1d(distribution, "distribution")
+    data = data[np.isfinite(data)]
+    if data.size == 0 or not np.isfinite(value):
+        return float("nan")
+    return float(st.percentileofscore(data, value, kind="mean"))
+
+
+def stability(history: pd.DataFrame, column: str, burn_in: int) -> float:
+    """Std (ddof=1) of ``history[column]`` over epochs ``> burn_in`` (``epoch`` is 1-based); NaN below two values.
+
+    The seed study's stability claim is "std of validation loss over epochs" (raw 0.0023 vs EMA 0.0015); a
+    ``burn_in`` keeps the initial descent, common to every model, from dominating that number. Non-finite
+    entries are ignored.
+    """
+    if burn_in < 0:
+        raise ValueError(f"burn_in must be >= 0, got {burn_in}")
+    missing = [c for c in ("epoch", column) if c not in history.columns]
+    if missing:
+        raise ValueError(f"history lacks column(s) {missing}; it has {list(history.columns)}")
+    values = history.loc[history["epoch"] > burn_in, column].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values.std(ddof=1)) if values.size >= 2 else float("nan")
+
+
+def _metric_columns(metric: str, base: np.ndarray, oth: np.ndarray, alpha: float) -> dict[str, object]:
+    """The ``{m}_*`` and ``baseline_{m}_*`` cells of one compare_models row."""
+    kept_base, kept_oth = _finite_pairs(base, oth)
+    row: dict[str, object] = {f"{metric}_n": kept_base.size}
+    for prefix, values in ((f"baseline_{metric}", kept_base), (metric, kept_oth)):
+        summary = summarize(values, confidence=1.0 - alpha)
+        row.update({f"{prefix}_{k}": summary[k] for k in ("mean", "std", "ci_low", "ci_high")})
+    comparison = paired_comparison(base, oth, lower_is_better=lower_is_better(metric), alpha=alpha)
+    row.update({f"{metric}_{k}": comparison[k] for k in _COMPARISON_KEYS})
+    return row
+
+
+def _by_seed(frame: pd.DataFrame, model: str, metrics: Sequence[str]) -> pd.DataFrame:
+    rows = frame.loc[frame["model"] == model]
+    duplicated = rows["seed"][rows["seed"].duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(f"model {model!r} has several rows for seed(s) {duplicated} in one group")
+    return rows.set_index("seed")[list(metrics)]
+
+
+def _compare_group(
+    frame: pd.DataFrame, model: str, baseline: str, metrics: Sequence[str], alpha: float
+) -> dict[str, object]:
+    base, oth = _by_seed(frame, baseline, metrics), _by_seed(frame, model, metrics)
+    paired = base.add_suffix("__base").join(oth.add_suffix("__other"), how="inner").sort_index()
+    row: dict[str, object] = {
+        "model": model,
+        "baseline": baseline,
+        "n_seeds": len(paired),
+        "n_unpaired": len(set(base.index) ^ set(oth.index)),
+    }
+    for m in metrics:
+        b, o = paired[f"{m}__base"].to_numpy(float), paired[f"{m}__other"].to_numpy(float)
+        row.update(_metric_columns(m, b, o, alpha))
+    return row
+
+
+def compare_models(
+    runs: pd.DataFrame,
+    *,
+    group_by: Sequence[str],
+    models: Sequence[str],
+    baseline: str = "raw",
+    metrics: Sequence[str] = ("mse", "mae", "r2"),
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Every model in ``models`` (the baseline skipped) against ``baseline``, paired by ``seed`` within each group.
+
+    ``runs`` is tidy: one row per (run, model) with ``seed``, the ``group_by`` columns, ``model`` and the metric
+    columns. Output: one row per group and model that has rows in that group, groups sorted, models in the
+    given order; columns as listed in the module docstring. Intervals are at level ``1 − alpha``.
+    """
+    required = ["seed", "model", *group_by, *metrics]
+    missing = [c for c in required if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs lacks column(s) {missing}; it has {list(runs.columns)}")
+    if "model" in group_by:
+        raise ValueError("group_by must not contain 'model': models are compared within a group")
+    groups = runs.groupby(list(group_by), sort=True, dropna=False) if group_by else [((), runs)]
+    rows = []
+    for key, frame in groups:
+        present = set(frame["model"])
+        for model in (m for m in models if m != baseline and m in present):
+            rows.append({**dict(zip(group_by, key)), **_compare_group(frame, model, baseline, metrics, alpha)})
+    return pd.DataFrame(rows, columns=_output_columns(group_by, metrics))
+
+
+def _output_columns(group_by: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    columns = [*group_by, "model", "baseline", "n_seeds", "n_unpaired"]
+    for m in metrics:
+        columns.append(f"{m}_n")
+        for prefix in (f"baseline_{m}", m):
+            columns += [f"{prefix}_{k}" for k in ("mean", "std", "ci_low", "ci_high")]
+        columns += [f"{m}_{k}" for k in _COMPARISON_KEYS]
+    return columns

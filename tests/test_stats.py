@@ -1,0 +1,427 @@
+"""emabench.stats against independent numpy/scipy computations, plus constructed verdict cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from emabench.stats import (
+    VERDICTS,
+    bootstrap_ci,
+    compare_models,
+    lower_is_better,
+    min_seeds_for,
+    paired_comparison,
+    percentile_of,
+    stability,
+    summarize,
+)
+
+# Any warning (a RuntimeWarning from a degenerate case above all) fails the test.
+pytestmark = pytest.mark.filterwarnings("error")
+
+BASE = np.array([0.0055, 0.0061, 0.0049, 0.0058, 0.0052, 0.0066, 0.0057, 0.0050])
+OTHER = np.array([0.0044, 0.0059, 0.0047, 0.0049, 0.0053, 0.0055, 0.0046, 0.0048])
+
+
+def t_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    half = st.t.ppf((1 + confidence) / 2, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+# --- lower_is_better ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [("r2", False), ("ema_r2", False), ("mse", True), ("mae", True), ("val_loss", True), ("raw_val_loss", True)],
+)
+def test_lower_is_better(metric: str, expected: bool) -> None:
+    assert lower_is_better(metric) is expected
+
+
+# --- summarize / bootstrap_ci ---------------------------------------------------------------------------------
+
+
+def test_summarize_matches_numpy_and_scipy() -> None:
+    s = summarize(BASE)
+    assert s["n"] == 8 and s["n_dropped"] == 0
+    assert s["mean"] == pytest.approx(np.mean(BASE), rel=1e-12)
+    assert s["std"] == pytest.approx(np.std(BASE, ddof=1), rel=1e-12)
+    low, high = t_ci(BASE)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((low, high), rel=1e-12)
+    scipy_low, scipy_high = st.t.interval(0.95, 7, loc=np.mean(BASE), scale=st.sem(BASE))
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((scipy_low, scipy_high), rel=1e-12)
+
+
+def test_summarize_other_confidence() -> None:
+    s = summarize(BASE, confidence=0.9)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx(t_ci(BASE, 0.9), rel=1e-12)
+
+
+def test_summarize_drops_non_finite() -> None:
+    s = summarize([1.0, np.nan, 2.0, np.inf, 4.0, -np.inf])
+    assert s["n"] == 3 and s["n_dropped"] == 3
+    assert s["mean"] == pytest.approx(7 / 3)
+    assert s["std"] == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+
+
+@pytest.mark.parametrize("values", [[], [np.nan], [0.3], [np.nan, 0.3]])
+def test_summarize_below_two_values_is_nan_without_warning(values: list[float]) -> None:
+    s = summarize(values)
+    finite = [v for v in values if np.isfinite(v)]
+    assert s["n"] == len(finite)
+    assert s["mean"] == pytest.approx(finite[0]) if finite else np.isnan(s["mean"])
+    assert np.isnan(s["std"]) and np.isnan(s["ci_low"]) and np.isnan(s["ci_high"])
+
+
+def test_summarize_two_values() -> None:
+    s = summarize([1.0, 3.0])
+    assert s["std"] == pytest.approx(np.sqrt(2))
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx(t_ci(np.array([1.0, 3.0])))
+
+
+def test_summarize_bootstrap_option_uses_bootstrap_ci() -> None:
+    s = summarize(BASE, ci="bootstrap", seed=3)
+    assert (s["ci_low"], s["ci_high"]) == bootstrap_ci(BASE, seed=3)
+    with pytest.raises(ValueError, match="ci must be"):
+        summarize(BASE, ci="bca")  # type: ignore[arg-type]
+
+
+def test_bootstrap_is_deterministic_for_a_seed() -> None:
+    data = np.random.default_rng(7).normal(size=30)
+    assert bootstrap_ci(data, seed=0) == bootstrap_ci(data, seed=0)
+    assert bootstrap_ci(data, seed=0) != bootstrap_ci(data, seed=1)
+
+
+def test_bootstrap_agrees_with_normal_theory_on_a_large_sample() -> None:
+    data = np.random.default_rng(11).normal(loc=2.0, scale=1.5, size=400)
+    low, high = bootstrap_ci(data, n_resamples=20000, seed=0)
+    half = st.norm.ppf(0.975) * np.std(data, ddof=1) / np.sqrt(data.size)
+    assert low == pytest.approx(data.mean() - half, abs=0.03 * half + 0.01)
+    assert high == pytest.approx(data.mean() + half, abs=0.03 * half + 0.01)
+    assert low < data.mean() < high
+
+
+def test_bootstrap_other_statistic_and_quantiles() -> None:
+    data = np.array([1.0, 2.0, 3.0, 10.0, 11.0])
+    low, high = bootstrap_ci(data, statistic=np.median, n_resamples=5000, seed=0)
+    # reproduce the documented recipe independently: index resampling with default_rng(seed), percentile bounds
+    idx = np.random.default_rng(0).integers(0, 5, size=(5000, 5))
+    medians = np.median(data[idx], axis=1)
+    assert (low, high) == pytest.approx(tuple(np.quantile(medians, [0.025, 0.975])))
+    assert bootstrap_ci([4.0, 4.0, 4.0]) == (4.0, 4.0)
+
+
+def test_bootstrap_edge_cases() -> None:
+    assert all(np.isnan(bootstrap_ci([1.0])))
+    assert all(np.isnan(bootstrap_ci([1.0, np.nan])))
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci(BASE, confidence=1.0)
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_ci(BASE, n_resamples=0)
+
+
+# --- paired_comparison ----------------------------------------------------------------------------------------
+
+
+def test_paired_comparison_matches_scipy() -> None:
+    r = paired_comparison(BASE, OTHER)
+    diff = OTHER - BASE
+    assert r["n"] == 8 and r["n_dropped"] == 0
+    assert r["diff_mean"] == pytest.approx(diff.mean(), rel=1e-12)
+    assert (r["diff_ci_low"], r["diff_ci_high"]) == pytest.approx(t_ci(diff), rel=1e-12)
+    assert r["rel_diff_pct"] == pytest.approx(np.mean(diff / BASE) * 100, rel=1e-12)
+    assert r["p_ttest"] == pytest.approx(st.ttest_rel(OTHER, BASE).pvalue, rel=1e-12)
+    assert r["p_wilcoxon"] == pytest.approx(st.wilcoxon(OTHER, BASE).pvalue, rel=1e-12)
+    assert r["wins"] == int(np.sum(OTHER < BASE)) == 7
+    assert r["win_rate"] == pytest.approx(7 / 8)
+
+
+def test_ci_level_follows_alpha() -> None:
+    r = paired_comparison(BASE, OTHER, alpha=0.1)
+    assert (r["diff_ci_low"], r["diff_ci_high"]) == pytest.approx(t_ci(OTHER - BASE, 0.9), rel=1e-12)
+    # the 1 − alpha interval excludes 0 exactly when the paired t-test is significant at alpha
+    assert (r["diff_ci_high"] < 0) == (r["p_ttest"] < 0.1)
+
+
+def seeded_pair(shift: float, noise: float, n: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    baseline = 0.0055 + 0.001 * rng.standard_normal(n)
+    return baseline, baseline + shift + noise * rng.standard_normal(n)
+
+
+def test_known_improvement_is_better() -> None:
+    baseline, other = seeded_pair(shift=-0.001, noise=0.0002)
+    r = paired_comparison(baseline, other)
+    assert r["verdict"] == "better"
+    assert r["p_ttest"] < 1e-6 and r["p_wilcoxon"] < 1e-4 and r["wins"] == 20
+
+
+def test_known_degradation_is_worse() -> None:
+    baseline, other = seeded_pair(shift=+0.001, noise=0.0002)
+    r = paired_comparison(baseline, other)
+    assert r["verdict"] == "worse" and r["wins"] == 0 and r["diff_mean"] > 0
+
+
+def test_symmetric_noise_is_no_significant_difference() -> None:
+    baseline = 0.0055 + 0.001 * np.random.default_rng(1).standard_normal(20)
+    noise = 0.0003 * np.random.default_rng(2).standard_normal(10)
+    r = paired_comparison(baseline, baseline + np.r_[noise, -noise])
+    assert r["verdict"] == "no significant difference"
+    assert r["diff_mean"] == pytest.approx(0.0, abs=1e-15)
+    assert r["p_ttest"] > 0.9 and r["p_wilcoxon"] > 0.5 and r["wins"] == 10
+
+
+def test_higher_is_better_direction_for_r2() -> None:
+    baseline, other = seeded_pair(shift=+0.001, noise=0.0002)
+    r2 = paired_comparison(baseline, other, lower_is_better=False)
+    assert r2["verdict"] == "better" and r2["wins"] == 20
+    assert paired_comparison(baseline, other, lower_is_better=True)["verdict"] == "worse"
+
+
+def test_relative_difference_sign_follows_difference_for_negative_baseline() -> None:
+    r = paired_comparison([-2.0, -4.0], [-1.0, -3.0], lower_is_better=False)
+    assert r["rel_diff_pct"] == pytest.approx((50.0 + 25.0) / 2)
+    assert np.isnan(paired_comparison([0.0, 0.0], [1.0, 2.0])["rel_diff_pct"])
+
+
+def test_both_tests_must_agree() -> None:
+    # t significant, Wilcoxon not: a few large improvements, several small degradations outranking small gains
+    t_only = np.array([-10, -10.5, -9.5, -11, -0.5, -0.6, -0.7, 0.8, 0.9, 1.0])
+    assert st.ttest_1samp(t_only, 0).pvalue < 0.05 <= st.wilcoxon(t_only).pvalue
+    # Wilcoxon significant, t not: eleven small gains against one huge loss
+    w_only = np.r_[-np.linspace(0.9, 1.1, 11), 30.0]
+    assert st.wilcoxon(w_only).pvalue < 0.05 <= st.ttest_1samp(w_only, 0).pvalue
+    for diff in (t_only, w_only):
+        baseline = np.full(diff.size, 50.0)
+        assert paired_comparison(baseline, baseline + diff)["verdict"] == "no significant difference"
+
+
+def test_min_seeds_for_follows_exact_wilcoxon_floor() -> None:
+    assert min_seeds_for(0.05) == 6  # 2/2**5 = 0.0625, 2/2**6 = 0.03125
+    assert min_seeds_for(0.01) == 8
+    assert min_seeds_for(0.1) == 5
+    for alpha in (0.05, 0.01, 0.1):
+        n = min_seeds_for(alpha)
+        assert st.wilcoxon(-np.arange(1.0, n + 1)).pvalue < alpha <= st.wilcoxon(-np.arange(1.0, n)).pvalue
+
+
+def test_verdict_insufficient_below_min_seeds_even_for_perfect_sweep() -> None:
+    baseline, other = seeded_pair(shift=-0.001, noise=0.0001, n=6)
+    assert paired_comparison(baseline[:5], other[:5])["verdict"] == "insufficient data"
+    assert paired_comparison(baseline[:5], other[:5])["p_ttest"] < 0.05
+    assert paired_comparison(baseline, other)["verdict"] == "better"
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_tiny_samples_give_nan_and_no_warning(n: int) -> None:
+    r = paired_comparison(BASE[:n], OTHER[:n])
+    assert r["n"] == n and r["verdict"] == "insufficient data"
+    assert np.isnan(r["diff_ci_low"]) == (n < 2) and np.isnan(r["p_ttest"]) == (n < 2)
+    if n == 0:
+        assert np.isnan(r["diff_mean"]) and np.isnan(r["win_rate"]) and np.isnan(r["p_wilcoxon"])
+    if n == 1:
+        assert r["diff_mean"] == pytest.approx(OTHER[0] - BASE[0])
+        assert r["p_wilcoxon"] == pytest.approx(st.wilcoxon(OTHER[:1], BASE[:1]).pvalue)
+    if n == 2:
+        assert r["p_ttest"] == pytest.approx(st.ttest_rel(OTHER[:2], BASE[:2]).pvalue)
+        assert r["p_wilcoxon"] == pytest.approx(st.wilcoxon(OTHER[:2], BASE[:2]).pvalue)
+
+
+def test_all_zero_differences() -> None:
+    r = paired_comparison(BASE, BASE.copy())
+    assert np.isnan(r["p_ttest"]) and np.isnan(r["p_wilcoxon"])
+    assert r["diff_mean"] == 0 and r["wins"] == 0 and r["rel_diff_pct"] == 0
+    assert (r["diff_ci_low"], r["diff_ci_high"]) == (0.0, 0.0)
+    assert r["verdict"] == "no significant difference"
+
+
+def test_constant_nonzero_difference() -> None:
+    baseline = np.arange(1.0, 11.0)
+    r = paired_comparison(baseline, baseline - 0.5)
+    assert r["p_ttest"] == 0.0
+    assert r["p_wilcoxon"] == pytest.approx(2 / 2**10)
+    assert r["verdict"] == "better"
+
+
+def test_nan_pairs_are_dropped_and_counted() -> None:
+    baseline, other = BASE.copy(), OTHER.copy()
+    baseline[1], other[4], other[6] = np.nan, np.inf, np.nan
+    r = paired_comparison(baseline, other)
+    keep = np.ones(8, bool)
+    keep[[1, 4, 6]] = False
+    clean = paired_comparison(BASE[keep], OTHER[keep])
+    assert r["n"] == 5 and r["n_dropped"] == 3
+    assert {k: v for k, v in r.items() if k not in ("n_dropped",)} == {
+        k: v for k, v in clean.items() if k not in ("n_dropped",)
+    }
+
+
+def test_paired_comparison_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_comparison([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="alpha"):
+        paired_comparison([1.0, 2.0], [1.0, 2.0], alpha=0.0)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        paired_comparison([[1.0, 2.0]], [[1.0, 2.0]])
+
+
+# --- percentile_of --------------------------------------------------------------------------------------------
+
+
+def test_percentile_of_matches_scipy() -> None:
+    dist = np.array([0.0041, 0.0044, 0.0047, 0.0050, 0.0050, 0.0053, 0.0058, 0.0062])
+    for value in (0.0030, 0.0044, 0.0050, 0.0055, 0.0070):
+        assert percentile_of(value, dist) == pytest.approx(st.percentileofscore(dist, value, kind="mean"))
+    assert percentile_of(0.0030, dist) == 0.0 and percentile_of(0.0070, dist) == 100.0
+    assert percentile_of(0.0050, dist) == pytest.approx(50.0)
+
+
+def test_percentile_of_ignores_nan_and_handles_empty() -> None:
+    assert percentile_of(2.5, [1.0, 2.0, np.nan, 3.0, 4.0]) == pytest.approx(50.0)
+    assert np.isnan(percentile_of(2.5, []))
+    assert np.isnan(percentile_of(np.nan, [1.0, 2.0]))
+
+
+# --- stability ------------------------------------------------------------------------------------------------
+
+
+def make_history(n_epochs: int = 10) -> pd.DataFrame:
+    epochs = np.arange(1, n_epochs + 1)
+    return pd.DataFrame({"epoch": epochs, "raw_val_loss": 1.0 / epochs + 0.01 * np.sin(epochs)})
+
+
+def test_stability_after_burn_in() -> None:
+    history = make_history()
+    values = history["raw_val_loss"].to_numpy()
+    assert stability(history, "raw_val_loss", burn_in=3) == pytest.approx(np.std(values[3:], ddof=1))
+    assert stability(history, "raw_val_loss", burn_in=0) == pytest.approx(np.std(values, ddof=1))
+    assert np.isnan(stability(history, "raw_val_loss", burn_in=9))
+    assert np.isnan(stability(history, "raw_val_loss", burn_in=20))
+
+
+def test_stability_ignores_nan_and_validates() -> None:
+    history = make_history()
+    history.loc[5, "raw_val_loss"] = np.nan
+    expected = np.std(history["raw_val_loss"].to_numpy()[[2, 3, 4, 6, 7, 8, 9]], ddof=1)
+    assert stability(history, "raw_val_loss", burn_in=2) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="ema_val_loss"):
+        stability(history, "ema_val_loss", burn_in=0)
+    with pytest.raises(ValueError, match="burn_in"):
+        stability(history, "raw_val_loss", burn_in=-1)
+
+
+# --- compare_models -------------------------------------------------------------------------------------------
+
+
+def make_runs() -> pd.DataFrame:
+    """Two betas × three models × seeds 0–6; beta 0.999 lacks swa's seed 6 and has one NaN ema MSE (seed 2)."""
+    rows = []
+    for beta in (0.999, 0.99):
+        for seed in range(7):
+            raw = 0.0050 + 0.0002 * seed + (0.0001 if beta == 0.99 else 0.0)
+            values = {"raw": raw, "ema": raw - 0.0008 - 0.00003 * seed, "swa": raw + 0.00001 * (-1) ** seed}
+            for model, mse in values.items():
+                if beta == 0.999 and model == "swa" and seed == 6:
+                    continue
+                row = {"run_id": f"b{beta}-s{seed}", "seed": seed, "beta": beta, "model": model}
+                row.update(mse=mse, mae=10 * mse, r2=1.0 - mse)
+                rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.loc[(frame.beta == 0.999) & (frame.seed == 2) & (frame.model == "ema"), "mse"] = np.nan
+    return frame
+
+
+def test_compare_models_layout() -> None:
+    table = compare_models(make_runs(), group_by=["beta"], models=["raw", "ema", "swa"])
+    assert list(table[["beta", "model"]].itertuples(index=False, name=None)) == [
+        (0.99, "ema"),
+        (0.99, "swa"),
+        (0.999, "ema"),
+        (0.999, "swa"),
+    ]
+    expected_mse = ["mse_n"] + [
+        f"{p}_{k}" for p in ("baseline_mse", "mse") for k in ("mean", "std", "ci_low", "ci_high")
+    ]
+    expected_mse += [
+        f"mse_{k}"
+        for k in (
+            "diff_mean",
+            "diff_ci_low",
+            "diff_ci_high",
+            "rel_diff_pct",
+            "p_ttest",
+            "p_wilcoxon",
+            "wins",
+            "win_rate",
+            "verdict",
+        )
+    ]
+    assert list(table.columns[:5]) == ["beta", "model", "baseline", "n_seeds", "n_unpaired"]
+    assert list(table.columns[5 : 5 + len(expected_mse)]) == expected_mse
+    assert len(table.columns) == 5 + 3 * len(expected_mse)
+    assert set(table["baseline"]) == {"raw"}
+    assert set(table["mse_verdict"]) <= set(VERDICTS)
+
+
+def test_compare_models_cells() -> None:
+    runs = make_runs()
+    table = compare_models(runs, group_by=["beta"], models=["ema", "swa"]).set_index(["beta", "model"])
+    seeds = np.arange(7)
+    raw99 = 0.0050 + 0.0002 * seeds + 0.0001
+    ema99 = raw99 - 0.0008 - 0.00003 * seeds
+    row = table.loc[(0.99, "ema")]
+    assert row["n_seeds"] == 7 and row["n_unpaired"] == 0 and row["mse_n"] == 7
+    assert row["mse_diff_mean"] == pytest.approx(np.mean(ema99 - raw99), rel=1e-12)
+    assert row["baseline_mse_mean"] == pytest.approx(raw99.mean(), rel=1e-12)
+    assert row["mse_std"] == pytest.approx(np.std(ema99, ddof=1), rel=1e-12)
+    assert row["mse_p_ttest"] == pytest.approx(st.ttest_rel(ema99, raw99).pvalue, rel=1e-9)
+    assert row["mse_p_wilcoxon"] == pytest.approx(st.wilcoxon(ema99, raw99).pvalue, rel=1e-12)
+    assert row["mse_rel_diff_pct"] == pytest.approx(np.mean((ema99 - raw99) / raw99) * 100, rel=1e-12)
+    assert row["mse_wins"] == 7 and row["mse_win_rate"] == 1.0 and row["mse_verdict"] == "better"
+    assert row["r2_wins"] == 7 and row["r2_verdict"] == "better"  # r2 = 1 − mse: higher is better
+    assert row["mae_diff_mean"] == pytest.approx(10 * row["mse_diff_mean"], rel=1e-9)
+    assert row["mse_mean"] - row["baseline_mse_mean"] == pytest.approx(row["mse_diff_mean"], rel=1e-9)
+
+
+def test_compare_models_unpaired_seeds_and_nan_metrics() -> None:
+    table = compare_models(make_runs(), group_by=["beta"], models=["ema", "swa"]).set_index(["beta", "model"])
+    swa = table.loc[(0.999, "swa")]
+    assert swa["n_seeds"] == 6 and swa["n_unpaired"] == 1 and swa["mse_n"] == 6
+    assert swa["mse_wins"] == 3 and swa["mse_verdict"] == "no significant difference"
+    ema = table.loc[(0.999, "ema")]
+    assert ema["n_seeds"] == 7 and ema["mse_n"] == 6 and ema["mae_n"] == 7
+    seeds = np.array([0, 1, 3, 4, 5, 6])
+    raw = 0.0050 + 0.0002 * seeds
+    assert ema["baseline_mse_mean"] == pytest.approx(raw.mean(), rel=1e-12)  # baseline over the same pairs
+    assert ema["mse_diff_mean"] == pytest.approx(np.mean(-0.0008 - 0.00003 * seeds), rel=1e-9)
+
+
+def test_compare_models_without_groups_and_missing_baseline() -> None:
+    runs = make_runs()
+    one = compare_models(runs[runs.beta == 0.99], group_by=[], models=["ema"])
+    grouped = compare_models(runs, group_by=["beta"], models=["ema"])
+    pd.testing.assert_series_equal(
+        one.iloc[0].drop(["model"]), grouped.iloc[0].drop(["beta", "model"]), check_names=False
+    )
+    no_raw = compare_models(runs[runs.model != "raw"], group_by=["beta"], models=["ema"])
+    assert list(no_raw["n_seeds"]) == [0, 0] and list(no_raw["n_unpaired"]) == [7, 7]
+    assert set(no_raw["mse_verdict"]) == {"insufficient data"}
+
+
+def test_compare_models_rejects_bad_frames() -> None:
+    runs = make_runs()
+    with pytest.raises(ValueError, match="lacks column"):
+        compare_models(runs.drop(columns="mae"), group_by=["beta"], models=["ema"])
+    with pytest.raises(ValueError, match="several rows for seed"):
+        compare_models(runs, group_by=[], models=["ema"])  # both betas pooled: seeds repeat
+    with pytest.raises(ValueError, match="group_by"):
+        compare_models(runs, group_by=["model"], models=["ema"])
+
+
+def test_compare_models_empty_result_keeps_columns() -> None:
+    table = compare_models(make_runs(), group_by=["beta"], models=["polyak"], metrics=("mse",))
+    assert table.empty and "mse_verdict" in table.columns
