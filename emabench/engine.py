@@ -89,7 +89,7 @@ class Trainer:
         self.model.to(self.device)
         opt = first.train.optimizer
         self.optimizer = StackedAdam(
-            self.model.flat,
+            list(self.model.parameters()),
             lr=[c.train.optimizer.lr for c in configs],
             weight_decay=[c.train.optimizer.weight_decay for c in configs],
             betas=(opt.betas[0], opt.betas[1]),
@@ -130,13 +130,9 @@ class Trainer:
         xs, ys, masks = self._epoch_batches()
         n, batch_size = xs.shape[1], self.configs[0].train.batch_size
         loss_sum = torch.zeros(self.replicas, device=self.device)
-        self.model.train()
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            out = self.model(xs[:, start:stop], [m[:, start:stop] for m in masks])
-            losses = (out - ys[:, start:stop]).square().mean(dim=(1, 2))
-            self.optimizer.zero_grad()
-            losses.sum().backward()
+            losses = self.model.loss_and_grad(xs[:, start:stop], ys[:, start:stop], [m[:, start:stop] for m in masks])
             self.optimizer.step()
             self.ema.update()
             loss_sum += losses.detach() * (stop - start)
@@ -145,7 +141,6 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, torch.Tensor]]:
         """Validation metrics ``{model: {metric: (R,)}}`` for the raw and the averaged weights."""
-        self.model.eval()
         x, y = self.data.x_val, self.data.y_val
         return {"raw": regression_metrics(self.model(x), y), "ema": regression_metrics(self.ema(x), y)}
 

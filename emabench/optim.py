@@ -15,76 +15,87 @@ import torch
 
 
 class StackedAdam:
-    """Adam (``torch.optim.Adam``, L2 weight decay, no amsgrad) on a ``(R, P)`` parameter, lr per replica.
+    """Adam (``torch.optim.Adam``: L2 weight decay, no amsgrad) over tensors with a leading replica dimension,
+    with a learning rate and weight decay per replica.
 
     ``g ← g + wd·θ;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
     θ ← θ − lr/(1−β1^t) · m / (√v / √(1−β2^t) + eps)``.
+
+    Replicas that share ``(lr, weight_decay)`` are updated together by torch's fused Adam kernel (the one behind
+    ``torch.optim.Adam(fused=True)``): one call for the whole stack in the common case.
     """
 
     def __init__(
         self,
-        param: torch.Tensor,
+        params: Sequence[torch.Tensor],
         lr: Sequence[float],
         weight_decay: Sequence[float],
         betas: tuple[float, float],
         eps: float,
     ) -> None:
-        self.param = param
-        self.lrs = [float(x) for x in lr]
+        self.params = list(params)
+        self.replicas = self.params[0].shape[0]
         self.weight_decays = [float(x) for x in weight_decay]
+        self.lrs = [float(x) for x in lr]
         self.beta1, self.beta2 = betas
         self.eps = eps
-        self.step_count = 0
-        self.exp_avg = torch.zeros_like(param)
-        self.exp_avg_sq = torch.zeros_like(param)
-        self._refresh()
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.step_t = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
+        self._groups: list[tuple[float, float, list[list[torch.Tensor]]]] = []
+        self._grouped_grads: list[torch.Tensor | None] = []
 
-    def _refresh(self) -> None:
-        # One shared value takes torch's scalar code path exactly; differing values broadcast a column.
-        column = lambda v: torch.tensor(v, dtype=self.param.dtype, device=self.param.device).unsqueeze(1)  # noqa: E731
-        self._lr = self.lrs[0] if len(set(self.lrs)) == 1 else column(self.lrs)
-        self._wd = self.weight_decays[0] if len(set(self.weight_decays)) == 1 else column(self.weight_decays)
+    @property
+    def step_count(self) -> int:
+        return int(self.step_t)
+
+    def _group_replicas(self, grads: list[torch.Tensor]) -> list[tuple[float, float, list[list[torch.Tensor]]]]:
+        """``(lr, wd, [params, grads, exp_avgs, exp_avg_sqs])`` per distinct ``(lr, wd)``: whole tensors when
+        every replica shares them, else the rows ``t[r]`` of the replicas in the group."""
+        tensors = (self.params, grads, self.exp_avg, self.exp_avg_sq)
+        keys = list(zip(self.lrs, self.weight_decays))
+        if len(set(keys)) == 1:
+            return [(*keys[0], list(map(list, tensors)))]
+        groups: dict[tuple[float, float], list[int]] = {}
+        for r, key in enumerate(keys):
+            groups.setdefault(key, []).append(r)
+        return [(lr, wd, [[t[r] for r in rows for t in ts] for ts in tensors]) for (lr, wd), rows in groups.items()]
 
     def set_lrs(self, lrs: Sequence[float]) -> None:
         if list(lrs) != self.lrs:
             self.lrs = [float(x) for x in lrs]
-            self._refresh()
+            self._grouped_grads = []  # regroup at the next step
 
     @torch.no_grad()
     def step(self) -> None:
-        grad = self.param.grad
-        if isinstance(self._wd, float):
-            if self._wd != 0:
-                grad = grad.add(self.param, alpha=self._wd)
-        else:
-            grad = grad.addcmul(self.param, self._wd)
-        self.exp_avg.lerp_(grad, 1 - self.beta1)
-        self.exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        self.step_count += 1
-        bias_correction1 = 1 - self.beta1**self.step_count
-        bias_correction2_sqrt = math.sqrt(1 - self.beta2**self.step_count)
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-        if isinstance(self._lr, float):
-            self.param.addcdiv_(self.exp_avg, denom, value=-self._lr / bias_correction1)
-        else:
-            self.param.addcdiv_(self.exp_avg * (-self._lr / bias_correction1), denom)
+        grads = [p.grad for p in self.params]
+        if any(a is not b for a, b in zip(grads, self._grouped_grads)) or not self._grouped_grads:
+            self._groups, self._grouped_grads = self._group_replicas(grads), grads
+        self.step_t += 1
+        for lr, wd, (params, group_grads, exp_avgs, exp_avg_sqs) in self._groups:
+            torch._fused_adam_(
+                params, group_grads, exp_avgs, exp_avg_sqs, [], [self.step_t] * len(params),
+                lr=lr, beta1=self.beta1, beta2=self.beta2, weight_decay=wd, eps=self.eps,
+                amsgrad=False, maximize=False,
+            )  # fmt: skip
 
     def zero_grad(self) -> None:
-        self.param.grad = None
+        for p in self.params:
+            p.grad = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "lrs": list(self.lrs),
-            "step_count": self.step_count,
+            "step": self.step_t.clone(),
             "exp_avg": self.exp_avg,
             "exp_avg_sq": self.exp_avg_sq,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.set_lrs(state["lrs"])
-        self.step_count = int(state["step_count"])
-        self.exp_avg.copy_(state["exp_avg"])
-        self.exp_avg_sq.copy_(state["exp_avg_sq"])
+        self.step_t.copy_(state["step"])
+        for ours, theirs in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+            ours.copy_(theirs)
 
 
 class PlateauScheduler:

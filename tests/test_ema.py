@@ -148,7 +148,7 @@ def test_per_replica_beta_equals_separate_emas():
         with torch.no_grad():
             row.weight.copy_(stacked.weight[r : r + 1])
         singles.append((row, EMA(row, beta=beta, update_after_step=2)))
-    for step in range(30):
+    for _ in range(30):
         with torch.no_grad():
             stacked.weight.add_(torch.randn_like(stacked.weight) * 0.1)
         for r, (row, single) in enumerate(singles):

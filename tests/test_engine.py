@@ -193,22 +193,30 @@ def test_metrics_match_sklearn():
         assert ours["r2"][r].item() == pytest.approx(r2_score(y, p), abs=1e-6)
 
 
-def test_stacked_adam_equals_torch_adam():
+@pytest.mark.parametrize("fused", [True, False])
+def test_stacked_adam_equals_torch_adam(fused):
     torch.manual_seed(0)
-    param = torch.randn(2, 7, requires_grad=True)
-    twins = [param[r].detach().clone().requires_grad_(True) for r in range(2)]
-    lrs, wds = [1e-2, 3e-3], [1e-5, 0.0]
-    ours = StackedAdam(param, lr=lrs, weight_decay=wds, betas=(0.9, 0.999), eps=1e-8)
-    theirs = [torch.optim.Adam([t], lr=lr, weight_decay=wd) for t, lr, wd in zip(twins, lrs, wds)]
+    params = [torch.randn(3, 7, requires_grad=True), torch.randn(3, 2, 2, requires_grad=True)]
+    lrs, wds = [1e-2, 3e-3, 1e-2], [1e-5, 0.0, 1e-5]  # replicas 0 and 2 share a group
+    ours = StackedAdam(params, lr=lrs, weight_decay=wds, betas=(0.9, 0.999), eps=1e-8)
+    twins = [[p[r].detach().clone().requires_grad_(True) for p in params] for r in range(3)]
+    theirs = [torch.optim.Adam(t, lr=lr, weight_decay=wd, fused=fused) for t, lr, wd in zip(twins, lrs, wds)]
     for step in range(25):
-        grad = torch.sin(torch.arange(14.0).view(2, 7) * (step + 1))
-        param.grad = grad.clone()
+        grads = [torch.sin(torch.arange(p.numel(), dtype=torch.float32).view_as(p) * (step + 1)) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
         ours.step()
         for r, (t, opt) in enumerate(zip(twins, theirs)):
-            t.grad = grad[r].clone()
+            for tensor, g in zip(t, grads):
+                tensor.grad = g[r].clone()
             opt.step()
-    for r in range(2):
-        torch.testing.assert_close(param[r].detach(), twins[r].detach(), rtol=1e-6, atol=1e-7)
+        if step == 10:
+            ours.set_lrs([1e-3, 1e-3, 1e-3])  # the plateau scheduler changes lrs between epochs
+            for opt in theirs:
+                opt.param_groups[0]["lr"] = 1e-3
+    for r in range(3):
+        for p, t in zip(params, twins[r]):
+            torch.testing.assert_close(p[r].detach(), t.detach(), rtol=1e-6, atol=1e-7)
 
 
 def test_plateau_scheduler_equals_torch():

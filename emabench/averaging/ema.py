@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emabench.averaging.base import Averager, BufferPolicy
+from emabench.averaging.base import Averager, BufferPolicy, check_decay, check_int
 from emabench.averaging.schedules import warmup_decay
 
 
@@ -40,42 +40,29 @@ class EMA(Averager):
         min_value: float = 0.0,
         buffers: BufferPolicy = "average",
     ) -> None:
-        betas = torch.as_tensor(beta, dtype=torch.float64).reshape(-1)
-        if betas.numel() == 0 or not bool(((betas >= 0) & (betas < 1)).all()):
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
-        if not (isinstance(update_after_step, int) and update_after_step >= 0):
-            raise ValueError(f"update_after_step must be an integer >= 0, got {update_after_step!r}")
-        if not (isinstance(update_every, int) and update_every >= 1):
-            raise ValueError(f"update_every must be an integer >= 1, got {update_every!r}")
+        beta = check_decay(beta)
+        check_int("update_after_step", update_after_step, 0)
+        check_int("update_every", update_every, 1)
         if inv_gamma <= 0:
             raise ValueError(f"inv_gamma must be > 0, got {inv_gamma}")
         if power <= 0:
             raise ValueError(f"power must be > 0, got {power}")
-        if not (0 <= min_value <= float(betas.min())):
+        if not (0 <= min_value <= float(torch.as_tensor(beta).min())):
             raise ValueError(f"min_value must be in [0, beta], got {min_value}")
         super().__init__(model, buffers=buffers)
-        self.beta = beta if isinstance(beta, torch.Tensor) else float(beta)
+        self.beta = beta
         self.update_after_step = update_after_step
         self.update_every = update_every
         self.inv_gamma = float(inv_gamma)
         self.power = float(power)
         self.min_value = float(min_value)
-        self._step = 0
-        self._initted = False
         self._decay: float | torch.Tensor = 0.0
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self.register_buffer("initted", torch.zeros((), dtype=torch.bool))
-        self.register_load_state_dict_post_hook(_read_counters)
+        self._register_counter("initted", False)  # "step" (update() calls) is registered by Averager
 
     @property
     def decay(self) -> float | torch.Tensor:
         """The decay ``d`` used by the last update that averaged (0 while copying); a tensor for per-replica beta."""
         return self._decay
-
-    @property
-    def num_updates(self) -> int:
-        """How many times :meth:`update` has been called."""
-        return self._step
 
     def _core_decay(self, step: int) -> float:
         # beta=1 leaves only the warm-up curve; the per-replica ceiling is applied afterwards.
@@ -98,23 +85,8 @@ class EMA(Averager):
         self._lerp(self._core_decay(self._step))
 
     def _lerp(self, core: float) -> None:
-        averaged, online = self.tensor_pairs()
         if isinstance(self.beta, float):
             self._decay = core
-            torch._foreach_lerp_(averaged, online, 1.0 - core)
         else:
-            decay = self.beta.clamp(max=core) if core > 0 else torch.zeros_like(self.beta)
-            self._decay = decay
-            weight = (1.0 - decay).to(device=averaged[0].device, dtype=averaged[0].dtype)
-            torch._foreach_lerp_(averaged, online, [weight.view(-1, *[1] * (t.dim() - 1)) for t in averaged])
-        self._copy_buffers()
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001 - torch's signature
-        self.step.fill_(self._step)
-        self.initted.fill_(self._initted)
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-
-def _read_counters(module: EMA, incompatible_keys) -> None:  # noqa: ANN001 - torch's hook signature
-    module._step = int(module.step)
-    module._initted = bool(module.initted)
+            self._decay = self.beta.clamp(max=core) if core > 0 else torch.zeros_like(self.beta)
+        self._lerp_to_online(1.0 - self._decay)
