@@ -27,7 +27,7 @@ from emabench.config import Config
 from emabench.data import Dataset
 from emabench.errors import ConfigError
 from emabench.metrics import regression_metrics
-from emabench.model import StackedMLP, dropout_masks
+from emabench.model import StackedMLP
 from emabench.optim import EarlyStopping, PlateauScheduler, StackedAdam
 
 MODELS = ("raw", "ema")
@@ -110,32 +110,52 @@ class Trainer:
         self.stoppers = [EarlyStopping(c.train.early_stopping.patience) for c in configs]
         self.epoch = 0
         self.active = [True] * self.replicas
+        self._buffers: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self._keep = torch.tensor([1.0 - c.model.dropout for c in configs]).view(-1, 1, 1)
 
     @property
     def done(self) -> bool:
         return not any(self.active)
 
     def _epoch_batches(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The epoch's shuffled inputs ``(R, n, in)``, targets ``(R, n, 1)`` and dropout masks ``(R, n, h)``.
+
+        Per replica, in this order from its generator: ``randperm(n)``, then ``rand(n, h)`` per hidden layer (the
+        mask is ``(u < 1−p)/(1−p)``; see :func:`emabench.model.dropout_masks`). Buffers are reused across epochs.
+        """
         n = self.data.x_train.shape[0]
-        hidden = self.configs[0].model.hidden_sizes
-        perms, masks = [], []
-        for cfg, generator in zip(self.configs, self.generators):
-            perms.append(torch.randperm(n, generator=generator))
-            masks.append(dropout_masks(generator, n, hidden, cfg.model.dropout))
-        perm = torch.stack(perms).to(self.device)
-        layer_masks = [torch.stack(per_layer).to(self.device) for per_layer in zip(*masks)]
-        return self.data.x_train[perm], self.data.y_train[perm], layer_masks
+        if self._buffers is None:
+            hidden = self.configs[0].model.hidden_sizes
+            self._buffers = (
+                torch.empty(self.replicas, n, dtype=torch.long),
+                [torch.empty(self.replicas, n, h) for h in hidden],
+            )
+        perm, masks = self._buffers
+        for r, generator in enumerate(self.generators):
+            torch.randperm(n, generator=generator, out=perm[r])
+            for mask in masks:
+                mask[r].uniform_(generator=generator)
+        on_device = [self._mask_from_uniform(m).to(self.device, non_blocking=True) for m in masks]
+        index = perm.to(self.device, non_blocking=True).view(-1)
+        xs = self.data.x_train.index_select(0, index).view(self.replicas, n, -1)
+        ys = self.data.y_train.index_select(0, index).view(self.replicas, n, -1)
+        return xs, ys, on_device
+
+    def _mask_from_uniform(self, uniform: torch.Tensor) -> torch.Tensor:
+        return (uniform < self._keep).to(uniform.dtype).div_(self._keep)
 
     def _train_one_epoch(self) -> torch.Tensor:
         xs, ys, masks = self._epoch_batches()
         n, batch_size = xs.shape[1], self.configs[0].train.batch_size
-        loss_sum = torch.zeros(self.replicas, device=self.device)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            losses = self.model.loss_and_grad(xs[:, start:stop], ys[:, start:stop], [m[:, start:stop] for m in masks])
+        loss_sum = torch.zeros(self.replicas, dtype=torch.float64, device=self.device)
+        batches = zip(
+            xs.split(batch_size, dim=1), ys.split(batch_size, dim=1), *(m.split(batch_size, 1) for m in masks)
+        )
+        for x, y, *batch_masks in batches:
+            losses = self.model.loss_and_grad(x, y, batch_masks)
             self.optimizer.step()
             self.ema.update()
-            loss_sum += losses.detach() * (stop - start)
+            loss_sum.add_(losses, alpha=x.shape[1])  # no .item(): one sync per epoch, not per step
         return loss_sum / n
 
     @torch.no_grad()

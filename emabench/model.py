@@ -77,19 +77,18 @@ class StackedMLP(nn.Module):
         The backward pass of ``Linear → ReLU → ·mask`` written out (what autograd computes, without its per-op
         bookkeeping, which costs more than the arithmetic at this size): with ``h = z·D``, ``D = (z > 0)·mask``,
         ``∂L/∂W = gᵀh_prev``, ``∂L/∂b = Σ g``, ``g_prev = (g W)·D_prev``, starting from ``g = 2(out − y)/B``.
+        ``D = mask`` where ``h > 0`` and 0 elsewhere, since ``h = relu(z)·mask`` is positive exactly there.
         """
         layers = self.layers()
-        inputs, gates = [x], []
+        inputs = [x]
         h = x
         for i, (weight, bias) in enumerate(layers):
             h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
             if i < len(layers) - 1:
-                gate = (h > 0).to(h.dtype)
+                h = h.relu_()
                 if masks is not None:
-                    gate.mul_(masks[i])
-                h = h.mul_(gate)
+                    h = h.mul_(masks[i])
                 inputs.append(h)
-                gates.append(gate)
         err = h.sub_(y)
         g = err * (2.0 / err[0].numel())
         for i in range(len(layers) - 1, -1, -1):
@@ -99,7 +98,11 @@ class StackedMLP(nn.Module):
             torch.bmm(g.transpose(1, 2), inputs[i], out=weight.grad)
             torch.sum(g, dim=1, out=bias.grad)
             if i > 0:
-                g = torch.bmm(g, weight).mul_(gates[i - 1])
+                g = torch.bmm(g, weight)
+                if masks is not None:
+                    g = g.mul_(masks[i - 1])
+                # h = relu(z)·mask is > 0 exactly where both z > 0 and mask > 0: ReLU's own backward kernel
+                g = torch.ops.aten.threshold_backward(g, inputs[i], 0)
         return err.square_().mean(dim=(1, 2))
 
     def replica_module(self, r: int, dropout: float = 0.0) -> nn.Sequential:

@@ -59,6 +59,7 @@ class Averager(nn.Module):
             raise ValueError(f"cannot deep-copy the model to hold its average: {err}") from err
         self.averaged_model.requires_grad_(False)
         self.averaged_model.eval()
+        self._refs: dict[int, tuple[list[torch.Tensor], list[tuple[nn.Module, str]]]] = {}
         self._counter_names: list[str] = []
         self._register_counter("step", 0)
         self.register_load_state_dict_post_hook(_read_counters)
@@ -89,16 +90,24 @@ class Averager(nn.Module):
         """Alias of ``averaged_model`` (ema-pytorch's name)."""
         return self.averaged_model
 
-    def _float_tensors(self, module: nn.Module, kind: str) -> list[torch.Tensor]:
-        items = module.named_parameters() if kind == "params" else module.named_buffers()
-        return [t.data for _, t in items if t.is_floating_point()]
-
     def _averaged_tensors(self, module: nn.Module) -> list[torch.Tensor]:
-        """The tensors of ``module`` the rule averages: float params, and float buffers if averaged."""
-        tensors = self._float_tensors(module, "params")
-        if self.buffer_policy == "average":
-            tensors += self._float_tensors(module, "buffers")
-        return tensors
+        """The tensors of ``module`` the rule averages: float params, and float buffers if averaged.
+
+        Parameter objects survive ``module.to()`` (their ``.data`` is swapped in place), so they are looked up
+        once; buffers are replaced by ``.to()``, so they are re-read from their owning module at every call.
+        """
+        key = id(module)
+        if key not in self._refs:
+            params = [p for p in module.parameters() if p.is_floating_point()]
+            owners = []
+            if self.buffer_policy == "average":
+                for name, buffer in module.named_buffers():
+                    if buffer.is_floating_point():
+                        owner_name, _, leaf = name.rpartition(".")
+                        owners.append((module.get_submodule(owner_name), leaf))
+            self._refs[key] = (params, owners)
+        params, owners = self._refs[key]
+        return params + [owner._buffers[leaf] for owner, leaf in owners]  # a new list: callers may extend it
 
     def tensor_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(averaged, online) lists of the tensors the rule averages: float params, and buffers if averaged."""
