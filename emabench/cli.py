@@ -186,6 +186,14 @@ def sweep(
             "vectorized: insist on it; process: one run per process.",
         ),
     ] = "auto",
+    shadows: Annotated[
+        bool,
+        typer.Option(
+            "--shadows",
+            help="Track every --beta as a shadow EMA (ema_<beta>) of ONE training trajectory per seed instead of one "
+            "run per beta; training stays driven by the config's monitor (raw, or the `ema` at its own beta).",
+        ),
+    ] = False,
     runs_dir: RunsDirOption = Path("runs"),
     force: ForceOption = False,
     quiet: QuietOption = False,
@@ -200,7 +208,9 @@ def sweep(
     if engine not in ("auto", "vectorized", "process"):
         raise ConfigError(f"--engine: {engine!r} is not one of auto, vectorized, process")
     axes: dict[str, list[Any]] = {}
-    if beta is not None:
+    if shadows and beta is None:
+        raise ConfigError("--shadows: give the betas to track with --beta")
+    if beta is not None and not shadows:
         axes["ema.beta"] = parse_betas(beta)
     for item in grid or []:
         key, values = parse_grid_option(item)
@@ -208,6 +218,14 @@ def sweep(
     if seeds is not None:
         axes["seed"] = parse_seeds(seeds)
     base = load_config(config, set_ or [])
+    if shadows:
+        base = runner.with_beta_shadows(base, parse_betas(beta or ""))
+        if not quiet:
+            monitor = base.train.early_stopping.monitor
+            console.print(
+                f"Shadow mode: one trajectory per seed driven by {monitor!r}; betas tracked as "
+                f"{', '.join(n for n in base.averagers if n.startswith('ema_'))}."
+            )
     configs = runner.expand_grid(base, axes)  # validates every combination before anything runs
     stacks = runner.plan_stacks(configs, engine, jobs)  # type: ignore[arg-type]
     mode = f"{len(stacks)} stacked model(s)" if len(stacks) < len(configs) else "one model per run"
@@ -221,6 +239,7 @@ def sweep(
             jobs=jobs,
             engine=engine,
             force=force,  # type: ignore[arg-type]
+            mode="shadows" if shadows else "runs",
             on_epoch=on_epoch,
             on_stack_done=on_stack_done,
         )

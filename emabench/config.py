@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,7 +70,7 @@ class OptimizerConfig(_Section):
         return betas
 
 
-Monitor = Literal["raw", "ema"]
+Monitor = str  # "raw", "ema" or the name of an averager evaluated every epoch (checked by Config)
 
 
 class SchedulerConfig(_Section):
@@ -118,6 +118,123 @@ class EMAConfig(_Section):
         return self
 
 
+# --- extra averagers (issue 3): tracked beside raw and the seed's ``ema`` in the same run -------------------------
+
+
+class HalfLife(_Section):
+    """A decay horizon instead of a bare beta: the weight of a step halves after ``value`` steps/samples/epochs."""
+
+    value: float = Field(gt=0)
+    unit: Literal["steps", "samples", "epochs"]
+
+
+class _DecaySpec(_Section):
+    beta: float | None = Field(default=None, ge=0, lt=1)
+    half_life: HalfLife | None = None
+    update_every: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_horizon(self) -> _DecaySpec:
+        if (self.beta is None) == (self.half_life is None):
+            raise ValueError("give exactly one of beta or half_life")
+        return self
+
+
+class WarmupEMASpec(_DecaySpec):
+    """The seed's EMA (warm-up ``clamp(1 − (1 + e/inv_gamma)^−power, min_value, beta)``)."""
+
+    kind: Literal["ema"]
+    update_after_step: int = Field(ge=0)
+    inv_gamma: float = Field(gt=0)
+    power: float = Field(gt=0)
+    min_value: float = Field(default=0.0, ge=0, lt=1)
+
+
+class ConstantEMASpec(_DecaySpec):
+    """``average ← β·average + (1 − β)·θ`` from the first update on (a copy before ``update_after_step``)."""
+
+    kind: Literal["constant_ema"]
+    update_after_step: int = Field(default=0, ge=0)
+
+
+class TFEMASpec(_DecaySpec):
+    """TensorFlow/Paddle ``num_updates``: ``d = min(β, (1 + n)/(10 + n))``."""
+
+    kind: Literal["tf_ema"]
+
+
+class BiasCorrectedEMASpec(_DecaySpec):
+    """Zero-initialised EMA divided by ``1 − β^t`` (seeds 001/002)."""
+
+    kind: Literal["bias_corrected_ema"]
+
+
+class SWASpec(_Section):
+    """Equal average of snapshots from the end of epoch ``start_epoch`` on, every ``every_steps`` optimizer steps
+    (``null``: once per epoch). With ``swa_lr`` the learning rate anneals to it over ``anneal_epochs`` (torch's
+    SWALR) from that epoch on, replacing the plateau scheduler — which changes the raw trajectory too."""
+
+    kind: Literal["swa"]
+    start_epoch: int = Field(ge=0)
+    every_steps: int | None = Field(default=None, ge=1)
+    swa_lr: float | None = Field(default=None, gt=0)
+    anneal_epochs: int = Field(default=10, ge=0)
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+
+
+def _check_sigma_rel(value: float | None) -> float | None:
+    if value is not None:
+        from emabench.averaging import sigma_rel_to_gamma
+
+        sigma_rel_to_gamma(value)  # raises ValueError naming the allowed range
+    return value
+
+
+class PowerEMASpec(_Section):
+    """EDM2's power-function EMA ``β(t) = (1 − Δt/t)^(γ+1)``, by ``sigma_rel`` or ``gamma``."""
+
+    kind: Literal["power_ema"]
+    sigma_rel: float | None = None
+    gamma: float | None = Field(default=None, gt=-1)
+    update_every: int = Field(default=1, ge=1)
+
+    @field_validator("sigma_rel")
+    @classmethod
+    def _valid_sigma_rel(cls, value: float | None) -> float | None:
+        return _check_sigma_rel(value)
+
+    @model_validator(mode="after")
+    def _one_profile(self) -> PowerEMASpec:
+        if (self.sigma_rel is None) == (self.gamma is None):
+            raise ValueError("give exactly one of sigma_rel or gamma")
+        return self
+
+
+class PostHocSpec(_Section):
+    """Post-hoc EMA (EDM2 Algorithm 3): track ≥ 2 power-EMA profiles, snapshot them every ``snapshot_every``
+    steps, and synthesize each ``sigma_rel`` in ``targets`` after training (reported with its fit error)."""
+
+    kind: Literal["posthoc"]
+    sigma_rels: list[float] = Field(min_length=2)
+    snapshot_every: int = Field(ge=1)
+    targets: list[float] = Field(min_length=1)
+    update_every: int = Field(default=1, ge=1)
+
+    @field_validator("sigma_rels", "targets")
+    @classmethod
+    def _valid_profiles(cls, values: list[float]) -> list[float]:
+        for value in values:
+            _check_sigma_rel(value)
+        return values
+
+
+AveragerSpec = Annotated[
+    WarmupEMASpec | ConstantEMASpec | TFEMASpec | BiasCorrectedEMASpec | SWASpec | PowerEMASpec | PostHocSpec,
+    Field(discriminator="kind"),
+]
+RESERVED_MODEL_NAMES = ("raw", "ema")
+
+
 class Config(_Section):
     name: str = Field(pattern=NAME_PATTERN)
     seed: int = Field(ge=0)
@@ -126,9 +243,48 @@ class Config(_Section):
     model: ModelConfig
     train: TrainConfig
     ema: EMAConfig
+    averagers: dict[str, AveragerSpec] = Field(default_factory=dict)  # more shadows of the same run, by name
+
+    @field_validator("averagers")
+    @classmethod
+    def _averager_names(cls, averagers: dict[str, Any]) -> dict[str, Any]:
+        for name in averagers:
+            if name in RESERVED_MODEL_NAMES or not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$", name):
+                raise ValueError(
+                    f"averager name {name!r} must start with a letter, use letters, digits, '_', '.', '-' "
+                    f"and not be one of {', '.join(RESERVED_MODEL_NAMES)}"
+                )
+        return averagers
+
+    @model_validator(mode="after")
+    def _monitors_and_epochs(self) -> Config:
+        per_epoch = self.model_names(per_epoch_only=True)
+        for key, monitor in (
+            ("train.scheduler.monitor", self.train.scheduler.monitor),
+            ("train.early_stopping.monitor", self.train.early_stopping.monitor),
+        ):
+            if monitor not in per_epoch:
+                raise ValueError(
+                    f"{key}: {monitor!r} is not a model evaluated every epoch (allowed: {', '.join(per_epoch)})"
+                )
+        with_lr = [n for n, s in self.averagers.items() if isinstance(s, SWASpec) and s.swa_lr is not None]
+        if len(with_lr) > 1:
+            raise ValueError(f"averagers: only one SWA may set swa_lr (the run has one learning rate), got {with_lr}")
+        for name, spec in self.averagers.items():
+            if isinstance(spec, SWASpec) and spec.start_epoch >= self.train.max_epochs:
+                raise ValueError(
+                    f"averagers.{name}.start_epoch: {spec.start_epoch} is not before train.max_epochs "
+                    f"({self.train.max_epochs}), so SWA would never average"
+                )
+        return self
+
+    def model_names(self, per_epoch_only: bool = False) -> list[str]:
+        """``raw``, ``ema`` and the extra averagers (post-hoc ones only exist after training)."""
+        extra = [n for n, s in self.averagers.items() if not (per_epoch_only and isinstance(s, PostHocSpec))]
+        return ["raw", "ema", *extra]
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="python")
+        return self.model_dump(mode="python", exclude_defaults=False)
 
 
 # --- YAML -------------------------------------------------------------------------------------------------------
@@ -137,6 +293,20 @@ class Config(_Section):
 class _SafeLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also reads ``1e-5`` as a float (YAML 1.2), where PyYAML 1.1 reads a string."""
 
+
+def _construct_mapping_no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (each name may appear once)", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates)
 
 _FLOAT_RE = re.compile(
     r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
@@ -190,6 +360,8 @@ def _check_key_path(path: list[str], text: str) -> None:
             allowed = ", ".join(fields) or "nothing (not a section)"
             raise ConfigError(f"--set {text!r}: unknown key {part!r} in {where} (allowed: {allowed})")
         annotation = fields[part].annotation
+        if getattr(annotation, "__origin__", None) is dict:
+            return  # a mapping of named entries (averagers): the validation of the whole config checks the rest
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
@@ -227,8 +399,10 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def _describe(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "config"
+    key = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
+    if not key:  # a whole-config check: its message names the keys involved
+        return error["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         parent = _model_at(error["loc"][:-1])
         allowed = f" (allowed: {', '.join(parent.model_fields)})" if parent is not None else ""

@@ -1,36 +1,35 @@
-"""The training loop of seed 001, for one run or R stacked runs at once. No disk I/O: it yields history rows.
+"""The training loop of seed 001, for one run or R stacked runs at once. No disk I/O: it returns history rows.
 
 Per epoch, for every replica r (its own ``torch.Generator`` seeded with its config's ``seed``):
 1. draw a fresh permutation of the training set and the epoch's dropout masks from generator r;
 2. for each batch of ``batch_size`` consecutive samples of that order (the last partial batch kept): forward with
-   dropout, MSE loss, backward, Adam step, EMA ``update()`` — the seed's ``train_one_epoch``;
-3. evaluate the raw and the EMA model on the whole validation set in eval mode (no dropout);
-4. step ReduceLROnPlateau and early stopping on the monitored model's validation loss (the seed: the EMA's).
+   dropout, MSE loss, backward, Adam step, then ``update()`` of every averager — the seed's ``train_one_epoch``;
+3. evaluate the raw model and every averaged model on the whole validation set without dropout;
+4. step ReduceLROnPlateau (or the SWA schedule) and early stopping on the monitored model's validation loss.
 
 Replicas share the data and the architecture and differ in anything else that is per replica (seed, lr, weight
-decay, dropout, EMA beta, scheduler and early-stopping settings, max epochs); a replica that stops keeps its
-history up to its stop epoch, exactly as if it had run alone.
+decay, dropout, the seed EMA's beta, scheduler and early-stopping settings, max epochs). A replica that stops keeps
+its history up to its stop epoch, exactly as if it had run alone, and is then dropped from the stack.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from emabench.averaging import EMA
+from emabench import shadows
+from emabench.averaging import PostHocEMA, swa_annealed_lr
 from emabench.averaging.schedules import half_life
-from emabench.config import Config
+from emabench.config import Config, PostHocSpec, SWASpec
 from emabench.data import Dataset
 from emabench.errors import ConfigError
 from emabench.metrics import regression_metrics
 from emabench.model import StackedMLP
 from emabench.optim import EarlyStopping, PlateauScheduler, StackedAdam
-
-MODELS = ("raw", "ema")
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -44,8 +43,7 @@ def resolve_device(requested: str) -> torch.device:
 
 def stack_key(cfg: Config) -> tuple[Any, ...]:
     """What replicas must share to train as one stacked model; everything else may differ per replica."""
-    ema = cfg.ema.model_dump(exclude={"beta"})
-    opt, sched = cfg.train.optimizer, cfg.train.scheduler
+    opt = cfg.train.optimizer
     return (
         cfg.device,
         cfg.data.model_dump_json(),
@@ -55,18 +53,21 @@ def stack_key(cfg: Config) -> tuple[Any, ...]:
         opt.name,
         tuple(opt.betas),
         opt.eps,
-        sched.name,
-        tuple(sorted(ema.items())),
+        cfg.train.scheduler.name,
+        cfg.ema.model_dump_json(exclude={"beta"}),
+        repr(cfg.averagers),
     )
 
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One replica's history row for one epoch; ``stop_reason`` is set on its last epoch."""
+    """One replica's history row for one epoch. On its last epoch ``stop_reason`` is set, and ``final_extra`` holds
+    the models that only exist after training (post-hoc EMA: ``{name: {metric: value, "fit_error": e}}``)."""
 
     replica: int
     row: dict[str, float]
     stop_reason: str | None = None
+    final_extra: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Trainer:
@@ -75,14 +76,14 @@ class Trainer:
     def __init__(self, configs: Sequence[Config], dataset: Dataset) -> None:
         if not configs:
             raise ValueError("Trainer needs at least one config")
-        keys = {stack_key(c) for c in configs}
-        if len(keys) != 1:
+        if len({stack_key(c) for c in configs}) != 1:
             raise ConfigError("these configs cannot share one stacked model (they differ in data or architecture)")
-        self.configs = list(configs)
+        self.configs = list(configs)  # per stack position; ``ids`` maps positions to the original replica numbers
+        self.replicas = len(configs)
+        self.ids = list(range(self.replicas))
         first = configs[0]
         self.device = resolve_device(first.device)
         self.data = dataset.to(self.device)
-        self.replicas = len(configs)
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
         self.model = StackedMLP(dataset.n_features, first.model.hidden_sizes, self.replicas)
         self.model.reset_parameters(self.generators, first.model.init)
@@ -95,21 +96,12 @@ class Trainer:
             betas=(opt.betas[0], opt.betas[1]),
             eps=opt.eps,
         )
-        betas = [c.ema.beta for c in configs]
-        ema = first.ema
-        self.ema = EMA(
-            self.model,
-            beta=betas[0] if len(set(betas)) == 1 else torch.tensor(betas),
-            update_after_step=ema.update_after_step,
-            update_every=ema.update_every,
-            inv_gamma=ema.inv_gamma,
-            power=ema.power,
-            min_value=ema.min_value,
-        )
+        self.averagers = shadows.build_all(self.model, configs, n_train=dataset.x_train.shape[0])
         self.schedulers = [_plateau(c) for c in configs]
         self.stoppers = [EarlyStopping(c.train.early_stopping.patience) for c in configs]
+        self.swa_lr_start: list[float | None] = [None] * self.replicas  # lr when the SWA schedule took over
         self.epoch = 0
-        self.active = [True] * self.replicas
+        self.active = [True] * self.replicas  # by original replica number
         self._buffers: tuple[torch.Tensor, list[torch.Tensor]] | None = None
         self._keep = torch.tensor([1.0 - c.model.dropout for c in configs]).view(-1, 1, 1)
 
@@ -117,6 +109,11 @@ class Trainer:
     def done(self) -> bool:
         return not any(self.active)
 
+    @property
+    def step_count(self) -> int:
+        return self.optimizer.step_count
+
+    # --- one epoch ------------------------------------------------------------------------------------------------
     def _epoch_batches(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """The epoch's shuffled inputs ``(R, n, in)``, targets ``(R, n, 1)`` and dropout masks ``(R, n, h)``.
 
@@ -126,43 +123,50 @@ class Trainer:
         n = self.data.x_train.shape[0]
         if self._buffers is None:
             hidden = self.configs[0].model.hidden_sizes
+            positions = len(self.configs)
             self._buffers = (
-                torch.empty(self.replicas, n, dtype=torch.long),
-                [torch.empty(self.replicas, n, h) for h in hidden],
+                torch.empty(positions, n, dtype=torch.long),
+                [torch.empty(positions, n, h) for h in hidden],
             )
         perm, masks = self._buffers
         for r, generator in enumerate(self.generators):
             torch.randperm(n, generator=generator, out=perm[r])
             for mask in masks:
                 mask[r].uniform_(generator=generator)
-        on_device = [self._mask_from_uniform(m).to(self.device, non_blocking=True) for m in masks]
+        on_device = [(m < self._keep).to(m.dtype).div_(self._keep).to(self.device, non_blocking=True) for m in masks]
         index = perm.to(self.device, non_blocking=True).view(-1)
-        xs = self.data.x_train.index_select(0, index).view(self.replicas, n, -1)
-        ys = self.data.y_train.index_select(0, index).view(self.replicas, n, -1)
+        xs = self.data.x_train.index_select(0, index).view(len(self.configs), n, -1)
+        ys = self.data.y_train.index_select(0, index).view(len(self.configs), n, -1)
         return xs, ys, on_device
-
-    def _mask_from_uniform(self, uniform: torch.Tensor) -> torch.Tensor:
-        return (uniform < self._keep).to(uniform.dtype).div_(self._keep)
 
     def _train_one_epoch(self) -> torch.Tensor:
         xs, ys, masks = self._epoch_batches()
         n, batch_size = xs.shape[1], self.configs[0].train.batch_size
-        loss_sum = torch.zeros(self.replicas, dtype=torch.float64, device=self.device)
+        loss_sum = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
+        averagers = list(self.averagers.values())
         batches = zip(
             xs.split(batch_size, dim=1), ys.split(batch_size, dim=1), *(m.split(batch_size, 1) for m in masks)
         )
         for x, y, *batch_masks in batches:
             losses = self.model.loss_and_grad(x, y, batch_masks)
             self.optimizer.step()
-            self.ema.update()
+            shadows.update_all(averagers)
             loss_sum.add_(losses, alpha=x.shape[1])  # no .item(): one sync per epoch, not per step
         return loss_sum / n
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Validation metrics ``{model: {metric: (R,)}}`` for the raw and the averaged weights."""
+        """Validation metrics ``{model: {metric: (R,)}}`` for the raw and every per-epoch averaged model."""
         x, y = self.data.x_val, self.data.y_val
-        return {"raw": regression_metrics(self.model(x), y), "ema": regression_metrics(self.ema(x), y)}
+        results = {"raw": regression_metrics(self.model(x), y)}
+        for name, averager in self.averagers.items():
+            if not shadows.is_per_epoch(averager):
+                continue
+            if shadows.has_average(averager):
+                results[name] = regression_metrics(averager.averaged_model(x), y)
+            else:
+                results[name] = {k: torch.full_like(v, math.nan) for k, v in results["raw"].items()}
+        return results
 
     def run_epoch(self) -> list[EpochRecord]:
         """Train and evaluate one epoch; return a record for every replica that was active in it."""
@@ -172,36 +176,138 @@ class Trainer:
         lrs = list(self.optimizer.lrs)
         train_loss = self._train_one_epoch()
         metrics = self.evaluate()
-        names = [(model, metric) for model in MODELS for metric in metrics[model]]
+        names = [(model, metric) for model in metrics for metric in metrics[model]]
         table = torch.stack([train_loss.double()] + [metrics[m][k] for m, k in names]).cpu().tolist()
-        decay = self.ema.decay
-        decays = decay.tolist() if isinstance(decay, torch.Tensor) else [decay] * self.replicas
+        decays = self._decays()
         records = []
-        for r in range(self.replicas):
-            if not self.active[r]:
-                continue
-            row = {"epoch": self.epoch, "train_loss": table[0][r], "lr": lrs[r]}
-            row.update({f"{m}_{k}": table[i + 1][r] for i, (m, k) in enumerate(names)})
-            row.update({"ema_decay": decays[r], "ema_half_life": half_life(decays[r])})
-            records.append(EpochRecord(r, row, self._control(r, row)))
-        self.optimizer.set_lrs([s.lr for s in self.schedulers])
+        for position, replica in enumerate(self.ids):
+            row = {"epoch": self.epoch, "train_loss": table[0][position], "lr": lrs[position]}
+            row.update({f"{m}_{k}": table[i + 1][position] for i, (m, k) in enumerate(names)})
+            for name, values in decays.items():
+                row[f"{name}_decay"] = values[position]
+                if name == "ema":
+                    row["ema_half_life"] = half_life(values[position])
+            reason = self._control(position, row)
+            extra = self._final_extra(position) if reason is not None else {}
+            records.append(EpochRecord(replica, row, reason, extra))
+        self.optimizer.set_lrs(self._next_lrs(lrs))
+        self._drop_stopped()
         return records
 
-    def _control(self, r: int, row: dict[str, float]) -> str | None:
-        train = self.configs[r].train
-        if not all(math.isfinite(v) for v in row.values()):
-            self.active[r] = False
-            return "diverged"
-        if train.scheduler.name != "none":
-            self.schedulers[r].step(row[f"{train.scheduler.monitor}_val_loss"])
+    def _decays(self) -> dict[str, list[float]]:
+        out = {}
+        for name, averager in self.averagers.items():
+            decay = shadows.decay_of(averager)
+            if decay is None or not shadows.is_per_epoch(averager):
+                continue
+            out[name] = decay.tolist() if isinstance(decay, torch.Tensor) else [float(decay)] * len(self.ids)
+        return out
+
+    # --- control --------------------------------------------------------------------------------------------------
+    def _control(self, position: int, row: dict[str, float]) -> str | None:
+        """Scheduler and early stopping for one replica; returns why it stops after this epoch, if it does."""
+        train = self.configs[position].train
+        watched = [row["train_loss"], row["raw_val_loss"], row[f"{train.early_stopping.monitor}_val_loss"]]
         reason = None
-        if self.stoppers[r].step(row[f"{train.early_stopping.monitor}_val_loss"], self.epoch):
-            reason = "early_stopping"
-        elif self.epoch >= train.max_epochs:
-            reason = "max_epochs"
+        if not all(math.isfinite(v) for v in watched):
+            reason = "diverged"
+        else:
+            if train.scheduler.name != "none" and not self._in_swa(self.epoch):
+                self.schedulers[position].step(row[f"{train.scheduler.monitor}_val_loss"])
+            if self.stoppers[position].step(row[f"{train.early_stopping.monitor}_val_loss"], self.epoch):
+                reason = "early_stopping"
+            elif self.epoch >= train.max_epochs:
+                reason = "max_epochs"
         if reason is not None:
-            self.active[r] = False
+            self.active[self.ids[position]] = False
         return reason
+
+    def _swa_schedule(self) -> SWASpec | None:
+        specs = [s for s in self.configs[0].averagers.values() if isinstance(s, SWASpec) and s.swa_lr is not None]
+        return specs[0] if specs else None
+
+    def _in_swa(self, epoch: int) -> bool:
+        spec = self._swa_schedule()
+        return spec is not None and epoch >= spec.start_epoch
+
+    def _next_lrs(self, lrs: list[float]) -> list[float]:
+        """The plateau schedulers' lrs; once SWA's schedule takes over, torch SWALR's annealing to ``swa_lr``."""
+        spec = self._swa_schedule()
+        if spec is None or self.epoch < spec.start_epoch:
+            return [s.lr for s in self.schedulers]
+        out = []
+        for position, lr in enumerate(lrs):
+            start = self.swa_lr_start[position] = self.swa_lr_start[position] or lr
+            out.append(
+                swa_annealed_lr(
+                    self.epoch - spec.start_epoch + 1,
+                    initial_lr=start,
+                    swa_lr=spec.swa_lr,
+                    anneal_epochs=spec.anneal_epochs,
+                    strategy=spec.anneal_strategy,
+                )
+            )
+        return out
+
+    @torch.no_grad()
+    def _final_extra(self, position: int) -> dict[str, dict[str, float]]:
+        """Post-hoc EMA at this replica's stop step: synthesize every target ``sigma_rel`` and evaluate it."""
+        extra = {}
+        for name, spec in self.configs[0].averagers.items():
+            if not isinstance(spec, PostHocSpec):
+                continue
+            averager = self.averagers[name]
+            assert isinstance(averager, PostHocEMA)
+            for target in spec.targets:
+                model_name = f"{name}_{target:g}"
+                if not averager.snapshots():
+                    extra[model_name] = {"val_loss": math.nan, "mse": math.nan, "mae": math.nan, "r2": math.nan}
+                    continue
+                _, fit_error = averager.synthesize(sigma_rel=target, step=self.step_count)
+                result = regression_metrics(averager.averaged_model(self.data.x_val), self.data.y_val)
+                extra[model_name] = {k: float(v[position]) for k, v in result.items()} | {"fit_error": fit_error}
+        return extra
+
+    # --- compaction -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _drop_stopped(self) -> None:
+        """Remove stopped replicas from the stack so the rest train at the cost of their own number."""
+        keep = [p for p, replica in enumerate(self.ids) if self.active[replica]]
+        if not keep or len(keep) == len(self.ids):
+            return
+        index = torch.tensor(keep, device=self.device)
+        old = len(self.ids)
+        modules = [self.model, *self.averagers.values()]
+        for tensor in {id(t): t for m in modules for t in [*m.parameters(), *m.buffers()]}.values():
+            if tensor.dim() >= 1 and tensor.shape[0] == old:
+                tensor.data = tensor.data.index_select(0, index.to(tensor.device))
+        for param in self.model.parameters():
+            param.grad = None
+        self.optimizer.select(index)
+        for averager in self.averagers.values():
+            _select_averager_extras(averager, index, old)
+        self.configs = [self.configs[p] for p in keep]
+        self.generators = [self.generators[p] for p in keep]
+        self.schedulers = [self.schedulers[p] for p in keep]
+        self.stoppers = [self.stoppers[p] for p in keep]
+        self.swa_lr_start = [self.swa_lr_start[p] for p in keep]
+        self.ids = [self.ids[p] for p in keep]
+        self._keep = self._keep[index.cpu()]
+        self._buffers = None
+
+
+def _select_averager_extras(averager: Any, index: torch.Tensor, old: int) -> None:
+    """Per-replica state outside parameters and buffers: a tensor ``beta`` and post-hoc snapshots."""
+    for module in averager.modules():
+        beta = getattr(module, "beta", None)
+        if isinstance(beta, torch.Tensor) and beta.dim() == 1 and beta.shape[0] == old:
+            module.beta = beta[index.to(beta.device)]
+        if isinstance(module, PostHocEMA):
+            for snapshot in module._snapshots:
+                snapshot["state"] = {
+                    k: v.index_select(0, index.to(v.device)) if v.dim() >= 1 and v.shape[0] == old else v
+                    for k, v in snapshot["state"].items()
+                }
 
 
 def _plateau(cfg: Config) -> PlateauScheduler:

@@ -32,10 +32,14 @@ class StackedMLP(nn.Module):
     def __init__(self, n_features: int, hidden_sizes: Sequence[int], replicas: int) -> None:
         super().__init__()
         self.sizes = layer_sizes(n_features, hidden_sizes)
-        self.replicas = replicas
         for i, (fan_in, fan_out) in enumerate(self.sizes):
             self.register_parameter(f"weight{i}", nn.Parameter(torch.zeros(replicas, fan_out, fan_in)))
             self.register_parameter(f"bias{i}", nn.Parameter(torch.zeros(replicas, fan_out)))
+
+    @property
+    def replicas(self) -> int:
+        """The number of stacked replicas (it shrinks when the trainer drops stopped ones)."""
+        return self.weight0.shape[0]
 
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(W: (R, out, in), b: (R, out))`` for every layer."""

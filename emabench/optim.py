@@ -79,6 +79,16 @@ class StackedAdam:
                 amsgrad=False, maximize=False,
             )  # fmt: skip
 
+    @torch.no_grad()
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the replicas at ``index`` (the caller has already cut the parameters the same way)."""
+        rows = index.tolist()
+        self.exp_avg = [t.index_select(0, index.to(t.device)) for t in self.exp_avg]
+        self.exp_avg_sq = [t.index_select(0, index.to(t.device)) for t in self.exp_avg_sq]
+        self.lrs = [self.lrs[r] for r in rows]
+        self.weight_decays = [self.weight_decays[r] for r in rows]
+        self._grouped_grads = []
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None

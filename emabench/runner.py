@@ -63,11 +63,7 @@ def train_stack(
                 if record.stop_reason is not None:
                     elapsed = time.perf_counter() - start
                     outcomes[record.replica] = _finish(
-                        folders[record.replica],
-                        histories[record.replica],
-                        record.stop_reason,
-                        elapsed,
-                        trainer,
+                        folders[record.replica], histories[record.replica], record, elapsed, trainer
                     )
             if on_epoch is not None:
                 on_epoch(trainer, records)
@@ -80,15 +76,16 @@ def train_stack(
 
 
 def _finish(
-    folder: RunFolder, history: list[dict[str, float]], reason: str, elapsed: float, trainer: Trainer
+    folder: RunFolder, history: list[dict[str, float]], record: EpochRecord, elapsed: float, trainer: Trainer
 ) -> RunOutcome:
     import pandas as pd
 
     from emabench.plots import loss_figure, r2_figure
     from emabench.tables import final_metrics
 
+    reason = record.stop_reason or ""
     frame = pd.DataFrame(history)
-    folder.write_metrics(final_metrics(frame))
+    folder.write_metrics(final_metrics(frame, record.final_extra))
     folder.save_figure(loss_figure(frame), LOSS_PLOT)
     folder.save_figure(r2_figure(frame), R2_PLOT)
     status = "diverged" if reason == "diverged" else "completed"
@@ -131,6 +128,17 @@ def expand_grid(base: Config, grid: dict[str, Sequence[Any]]) -> list[Config]:
     return [with_overrides(base, dict(zip(keys, values))) for values in itertools.product(*grid.values())]
 
 
+def with_beta_shadows(base: Config, betas: Sequence[float]) -> Config:
+    """Add one shadow EMA ``ema_<beta>`` per beta, with the seed EMA's warm-up settings (shadow-mode sweeps)."""
+    from emabench.config import validate_config
+
+    raw = base.to_dict()
+    warmup = {k: v for k, v in raw["ema"].items() if k != "beta"}
+    for beta in betas:
+        raw["averagers"][f"ema_{beta:g}"] = {"kind": "ema", "beta": beta, **warmup}
+    return validate_config(raw, "--shadows")
+
+
 def plan_stacks(configs: Sequence[Config], engine: Engine, jobs: int) -> list[list[Config]]:
     """Split the runs into units of work: singletons for ``process``; groups that can share one stacked model,
     cut into at most ``jobs`` pieces each, for ``vectorized``."""
@@ -153,12 +161,16 @@ def sweep(
     jobs: int = 1,
     engine: Engine = "auto",
     force: bool = False,
+    mode: str = "runs",
     on_epoch: EpochCallback | None = None,
     on_stack_done: Callable[[list[RunOutcome]], None] | None = None,
 ) -> tuple[Path, list[RunOutcome]]:
-    """Run every grid combination into ``<runs_dir>/sweep-<name>-<hash>/<run-id>/``; DONE runs are skipped."""
+    """Run every grid combination into ``<runs_dir>/sweep-<name>-<hash>/<run-id>/``; DONE runs are skipped.
+
+    ``mode`` is recorded in ``sweep.json``: ``runs`` (one run per setting) or ``shadows`` (settings tracked as
+    shadow averagers of one trajectory, see :func:`with_beta_shadows`)."""
     configs = expand_grid(base, grid)
-    spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}}
+    spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
     folder = sweep_dir(Path(runs_dir), base.name, spec)
     pending, outcomes = [], []
     for config in configs:
