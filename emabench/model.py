@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from emabench.averaging.flat import pack_
+
 
 def layer_sizes(n_features: int, hidden_sizes: Sequence[int]) -> list[tuple[int, int]]:
     """``(in, out)`` of every Linear layer, ending in one output."""
@@ -35,6 +37,27 @@ class StackedMLP(nn.Module):
         for i, (fan_in, fan_out) in enumerate(self.sizes):
             self.register_parameter(f"weight{i}", nn.Parameter(torch.zeros(replicas, fan_out, fan_in)))
             self.register_parameter(f"bias{i}", nn.Parameter(torch.zeros(replicas, fan_out)))
+        self.pack()
+
+    @torch.no_grad()
+    def pack(self) -> None:
+        """Lay all parameters out in one contiguous buffer (layer by layer, each a contiguous block), and their
+        gradients in another: optimizers and averagers then update the whole model with one kernel each.
+        Call again after ``.to()`` or after replacing parameters."""
+        params = list(self.parameters())
+        pack_(params)
+        grads = [torch.zeros_like(p) for p in params]
+        pack_(grads)
+        for param, grad in zip(params, grads):
+            param.grad = grad
+
+    @torch.no_grad()
+    def select_replicas(self, index: torch.Tensor) -> None:
+        """Keep only the replicas at ``index`` (re-packed)."""
+        for param in self.parameters():
+            param.data = param.data.index_select(0, index.to(param.device))
+            param.grad = None
+        self.pack()
 
     @property
     def replicas(self) -> int:
@@ -76,7 +99,7 @@ class StackedMLP(nn.Module):
 
     @torch.no_grad()
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, masks: Sequence[torch.Tensor] | None) -> torch.Tensor:
-        """Per-replica MSE loss ``(R,)`` of a training batch; sets every parameter's ``.grad``.
+        """Per-replica MSE loss ``(R,)`` of a training batch; writes every parameter's ``.grad`` (see :meth:`pack`).
 
         The backward pass of ``Linear → ReLU → ·mask`` written out (what autograd computes, without its per-op
         bookkeeping, which costs more than the arithmetic at this size): with ``h = z·D``, ``D = (z > 0)·mask``,
@@ -97,8 +120,6 @@ class StackedMLP(nn.Module):
         g = err * (2.0 / err[0].numel())
         for i in range(len(layers) - 1, -1, -1):
             weight, bias = layers[i]
-            if weight.grad is None:
-                weight.grad, bias.grad = torch.empty_like(weight), torch.empty_like(bias)
             torch.bmm(g.transpose(1, 2), inputs[i], out=weight.grad)
             torch.sum(g, dim=1, out=bias.grad)
             if i > 0:

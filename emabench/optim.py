@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from emabench.averaging.flat import flat_view, pack_
+
 
 class StackedAdam:
     """Adam (``torch.optim.Adam``: L2 weight decay, no amsgrad) over tensors with a leading replica dimension,
@@ -39,8 +41,8 @@ class StackedAdam:
         self.lrs = [float(x) for x in lr]
         self.beta1, self.beta2 = betas
         self.eps = eps
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg = _packed_zeros(self.params)
+        self.exp_avg_sq = _packed_zeros(self.params)
         self.step_t = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
         self._groups: list[tuple[float, float, list[list[torch.Tensor]]]] = []
         self._grouped_grads: list[torch.Tensor | None] = []
@@ -55,6 +57,9 @@ class StackedAdam:
         tensors = (self.params, grads, self.exp_avg, self.exp_avg_sq)
         keys = list(zip(self.lrs, self.weight_decays))
         if len(set(keys)) == 1:
+            flats = [flat_view(ts) for ts in tensors]
+            if all(f is not None and f[1] == flats[0][1] for f in flats):  # one buffer each, same layout
+                return [(*keys[0], [[f[0]] for f in flats])]
             return [(*keys[0], list(map(list, tensors)))]
         groups: dict[tuple[float, float], list[int]] = {}
         for r, key in enumerate(keys):
@@ -83,8 +88,10 @@ class StackedAdam:
     def select(self, index: torch.Tensor) -> None:
         """Keep only the replicas at ``index`` (the caller has already cut the parameters the same way)."""
         rows = index.tolist()
-        self.exp_avg = [t.index_select(0, index.to(t.device)) for t in self.exp_avg]
-        self.exp_avg_sq = [t.index_select(0, index.to(t.device)) for t in self.exp_avg_sq]
+        for states in (self.exp_avg, self.exp_avg_sq):
+            for i, t in enumerate(states):
+                states[i] = t.index_select(0, index.to(t.device))
+            pack_(states)
         self.lrs = [self.lrs[r] for r in rows]
         self.weight_decays = [self.weight_decays[r] for r in rows]
         self._grouped_grads = []
@@ -106,6 +113,13 @@ class StackedAdam:
         self.step_t.copy_(state["step"])
         for ours, theirs in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
             ours.copy_(theirs)
+
+
+def _packed_zeros(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Zeros shaped like ``params``, laid out in one buffer like theirs (so the fused kernel can take it whole)."""
+    zeros = [torch.zeros_like(p) for p in params]
+    pack_(zeros)
+    return zeros
 
 
 class PlateauScheduler:

@@ -18,7 +18,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from emabench.averaging.flat import matching_flat_pair, pack_
+
 BufferPolicy = Literal["average", "copy"]
+_PLAIN = frozenset({int, float, bool})
 Decay = float | torch.Tensor  # a float, or a 1-D tensor with one value per replica (leading dim of every tensor)
 
 
@@ -59,10 +62,20 @@ class Averager(nn.Module):
             raise ValueError(f"cannot deep-copy the model to hold its average: {err}") from err
         self.averaged_model.requires_grad_(False)
         self.averaged_model.eval()
+        pack_([p for p in self.averaged_model.parameters() if p.is_floating_point()])
         self._refs: dict[int, tuple[list[torch.Tensor], list[tuple[nn.Module, str]]]] = {}
+        self._flat: tuple | bool = False  # (first averaged, first online, their addresses, flat pair); False: unseen
         self._counter_names: list[str] = []
         self._register_counter("step", 0)
         self.register_load_state_dict_post_hook(_read_counters)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Counters change at every update; nn.Module.__setattr__ costs ~1 µs of checks for parameters, buffers and
+        # submodules, which a plain attribute that is already plain (in __dict__) never is.
+        if type(value) in _PLAIN and name in self.__dict__:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def _register_counter(self, name: str, value: int | bool) -> None:
         """Keep ``self._<name>`` (python value) and save it as buffer ``<name>`` (long or bool) in ``state_dict``."""
@@ -109,6 +122,29 @@ class Averager(nn.Module):
         params, owners = self._refs[key]
         return params + [owner._buffers[leaf] for owner, leaf in owners]  # a new list: callers may extend it
 
+    def refresh(self) -> None:
+        """Forget cached tensor lists: call after replacing tensors of the online or the averaged model."""
+        self._refs.clear()
+        self._flat = False
+
+    def _flat_pair(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Both sides as one flat buffer each (same layout), else ``None``.
+
+        Looked for once, then re-checked by the data address of each side's first tensor, so a model whose
+        tensors were replaced (``.to()``, compaction) is looked at again instead of updating a stale buffer.
+        """
+        cached = self._flat
+        if cached is not False:
+            first_averaged, first_online, where, pair = cached  # type: ignore[misc]
+            if (first_averaged.data_ptr(), first_online.data_ptr()) == where:
+                return pair
+        averaged, online = self.tensor_pairs()
+        if not averaged:
+            return None
+        where = (averaged[0].data_ptr(), online[0].data_ptr())
+        self._flat = (averaged[0], online[0], where, matching_flat_pair(averaged, online))
+        return self._flat[3]  # type: ignore[index]
+
     def tensor_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(averaged, online) lists of the tensors the rule averages: float params, and buffers if averaged."""
         return self._averaged_tensors(self.averaged_model), self._averaged_tensors(self.online_model)
@@ -121,8 +157,12 @@ class Averager(nn.Module):
     @torch.no_grad()
     def copy_from_online(self) -> None:
         """Set the average to the online weights (and buffers)."""
-        averaged, online = self.tensor_pairs()
-        torch._foreach_copy_(averaged, online)
+        flat = self._flat_pair()
+        if flat is not None:
+            flat[0].copy_(flat[1])
+        else:
+            averaged, online = self.tensor_pairs()
+            torch._foreach_copy_(averaged, online)
         self._copy_buffers()
 
     @torch.no_grad()
@@ -130,16 +170,22 @@ class Averager(nn.Module):
         for averaged, online in zip(*self._copied_buffer_pairs()):
             averaged.copy_(online)
 
-    @torch.no_grad()
     def _lerp_to_online(self, weight: Decay) -> None:
         """``average ← average + weight·(θ − average)`` in one fused call, then copy buffers if so configured.
 
         ``weight`` (``1 − decay``) is a float or a 1-D tensor of length R (one value per replica stacked along dim 0).
+        The flat path needs no ``no_grad`` context (its views are detached), which is half its cost at this size.
         """
-        averaged, online = self.tensor_pairs()
-        if averaged:
-            torch._foreach_lerp_(averaged, online, per_tensor(weight, averaged))
-        self._copy_buffers()
+        flat = self._flat_pair() if isinstance(weight, float) else None
+        if flat is not None:
+            flat[0].lerp_(flat[1], weight)
+        else:
+            with torch.no_grad():
+                averaged, online = self.tensor_pairs()
+                if averaged:
+                    torch._foreach_lerp_(averaged, online, per_tensor(weight, averaged))
+        if self.buffer_policy == "copy":
+            self._copy_buffers()
 
     def forward(self, *args, **kwargs):
         return self.averaged_model(*args, **kwargs)

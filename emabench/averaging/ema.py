@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from emabench.averaging.base import Averager, BufferPolicy, check_decay, check_int
-from emabench.averaging.schedules import warmup_decay
 
 
 class EMA(Averager):
@@ -65,26 +64,24 @@ class EMA(Averager):
         return self._decay
 
     def _core_decay(self, step: int) -> float:
-        # beta=1 leaves only the warm-up curve; the per-replica ceiling is applied afterwards.
+        """``warmup_decay(e)`` with ``e = max(step − update_after_step − 1, 0)``; per-replica ceilings come later."""
+        epoch = step - self.update_after_step - 1
+        if epoch <= 0:
+            return 0.0
         ceiling = self.beta if isinstance(self.beta, float) else 1.0
-        epoch = max(step - self.update_after_step - 1, 0)
-        return warmup_decay(epoch, beta=ceiling, inv_gamma=self.inv_gamma, power=self.power, min_value=self.min_value)
+        return min(max(1.0 - (1.0 + epoch / self.inv_gamma) ** -self.power, self.min_value), ceiling)
 
-    @torch.no_grad()
-    def update(self) -> None:
+    def update(self) -> None:  # no @torch.no_grad(): each tensor path below handles autograd itself
         step = self._step
-        self._step += 1
+        self._step = step + 1
         if step % self.update_every != 0:
             return
-        if step <= self.update_after_step:
-            self.copy_from_online()
-            return
-        if not self._initted:
-            self.copy_from_online()
+        if step <= self.update_after_step or not self._initted:
+            self.copy_from_online()  # during the delay, and once more right before the first averaging update
+            if step <= self.update_after_step:
+                return
             self._initted = True
-        self._lerp(self._core_decay(self._step))
-
-    def _lerp(self, core: float) -> None:
+        core = self._core_decay(step + 1)
         if isinstance(self.beta, float):
             self._decay = core
         else:
