@@ -42,7 +42,7 @@ def r2_figure(history: pd.DataFrame, title: str = "R2 Scores") -> Figure:
     if len(tail) and tail.notna().any().any():
         low, high = float(tail.min().min()), float(tail.max().max())
         pad = max((high - low) * 0.1, 1e-4)
-        ax.set_ylim(low - pad, min(high + pad, 1.0 + pad))
+        ax.set_ylim(low - pad, high + pad)
     ax.set(xlabel="Epoch", ylabel="R2 Score", title=title)
     ax.grid(True, alpha=0.3)
     ax.legend()
