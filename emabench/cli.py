@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -16,9 +17,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from emabench.errors import ConfigError, EmabenchError
+from emabench.errors import ConfigError, EmabenchError, RunError
 
 app = typer.Typer(
     name="emabench",
@@ -48,6 +50,16 @@ SetOption = Annotated[
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.", file_okay=False)]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display, only the result.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Re-train runs that are already finished (DONE).")]
+CheckpointOption = Annotated[
+    int | None,
+    typer.Option(
+        "--checkpoint-every",
+        min=1,
+        metavar="N",
+        help="Save each unfinished run's checkpoint.pt every N epochs (Ctrl-C always saves one), so a killed run "
+        "continues from it when re-run.",
+    ),
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +86,16 @@ def handles_errors(command: F) -> F:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _stopping_notice() -> None:
+    # called from a signal handler: a raw write, no console locks
+    os.write(2, b"emabench: stopping after the current epoch (press Ctrl-C again to abort now)\n")
+
+
+def _exit_interrupted(message: str) -> None:
+    err_console.print(f"[bold yellow]interrupted:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 # --- parsing helpers --------------------------------------------------------------------------------------------
@@ -134,31 +156,65 @@ def _items(text: str, option: str) -> list[str]:
 @app.command()
 @handles_errors
 def run(
-    config: Annotated[Path, typer.Argument(help="YAML config, e.g. configs/regression.yaml.")],
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config, e.g. configs/regression.yaml (not with --resume).")
+    ] = None,
     set_: SetOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     force: ForceOption = False,
     quiet: QuietOption = False,
+    checkpoint_every: CheckpointOption = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_FOLDER",
+            help="Continue an interrupted run from its checkpoint.pt, with the config.yaml in its folder.",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Train one run and write its folder: config.yaml, history.csv, metrics.csv, loss.png, r2.png, DONE.
 
     The run folder is RUNS_DIR/<name>-seed<seed>-<hash of the resolved config>; running the same config again
-    reuses it (a finished run is shown, not re-trained, unless --force).
+    reuses it (a finished run is shown, not re-trained, unless --force; an interrupted one with a checkpoint
+    continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
     """
     from emabench import runner
     from emabench.config import load_config
+    from emabench.rundir import RunFolder
 
-    cfg = load_config(config, set_ or [])
-    with _epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
-        outcome = runner.run(cfg, runs_dir, force=force, on_epoch=on_epoch)
+    if (config is None) == (resume is None):
+        raise ConfigError("give a CONFIG to train, or --resume RUN_FOLDER to continue a run (not both)")
+    if resume is not None and (set_ or force):
+        raise ConfigError("--resume continues a run with its own config.yaml: --set and --force do not apply")
+    cfg = runner.load_run_config(RunFolder(resume)) if resume is not None else load_config(config, set_ or [])
+    stop = runner.StopRequest(notice=_stopping_notice)
+    with stop.installed(), _epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
+        if resume is not None:
+            outcome = runner.resume(resume, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every)
+        else:
+            outcome = runner.run(
+                cfg, runs_dir, force=force, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every
+            )
+    if outcome.status == "not_started":
+        _exit_interrupted("stopped before the first epoch; nothing was trained")
+    if outcome.status == "interrupted":
+        _exit_interrupted(
+            f"{outcome.folder.path} stopped after epoch {outcome.epochs} and saved a checkpoint; "
+            f"continue with: emabench run --resume {outcome.folder.path}"
+        )
     if outcome.status == "skipped":
         console.print(f"Already finished (use --force to re-train): {outcome.folder.path}")
     else:
+        resumed = f", resumed from epoch {outcome.resumed_from}" if outcome.resumed_from else ""
         console.print(
             f"Run folder: [bold]{outcome.folder.path}[/]  ({outcome.status}: {outcome.stop_reason} after "
-            f"{outcome.epochs} epochs, {outcome.wall_time_s:.1f} s)"
+            f"{outcome.epochs} epochs{resumed}, {outcome.wall_time_s:.1f} s)"
         )
     _print_metrics(outcome.folder)
+    if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
+        raise typer.Exit(130)
 
 
 @app.command()
@@ -197,10 +253,13 @@ def sweep(
     runs_dir: RunsDirOption = Path("runs"),
     force: ForceOption = False,
     quiet: QuietOption = False,
+    checkpoint_every: CheckpointOption = None,
 ) -> None:
     """Run every combination of betas × seeds × grid values, each into its own run folder of one sweep folder.
 
-    Re-running the same sweep skips runs that already finished. Then compare them: emabench report <sweep folder>.
+    Re-running the same sweep skips runs that already finished, continues checkpointed ones and restarts the rest
+    (--force: redo all); runs another emabench process is training are left to it. Ctrl-C stops after the current
+    epoch, checkpoints unfinished runs and starts nothing new. Then compare them: emabench report <sweep folder>.
     """
     from emabench import runner
     from emabench.config import load_config
@@ -231,61 +290,200 @@ def sweep(
     mode = f"{len(stacks)} stacked model(s)" if len(stacks) < len(configs) else "one model per run"
     if not quiet:
         console.print(f"Sweep: {len(configs)} runs ({mode}, {jobs} job(s)).")
-    with _sweep_progress(len(configs), quiet) as (on_epoch, on_stack_done):
+    stop = runner.StopRequest(notice=_stopping_notice)
+    with stop.installed(), _sweep_progress(len(configs), quiet) as (on_epoch, on_stack_done):
         folder, outcomes = runner.sweep(
             base,
             axes,
             runs_dir,
             jobs=jobs,
-            engine=engine,
-            force=force,  # type: ignore[arg-type]
+            engine=engine,  # type: ignore[arg-type]
+            force=force,
             mode="shadows" if shadows else "runs",
             on_epoch=on_epoch,
             on_stack_done=on_stack_done,
+            stop=stop.is_set,
+            checkpoint_every=checkpoint_every or 0,
         )
     counts: dict[str, int] = {}
     for outcome in outcomes:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        counts[outcome.status.replace("_", " ")] = counts.get(outcome.status.replace("_", " "), 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    resumed = sum(1 for o in outcomes if o.resumed_from and o.status != "skipped")
+    summary += f"; {resumed} continued from a checkpoint" if resumed else ""
+    if stop.is_set():
+        _exit_interrupted(f"{summary}; re-run the same command to continue ({folder})")
     console.print(f"Sweep folder: [bold]{folder}[/]  ({summary})")
+    if counts.get("locked"):
+        console.print(f"{counts['locked']} run(s) are being trained by another emabench process and were left to it.")
     console.print(f"Compare: emabench report {folder}")
+
+
+REPORT_FORMATS = ("table", "markdown", "csv", "json")
+VERDICT_STYLES = {  # terminal label and colour of each stats verdict
+    "better": ("better", "bold green"),
+    "worse": ("worse", "bold red"),
+    "no significant difference": ("n.s.", "yellow"),
+    "insufficient data": ("too few", "magenta"),
+}
+STATUS_STYLES = {"completed": "green", "diverged": "red", "interrupted": "yellow", "incomplete": "yellow"}
 
 
 @app.command()
 @handles_errors
 def report(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Run or sweep folders (default: everything under --runs-dir).")
+        list[Path] | None,
+        typer.Argument(help="Run or sweep folders, one or many (default: everything under --runs-dir)."),
     ] = None,
     runs_dir: RunsDirOption = Path("runs"),
     out: Annotated[
         Path | None,
+        typer.Option("--out", help="Folder for the report files (default: the one folder given, else --runs-dir)."),
+    ] = None,
+    by: Annotated[
+        list[str] | None,
         typer.Option(
-            "--out",
-            help="Where to write report.csv/report.md (default: the one folder given, else --runs-dir).",
+            "--by",
+            metavar="KEY",
+            help="Group by this config key (repeatable): --by ema.beta (default: the keys that vary, and ema.beta).",
         ),
     ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            metavar="KEY=VALUE",
+            help="Only runs whose config has KEY=VALUE, value parsed as YAML (repeatable): --where data.noise=0.1.",
+        ),
+    ] = None,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table: a coloured table for people; markdown, csv or json: print only that to stdout, for scripts "
+            "(the files are written either way).",
+        ),
+    ] = "table",
+    burn_in: Annotated[
+        int,
+        typer.Option("--burn-in", metavar="N", help="Stability: std of the validation loss after the first N epochs."),
+    ] = 9,
 ) -> None:
-    """Compare raw vs averaged models across seeds from finished run folders (never re-trains).
+    """Compare raw vs averaged models across seeds, from finished run folders (never re-trains).
 
-    One row per group of runs that differ only in their seed (e.g. per beta), with mean ± std of MSE, MAE and R²
-    for each model, the mean paired MSE improvement and the number of seeds where the averaged model won.
+    Per group of runs that differ only in their seed (e.g. per beta), each
+    averaged model vs raw, paired by seed: mean ± std and 95% CI of MSE, MAE
+    and R² (final epoch and best epoch), the paired difference with its CI,
+    t-test and Wilcoxon p-values, wins and a verdict (better, worse, no
+    significant difference); the stability of the validation loss; the decay
+    actually reached; the blog's published run beside our seeds.
+
+    Writes report.md, report.html (one self-contained file), report.csv,
+    comparison.csv, per_run.csv and fig_*.png.
     """
     from emabench import report as rep
-    from emabench.errors import RunError
-    from emabench.rundir import write_report
+
+    if format_ not in REPORT_FORMATS:
+        raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
+    roots = paths or [runs_dir]
+    collection = rep.collect(roots, where or [])
+    for folder, status in collection.skipped:
+        err_console.print(f"skipped {status} run: {folder.path}", highlight=False)
+    if collection.runs.empty:
+        matching = f" matching {' '.join(f'--where {w}' for w in where)}" if where else ""
+        raise RunError(f"no finished runs under {', '.join(map(str, roots))}{matching}")
+    result = rep.build_report(collection, by or None, burn_in, sources=[str(r) for r in roots])
+    files = rep.render_files(result)
+    written = rep.write_files(files, out or (roots[0] if len(roots) == 1 else runs_dir))
+    if format_ == "table":
+        _print_report(result)
+        console.print(f"Wrote {written[2]} and {len(written) - 1} more files in {written[0].parent}", highlight=False)
+        return
+    text = {"markdown": files[rep.REPORT_MD], "csv": files[rep.REPORT_CSV], "json": rep.to_json(result)}[format_]
+    sys.stdout.write(str(text))
+    err_console.print(f"wrote {len(written)} files in {written[0].parent}", highlight=False)
+
+
+def _print_report(result: Any) -> None:
+    """The report's verdict table, verdicts coloured, with its legend."""
+    from emabench.report_html import display_rows
+
+    header, body = display_rows(result)
+    table = Table(title="averaged vs raw, paired by seed (final epoch unless named)")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for cells in body:
+        table.add_row(*(_verdict_cell(c) for c in cells))
+    console.print(table)
+    legend = ", ".join(
+        f"[{style}]{label}[/] = {verdict}" for verdict, (label, style) in VERDICT_STYLES.items() if label != verdict
+    )
+    console.print(f"Verdicts at the {result.alpha:g} level (paired t-test and Wilcoxon must agree); {legend}.")
+    console.print("best-ep: at each model's lowest validation loss, picked on the validation set itself (optimistic).")
+
+
+def _verdict_cell(text: str) -> str:
+    if text in VERDICT_STYLES:
+        label, style = VERDICT_STYLES[text]
+        return f"[{style}]{label}[/]"
+    return escape(text)
+
+
+@app.command()
+@handles_errors
+def show(
+    run: Annotated[str, typer.Argument(help="A run folder, or a run id (or a unique prefix of one) under --runs-dir.")],
+    runs_dir: RunsDirOption = Path("runs"),
+) -> None:
+    """Print one run's config, status and final metrics table."""
+    from rich.syntax import Syntax
+
+    from emabench import report as rep
+
+    folder = rep.find_run(run, runs_dir)
+    console.print(f"Run folder: [bold]{escape(str(folder.path))}[/]", highlight=False)
+    console.print(Syntax(folder.read_config_text().rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+    status = folder.status
+    style = STATUS_STYLES.get(status, "white")
+    if folder.is_done:
+        info = folder.done_info()
+        console.print(
+            f"[{style}]{status}[/]: {info.get('stop_reason', '')} after {info.get('epochs', '?')} epochs, "
+            f"{float(info.get('wall_time_s', nan)):.1f} s",
+            highlight=False,
+        )
+        _print_metrics(folder)
+    else:
+        console.print(f"[{style}]{status}[/]: {rep.epochs_so_far(folder)} epochs recorded, no final metrics yet")
+
+
+@app.command(name="ls")
+@handles_errors
+def ls(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Folders to list (default: --runs-dir).")] = None,
+    runs_dir: RunsDirOption = Path("runs"),
+) -> None:
+    """List runs and sweeps with their status (completed, diverged, interrupted, incomplete) and epochs."""
+    from emabench import report as rep
 
     roots = paths or [runs_dir]
-    collection = rep.collect(roots)
-    for folder, status in collection.skipped:
-        err_console.print(f"skipped {status} run: {folder.path}")
-    if collection.runs.empty:
-        raise RunError(f"no finished runs under {', '.join(map(str, roots))}")
-    table = rep.summarize_groups(collection.runs)
-    target = out or (roots[0] if len(roots) == 1 else runs_dir)
-    csv_path, md_path = write_report(target, rep.to_csv(table), rep.to_markdown(table))
-    _print_table(*rep.display_rows(table), title="raw vs averaged, across seeds")
-    console.print(f"Wrote {csv_path} and {md_path}")
+    runs = rep.inventory(roots)
+    if runs.empty:
+        console.print(f"No runs under {', '.join(map(str, roots))}.", highlight=False)
+        return
+    for folder, part in runs.groupby("folder", sort=True):
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(part["status"].value_counts().items()))
+        kind = "sweep" if part["is_sweep"].iloc[0] else "runs in"
+        console.print(f"[bold]{kind} {escape(folder)}[/]: {len(part)} runs ({counts})", highlight=False, soft_wrap=True)
+        table = Table()
+        for column in ("run", "status", "epochs", "stop reason", "wall time"):
+            table.add_column(column, justify="right" if column in ("epochs", "wall time") else "left")
+        for r in part.to_dict("records"):
+            style = STATUS_STYLES.get(r["status"], "white")
+            wall = "" if r["wall_time_s"] != r["wall_time_s"] else f"{r['wall_time_s']:.1f} s"
+            table.add_row(r["run_id"], f"[{style}]{r['status']}[/]", str(r["epochs"]), r["stop_reason"], wall)
+        console.print(table)
 
 
 # --- rendering --------------------------------------------------------------------------------------------------
@@ -371,6 +569,53 @@ def _sweep_progress(total: int, quiet: bool) -> Iterator[tuple[Any, Any]]:
             progress.update(task, completed=max(stopped_here[0], reported[0]))
 
         yield on_epoch, on_stack_done
+
+
+@app.command()
+@handles_errors
+def bench(
+    which: Annotated[
+        list[str] | None, typer.Argument(help="Sub-benchmarks to run: run, ema, sweep (default: all three).")
+    ] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Interleaved A/B repetitions per case.")] = 5,
+    quick: Annotated[bool, typer.Option("--quick", help="Skip the slowest case (40 runs one process each).")] = False,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="torch intra-op threads for the in-process cases (both sides).")
+    ] = 1,
+    out: Annotated[Path, typer.Option("--out", help="Folder for bench.csv and bench.md.", file_okay=False)] = Path(
+        "runs"
+    ),
+) -> None:
+    """Measure speed against references run side by side: the seed script (per epoch and whole process), torch's
+    AveragedModel / ema-pytorch / the seed's EMA loop (one update, up to 25M parameters), and a 40-run sweep vs one
+    run. Prints the table and writes bench.csv and bench.md. Ratios are ours / reference (lower is faster)."""
+    import torch
+
+    from emabench import bench as benchmarks
+    from emabench.rundir import atomic_write_text
+
+    chosen = which or ["run", "ema", "sweep"]
+    unknown = [w for w in chosen if w not in ("run", "ema", "sweep")]
+    if unknown:
+        raise ConfigError(f"bench: unknown sub-benchmark {unknown[0]!r} (allowed: run, ema, sweep)")
+    torch.set_num_threads(threads)
+    rows: list[Any] = []
+    with err_console.status("benchmarking…"):
+        if "run" in chosen:
+            rows += benchmarks.bench_run(repeats)
+        if "ema" in chosen:
+            rows += benchmarks.bench_ema(repeats)
+        if "sweep" in chosen:
+            rows += benchmarks.bench_sweep(quick)
+    header = ["benchmark", "case", "ours", "reference", "unit", "ratio", "target"]
+    body = [
+        [r.benchmark, r.case, f"{r.ours:.4g}", f"{r.reference:.4g}", r.unit, f"{r.ratio:.3f}", r.target] for r in rows
+    ]
+    _print_table(header, body, title=f"emabench bench — {benchmarks.machine()}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench.csv", benchmarks.to_csv(rows))
+    atomic_write_text(out / "bench.md", benchmarks.to_markdown(rows, f"Machine: {benchmarks.machine()}."))
+    console.print(f"Wrote {out / 'bench.csv'} and {out / 'bench.md'}")
 
 
 def main() -> None:

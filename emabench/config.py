@@ -21,7 +21,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 class _Section(BaseModel):
     # strict: YAML already gives typed scalars, so "0.1" (a string) for a float is a mistake, not a number.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: no knob takes inf or nan, and ``gamma: .inf`` or ``half_life: .inf`` passed the bounds
+    # only to fail later, when training built its averagers.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -331,6 +333,8 @@ def parse_yaml(text: str, source: str) -> Any:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:  # PyYAML parses nested brackets recursively: ~900 levels exhaust the stack
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
 
 
 def dump_yaml(data: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from emabench import shadows
-from emabench.averaging import PostHocEMA, swa_annealed_lr
+from emabench.averaging import Averager, PostHocEMA, swa_annealed_lr
 from emabench.averaging.schedules import half_life
 from emabench.config import Config, PostHocSpec, SWASpec
 from emabench.data import Dataset
@@ -88,6 +88,7 @@ class Trainer:
         self.model = StackedMLP(dataset.n_features, first.model.hidden_sizes, self.replicas)
         self.model.reset_parameters(self.generators, first.model.init)
         self.model.to(self.device)
+        self.model.pack()  # .to() moves each tensor on its own; one buffer again
         opt = first.train.optimizer
         self.optimizer = StackedAdam(
             list(self.model.parameters()),
@@ -268,6 +269,73 @@ class Trainer:
                 extra[model_name] = {k: float(v[position]) for k, v in result.items()} | {"fit_error": fit_error}
         return extra
 
+    # --- checkpoints (the caller saves and loads them: no disk I/O here) ---------------------------------------------
+    def replica_state(self, position: int) -> dict[str, Any]:
+        """Everything that continues the replica at stack ``position`` on its own, after a finished epoch.
+
+        Plain types only (tensors on the CPU, numbers, strings, lists, dicts), so ``torch.load(weights_only=True)``
+        reads it back. Per-replica tensors (leading dim = the stack size) are cut to their row ``[position]``
+        (kept as a leading dim of 1, listed under ``rows``); counters and other shared values are kept as they are.
+        """
+        size = len(self.ids)
+        averagers = {name: _averager_rows(averager, position, size) for name, averager in self.averagers.items()}
+        return {
+            "epoch": self.epoch,
+            "model": _rows(self.model.state_dict(), position, size),
+            "optimizer": {
+                "lr": self.optimizer.lrs[position],
+                "step": self.optimizer.step_t.detach().to("cpu", copy=True),
+                "exp_avg": [_row(t, position) for t in self.optimizer.exp_avg],
+                "exp_avg_sq": [_row(t, position) for t in self.optimizer.exp_avg_sq],
+            },
+            "averagers": averagers,
+            "scheduler": self.schedulers[position].state_dict(),
+            "early_stopping": self.stoppers[position].state_dict(),
+            "swa_lr_start": self.swa_lr_start[position],
+            "generator": self.generators[position].get_state(),
+        }
+
+    @classmethod
+    def resume(cls, configs: Sequence[Config], dataset: Dataset, states: Sequence[dict[str, Any]]) -> Trainer:
+        """A trainer that continues ``configs`` from their :meth:`replica_state` s (all taken after the same epoch).
+
+        Stacked replicas are independent, so a replica continues here exactly as it would have in its old stack.
+        """
+        trainer = cls(configs, dataset)
+        trainer.load_replica_states(states)
+        return trainer
+
+    @torch.no_grad()
+    def load_replica_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Load one :meth:`replica_state` per stack position into a freshly built trainer (in place: the averagers
+        keep observing the same parameter tensors). Raises ``ValueError`` if the states do not fit these configs."""
+        if len(states) != len(self.ids) or self.epoch != 0:
+            raise ValueError(f"need one state per replica of a fresh trainer ({len(self.ids)}), got {len(states)}")
+        epochs = {int(s["epoch"]) for s in states}
+        if len(epochs) != 1:
+            raise ValueError(f"replicas saved after different epochs cannot share a stack: {sorted(epochs)}")
+        try:
+            self.model.load_state_dict(_stack_rows([s["model"] for s in states]))
+            optimizer = [s["optimizer"] for s in states]
+            self.optimizer.load_state_dict(
+                {
+                    "lrs": [o["lr"] for o in optimizer],
+                    "step": _shared([o["step"] for o in optimizer], "optimizer step"),
+                    "exp_avg": [torch.cat(rows) for rows in zip(*(o["exp_avg"] for o in optimizer))],
+                    "exp_avg_sq": [torch.cat(rows) for rows in zip(*(o["exp_avg_sq"] for o in optimizer))],
+                }
+            )
+            for name, averager in self.averagers.items():
+                _load_averager_rows(averager, [s["averagers"][name] for s in states])
+        except (KeyError, RuntimeError) as err:  # a missing entry or a shape that does not fit this config
+            raise ValueError(f"the saved state does not fit this config: {err}") from None
+        for position, state in enumerate(states):
+            self.schedulers[position].load_state_dict(dict(state["scheduler"]))
+            self.stoppers[position].load_state_dict(dict(state["early_stopping"]))
+            self.swa_lr_start[position] = state["swa_lr_start"]
+            self.generators[position].set_state(state["generator"])
+        self.epoch = epochs.pop()
+
     # --- compaction -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _drop_stopped(self) -> None:
@@ -277,15 +345,16 @@ class Trainer:
             return
         index = torch.tensor(keep, device=self.device)
         old = len(self.ids)
-        modules = [self.model, *self.averagers.values()]
-        for tensor in {id(t): t for m in modules for t in [*m.parameters(), *m.buffers()]}.values():
-            if tensor.dim() >= 1 and tensor.shape[0] == old:
-                tensor.data = tensor.data.index_select(0, index.to(tensor.device))
-        for param in self.model.parameters():
-            param.grad = None
+        for root in [self.model, *self.averagers.values()]:
+            for module in root.modules():
+                if isinstance(module, StackedMLP):  # the model, and every averaged copy of it
+                    module.select_replicas(index)
         self.optimizer.select(index)
         for averager in self.averagers.values():
             _select_averager_extras(averager, index, old)
+            for module in averager.modules():
+                if isinstance(module, Averager):
+                    module.refresh()
         self.configs = [self.configs[p] for p in keep]
         self.generators = [self.generators[p] for p in keep]
         self.schedulers = [self.schedulers[p] for p in keep]
@@ -308,6 +377,94 @@ def _select_averager_extras(averager: Any, index: torch.Tensor, old: int) -> Non
                     k: v.index_select(0, index.to(v.device)) if v.dim() >= 1 and v.shape[0] == old else v
                     for k, v in snapshot["state"].items()
                 }
+
+
+# --- replica rows of stacked state ---------------------------------------------------------------------------------
+
+
+def _row(tensor: torch.Tensor, position: int) -> torch.Tensor:
+    # a copy, not a view: torch.save writes a view's whole storage, i.e. every replica
+    return tensor.detach()[position : position + 1].to("cpu", copy=True)
+
+
+def _rows(state: dict[str, Any], position: int, size: int) -> dict[str, Any]:
+    """``{"values": state with per-replica tensors cut to their row, "rows": [keys cut]}``."""
+    values, rows = {}, []
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == size:
+            values[key] = _row(value, position)
+            rows.append(key)
+        else:
+            values[key] = value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
+    return {"values": values, "rows": rows}
+
+
+def _stack_rows(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Inverse of :func:`_rows` over several replicas: rows concatenated, shared values checked equal."""
+    rows = set(parts[0]["rows"])
+    if any(set(p["rows"]) != rows or p["values"].keys() != parts[0]["values"].keys() for p in parts):
+        raise ValueError("the saved replicas do not have the same layout")
+    return {
+        key: torch.cat([p["values"][key] for p in parts])
+        if key in rows
+        else _shared([p["values"][key] for p in parts], key)
+        for key in parts[0]["values"]
+    }
+
+
+def _shared(values: Sequence[Any], what: str) -> Any:
+    first = values[0]
+    same = all(torch.equal(v, first) if isinstance(v, torch.Tensor) else v == first for v in values)
+    if not same:
+        raise ValueError(f"{what} differs between replicas saved for one stack")
+    return first
+
+
+def _averager_rows(averager: Any, position: int, size: int) -> dict[str, Any]:
+    """An averager's ``state_dict`` (average, counters), post-hoc snapshots and last decays, cut to one replica."""
+    state = dict(averager.state_dict())
+    extras = {key: state.pop(key) for key in [k for k in state if k.endswith("_extra_state")]}
+    snapshots = {
+        key: [
+            {"step": s["step"], "gamma": s["gamma"], "state": _rows(s["state"], position, size)}
+            for s in extra["snapshots"]
+        ]
+        for key, extra in extras.items()
+    }
+    decays = {}
+    for name, module in averager.named_modules():
+        decay = getattr(module, "_decay", None)
+        if isinstance(decay, torch.Tensor):
+            decay = float(decay[position]) if decay.dim() == 1 and decay.shape[0] == size else float(decay)
+        if decay is not None:
+            decays[name] = float(decay)
+    return {"state": _rows(state, position, size), "snapshots": snapshots, "decays": decays}
+
+
+def _load_averager_rows(averager: Any, parts: Sequence[dict[str, Any]]) -> None:
+    state = _stack_rows([p["state"] for p in parts])
+    for key in parts[0]["snapshots"]:
+        lists = [p["snapshots"][key] for p in parts]
+        if len({len(snaps) for snaps in lists}) != 1:
+            raise ValueError("post-hoc snapshots differ between replicas saved for one stack")
+        state[key] = {
+            "snapshots": [
+                {
+                    "step": _shared([s["step"] for s in snaps], "snapshot step"),
+                    "gamma": _shared([s["gamma"] for s in snaps], "snapshot gamma"),
+                    "state": _stack_rows([s["state"] for s in snaps]),
+                }
+                for snaps in zip(*lists)
+            ]
+        }
+    averager.load_state_dict(state)
+    modules = dict(averager.named_modules())
+    for name in parts[0]["decays"]:
+        module = modules[name]
+        beta = getattr(module, "beta", None)
+        values = [p["decays"][name] for p in parts]
+        # a per-replica beta keeps a per-replica decay (its dtype); a shared one a float, as the averager itself does
+        module._decay = torch.tensor(values, dtype=beta.dtype) if isinstance(beta, torch.Tensor) else values[0]
 
 
 def _plateau(cfg: Config) -> PlateauScheduler:

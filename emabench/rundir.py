@@ -7,15 +7,22 @@ A run folder holds::
     metrics.csv   the final comparison, one row per model
     loss.png      train/validation loss curves, raw vs averaged
     r2.png        validation R² curves, raw vs averaged
+    checkpoint.pt with ``--checkpoint-every`` or after Ctrl-C: the state to continue the run (removed once DONE)
+    INTERRUPTED   written when Ctrl-C/SIGTERM stopped the run (JSON: epochs, checkpoint epoch)
     DONE          written last (JSON: status, stop reason, epochs, wall time); a folder without it is incomplete
+    .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
 
 Every file is written to a temporary name in the same folder and renamed into place, so a reader never sees a
-half-written file.
+half-written file. A full disk or any other write error is a :class:`~emabench.errors.RunError` naming the file;
+the previous version of that file stays intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -40,10 +47,14 @@ LOSS_PLOT = "loss.png"
 R2_PLOT = "r2.png"
 DONE = "DONE"
 INTERRUPTED = "INTERRUPTED"
+CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+CHECKPOINT_FORMAT = 1  # bump when the layout of Trainer.replica_state changes; older checkpoints are refused
 SWEEP = "sweep.json"
 REPORT_CSV = "report.csv"
 REPORT_MD = "report.md"
 
+TMP_SUFFIX = ".tmp"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -79,7 +90,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = False) -> Non
     A reader sees the old or the new file, never a part, whatever happens to this process. ``durable`` also
     fsyncs before the rename (survives a power cut); history rewrites every epoch skip that, markers don't.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as err:
+        raise RunError(f"{path}: cannot write ({err.strerror or err})") from None
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; run files are ordinary files
         with os.fdopen(fd, "wb") as handle:
@@ -88,8 +102,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = False) -> Non
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # a full disk, a read-only or vanished folder: one line, not a traceback
+            raise RunError(f"{path}: cannot write ({err.strerror or err})") from None
         raise
 
 
@@ -111,6 +127,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._history: tuple[list[dict[str, Any]], str] = ([], "")  # rows written so far, and their CSV text
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -121,19 +138,44 @@ class RunFolder:
 
     # --- writing ------------------------------------------------------------------------------------------------
     def create(self) -> RunFolder:
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path)
         return self
 
     def clear(self) -> None:
-        """Remove everything a previous attempt left (used by ``--force`` and for restarting incomplete runs)."""
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        """Remove everything a previous attempt left (``--force``, restarting an incomplete run), except the lock
+        file: it is held by the caller, and a new file would let a second process lock the same run."""
+        self._history = ([], "")
+        if not self.path.is_dir():
+            return
+        for entry in self.path.iterdir():
+            if entry.name == LOCK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def remove_partial_writes(self) -> None:
+        """Delete temporary files of writes a killed process never renamed into place."""
+        for entry in self.path.glob(f".*{TMP_SUFFIX}"):
+            entry.unlink(missing_ok=True)
 
     def write_config(self, config_yaml: str) -> None:
         atomic_write_text(self.path / CONFIG, config_yaml)
 
     def write_history(self, rows: Sequence[dict[str, Any]]) -> None:
-        atomic_write_text(self.path / HISTORY, rows_to_csv(rows))
+        self._history = ([dict(row) for row in rows], rows_to_csv(rows))
+        atomic_write_text(self.path / HISTORY, self._history[1])
+
+    def append_history(self, row: dict[str, Any]) -> None:
+        """Add one epoch's row to the rows written so far and replace ``history.csv`` (whole, atomically); only the
+        new row is rendered, so a long run does not pay for its whole history every epoch."""
+        rows, text = self._history
+        rows.append(dict(row))
+        same_columns = len(rows) > 1 and rows[-2].keys() == rows[-1].keys()
+        text = text + rows_to_csv([row]).split("\n", 1)[1] if same_columns else rows_to_csv(rows)
+        self._history = (rows, text)
+        atomic_write_text(self.path / HISTORY, text)
 
     def write_metrics(self, table: pd.DataFrame) -> None:
         atomic_write_text(self.path / METRICS, table.to_csv(index=False, lineterminator="\n"))
@@ -149,6 +191,73 @@ class RunFolder:
 
     def mark_interrupted(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.path / INTERRUPTED, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def clear_interrupted(self) -> None:
+        (self.path / INTERRUPTED).unlink(missing_ok=True)
+
+    # --- checkpoints ----------------------------------------------------------------------------------------------
+    def write_checkpoint(self, state: dict[str, Any]) -> None:
+        """Save a run's state (tensors, numbers, strings, lists and dicts only) atomically as ``checkpoint.pt``."""
+        import torch
+
+        _check_plain(state, "checkpoint")
+        buffer = io.BytesIO()
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+        atomic_write_bytes(self.path / CHECKPOINT, buffer.getvalue())
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
+
+    def read_checkpoint(self) -> dict[str, Any]:
+        """The saved state, loaded with ``weights_only=True`` (no code runs) onto the CPU."""
+        import torch
+
+        path = self.path / CHECKPOINT
+        if not path.is_file():
+            raise RunError(f"{self.path}: no {CHECKPOINT} to resume from (the run was not checkpointed)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or foreign file: torch raises several kinds
+            raise RunError(f"{path}: unreadable checkpoint ({type(err).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{path}: not a checkpoint of this emabench version (format {CHECKPOINT_FORMAT})")
+        return state
+
+    def remove_checkpoint(self) -> None:
+        (self.path / CHECKPOINT).unlink(missing_ok=True)
+
+    # --- locking --------------------------------------------------------------------------------------------------
+    def try_lock(self) -> RunLock | None:
+        """Lock this run for the calling process (creating its folder), or ``None`` if another process holds it.
+
+        ``flock`` on ``.lock`` inside the folder: released by the kernel if the process dies, so a killed run never
+        leaves a stale lock. The holder unlinks the file on release; a process that opened the old file just before
+        sees that its inode is no longer the folder's lock file and tries again.
+        """
+        path = self.path / LOCK
+        for _ in range(5):
+            self.create()
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            except FileNotFoundError:  # the folder was removed by a releasing holder in between
+                continue
+            except OSError as err:
+                raise RunError(f"{path}: cannot create the lock file ({err.strerror or err})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                    return None
+                raise RunError(f"{path}: cannot lock ({err.strerror or err})") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                    return RunLock(self, fd)
+            os.close(fd)  # we locked a file its holder had just unlinked: try the new one
+        return None
 
     # --- reading ------------------------------------------------------------------------------------------------
     @property
@@ -191,6 +300,53 @@ class RunFolder:
         return self.read_table(METRICS)
 
 
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse anything ``torch.load(weights_only=True)`` would not read back (custom classes, str subclasses)."""
+    import torch
+
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, where)
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not (type(value) in (str, int, float, bool, type(None)) or type(value) is torch.Tensor):
+        raise TypeError(f"{where}: {type(value).__name__} cannot be saved in a weights-only checkpoint")
+
+
+class RunLock:
+    """An exclusive lock on one run folder; :meth:`release` (or leaving the ``with`` block) gives it back."""
+
+    def __init__(self, folder: RunFolder, fd: int) -> None:
+        self.folder = folder
+        self._fd: int | None = fd
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Unlink the lock file while still holding it, unlock, and remove the folder if nothing else is in it."""
+        if self._fd is None:
+            return
+        (self.folder.path / LOCK).unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+        with contextlib.suppress(OSError):
+            self.folder.path.rmdir()  # only succeeds when empty: a run locked but never started leaves no trace
+
+
+def inside(path: str | Path, root: str | Path) -> Path:
+    """``path`` resolved, if it lies within ``root``; else a :class:`RunError` (nothing is written outside it)."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise RunError(f"{path}: refusing to write outside the runs folder {root}")
+    return resolved
+
+
 def is_run_folder(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
@@ -213,13 +369,20 @@ def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any]) -> Path:
     return runs_dir / safe_name(f"sweep-{name}-{config_hash(spec)}")
 
 
+def make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{path}: cannot create the folder ({err.strerror or err})") from None
+
+
 def write_sweep_spec(folder: Path, spec: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     atomic_write_text(folder / SWEEP, json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
 def write_report(folder: Path, csv_text: str, markdown: str) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     atomic_write_text(folder / REPORT_CSV, csv_text)
     atomic_write_text(folder / REPORT_MD, markdown)
     return folder / REPORT_CSV, folder / REPORT_MD
