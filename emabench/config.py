@@ -43,15 +43,15 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """MLP: Linear → ReLU → Dropout per hidden layer, then Linear to one output."""
 
-    hidden_sizes: list[int] = Field(min_length=1)
+    hidden_sizes: list[int] = Field(min_length=1, max_length=32)
     dropout: float = Field(ge=0, lt=1)
     init: Literal["xavier_normal", "xavier_uniform"]  # weights; biases start at zero
 
     @field_validator("hidden_sizes")
     @classmethod
     def _positive_sizes(cls, sizes: list[int]) -> list[int]:
-        if any(size < 1 for size in sizes):
-            raise ValueError(f"every hidden size must be >= 1, got {sizes}")
+        if any(not 1 <= size <= 65536 for size in sizes):
+            raise ValueError(f"every hidden size must be in [1, 65536], got {sizes}")
         return sizes
 
 
@@ -98,6 +98,9 @@ class EarlyStoppingConfig(_Section):
 class TrainConfig(_Section):
     batch_size: int = Field(ge=1)
     max_epochs: int = Field(ge=1)
+    # A run whose training loss or monitored validation loss is not finite, or above this, is stopped and marked
+    # diverged (``null``: only non-finite). Targets are standardized, so an untrained model scores ~1.
+    diverged_above: float | None = Field(gt=0)
     optimizer: OptimizerConfig
     scheduler: SchedulerConfig
     early_stopping: EarlyStoppingConfig
@@ -403,7 +406,7 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def _describe(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"])
+    key = ".".join(str(part) for part in error["loc"]).encode("unicode_escape").decode("ascii")  # one line, always
     kind = error["type"]
     if not key:  # a whole-config check: its message names the keys involved
         return error["msg"].removeprefix("Value error, ")

@@ -210,7 +210,8 @@ class Trainer:
         train = self.configs[position].train
         watched = [row["train_loss"], row["raw_val_loss"], row[f"{train.early_stopping.monitor}_val_loss"]]
         reason = None
-        if not all(math.isfinite(v) for v in watched):
+        limit = train.diverged_above if train.diverged_above is not None else math.inf
+        if not all(math.isfinite(v) and v <= limit for v in watched):
             reason = "diverged"
         else:
             if train.scheduler.name != "none" and not self._in_swa(self.epoch):

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display is ever needed
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -38,10 +39,11 @@ def r2_figure(history: pd.DataFrame, title: str = "R2 Scores") -> Figure:
     columns = [f"{m}_r2" for m in models_in(history)]
     for model, column in zip(models_in(history), columns):
         ax.plot(history["epoch"], history[column], label=f"{_label(model)} R2")
-    tail = history[columns].iloc[len(history) // 10 :]
-    if len(tail) and tail.notna().any().any():
-        low, high = float(tail.min().min()), float(tail.max().max())
-        pad = max((high - low) * 0.1, 1e-4)
+    tail = history[columns].iloc[len(history) // 10 :].to_numpy(dtype=float).ravel()
+    tail = tail[np.isfinite(tail)]  # a diverged run has inf/NaN R²: zoom on what is finite
+    if tail.size:
+        low, high = float(tail.min()), float(tail.max())
+        pad = max((high - low) * 0.1, abs(high) * 1e-3, 1e-4)  # relative too: R² of a diverged run is ~ -1e20
         ax.set_ylim(low - pad, high + pad)
     ax.set(xlabel="Epoch", ylabel="R2 Score", title=title)
     ax.grid(True, alpha=0.3)

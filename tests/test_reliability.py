@@ -500,3 +500,12 @@ def test_stop_request_defers_then_aborts():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_lr_1e3_on_the_seed_architecture_is_marked_diverged(tmp_path: Path):
+    """Adam at lr=1e3 on the seed MLP blows the loss up to ~1e20 without reaching inf: diverged_above catches it."""
+    result = invoke("run", SEED_CONFIG, *TINY, "--set", "train.optimizer.lr=1000", "--runs-dir", tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    (folder,) = find_runs([tmp_path])
+    assert folder.status == "diverged" and folder.done_info()["stop_reason"] == "diverged"
+    assert folder.read_history()["train_loss"].iloc[-1] > 1e6
