@@ -191,3 +191,31 @@ def test_swapped_into_restores_weights_and_training_flag():
     assert model.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, original[key])
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_updates_never_build_autograd_graphs(flat):
+    """Updates run outside no_grad on the flat path: the averages must stay plain tensors with no history."""
+    from emabench.averaging import SWA, TFEMA, ConstantEMA, PostHocEMA, PowerEMA
+    from emabench.averaging.flat import pack_
+
+    model = _net()
+    if flat:
+        pack_(list(model.parameters()))
+    averagers = [
+        EMA(model, beta=0.9, update_after_step=0),
+        ConstantEMA(model, beta=0.9),
+        TFEMA(model, beta=0.9),
+        SWA(model),
+        PowerEMA(model, sigma_rel=0.1),
+        PostHocEMA(model, sigma_rels=(0.05, 0.2), snapshot_every=2),
+    ]
+    for step in range(4):
+        loss = model(torch.ones(2, 3)).sum()  # the online weights require grad and are part of a graph
+        loss.backward()
+        _perturb(model, step)
+        for averager in averagers:
+            averager.update()
+    for averager in averagers:
+        for p in averager.averaged_model.parameters():
+            assert not p.requires_grad and p.grad_fn is None

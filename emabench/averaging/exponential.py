@@ -52,8 +52,7 @@ class ConstantEMA(Averager):
         """The decay used by the last update: 0 while copying, then ``beta``."""
         return self._decay
 
-    @torch.no_grad()
-    def update(self) -> None:
+    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
         step = self._step
         self._step += 1
         if step % self.update_every != 0:
@@ -110,8 +109,7 @@ class TFEMA(Averager):
         """How many averaging updates have been made."""
         return self._n_averaged
 
-    @torch.no_grad()
-    def update(self) -> None:
+    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
         step = self._step
         self._step += 1
         if step % self.update_every != 0:

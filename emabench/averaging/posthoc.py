@@ -105,8 +105,7 @@ class PostHocEMA(Averager):
     def gammas(self) -> list[float]:
         return [profile.gamma for profile in self.profiles]
 
-    @torch.no_grad()
-    def update(self) -> None:
+    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
         self._step += 1
         for profile in self.profiles:
             profile.update()

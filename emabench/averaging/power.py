@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from emabench.averaging.base import Averager, BufferPolicy, check_int
@@ -96,8 +95,7 @@ class PowerEMA(Averager):
         """The step ``t`` of the last update: the time the current average describes (0 before any)."""
         return self._last_update_step
 
-    @torch.no_grad()
-    def update(self) -> None:
+    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
         self._step += 1
         t = self._step
         if t % self.update_every != 0:

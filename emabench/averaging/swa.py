@@ -51,8 +51,7 @@ class SWA(Averager):
         """The weight ``n/(n + 1)`` kept on the average by the last snapshot (0 before and at the first)."""
         return (self._n_averaged - 1) / self._n_averaged if self._n_averaged else 0.0
 
-    @torch.no_grad()
-    def update(self) -> None:
+    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
         self._step += 1
         t = self._step
         if t < self.start_step or (t - self.start_step) % self.every != 0:

@@ -228,6 +228,7 @@ def bench_ema(repeats: int = 5) -> list[Row]:
                 )
             )
     rows.append(_ema_share_of_step(repeats))
+    rows.append(_many_shadows_vs_one(repeats))
     return rows
 
 
@@ -272,6 +273,42 @@ def _ema_share_of_step(repeats: int) -> Row:
     )
 
 
+def _many_shadows_vs_one(repeats: int) -> Row:
+    """Per optimizer step: updating every averager of configs/averagers.yaml (seed EMA, constant EMA, TF EMA, SWA,
+    post-hoc EMA with two power profiles: six averaged copies) vs the seed EMA alone, on the seed MLP."""
+    from emabench import shadows
+    from emabench.config import load_config, with_overrides
+    from emabench.data import make_dataset
+    from emabench.engine import Trainer
+
+    config = with_overrides(load_config(_seed_config().with_name("averagers.yaml")), {"device": "cpu"})
+    trainer = Trainer([config], make_dataset(config.data))
+    for _ in range(3):
+        trainer.run_epoch()  # past every warm-up and copy phase
+    every, seed_only = list(trainer.averagers.values()), [trainer.averagers["ema"]]
+    steps = 2000
+
+    def timed(averagers: list) -> Callable[[], float]:
+        def run() -> float:
+            start = time.perf_counter()
+            for _ in range(steps):
+                shadows.update_all(averagers)
+            return (time.perf_counter() - start) / steps * 1e6
+
+        return run
+
+    many, one = median_interleaved(timed(every), timed(seed_only), repeats)
+    return Row(
+        "ema",
+        "configs/averagers.yaml: all averagers (6 averaged copies) vs the seed EMA alone",
+        many,
+        one,
+        "us/step",
+        "",
+        "per optimizer step, seed MLP; post-hoc snapshots every 250 steps included",
+    )
+
+
 # --- sweep --------------------------------------------------------------------------------------------------------
 
 
@@ -287,7 +324,7 @@ def bench_sweep(quick: bool = False) -> list[Row]:
         "process pool, --jobs 2": ["--engine", "process", "--jobs", "2"],
     }
     if not quick:
-        variants["sequential, one process per run"] = ["--engine", "process", "--jobs", "1"]
+        variants["sequential, one run at a time in one process"] = ["--engine", "process", "--jobs", "1"]
     rows = []
     for label, extra in variants.items():
         folder = root / label.replace(" ", "_").replace(",", "")
