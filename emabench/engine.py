@@ -262,10 +262,10 @@ class Trainer:
             assert isinstance(averager, PostHocEMA)
             for target in spec.targets:
                 model_name = f"{name}_{target:g}"
-                if not averager.snapshots():
-                    extra[model_name] = {"val_loss": math.nan, "mse": math.nan, "mae": math.nan, "r2": math.nan}
-                    continue
-                _, fit_error = averager.synthesize(sigma_rel=target, step=self.step_count)
+                # the profiles at this stop step join the periodic snapshots for this synthesis only, so the
+                # result neither lags behind the last snapshot nor depends on when other replicas stopped
+                with averager.current_snapshot():
+                    _, fit_error = averager.synthesize(sigma_rel=target, step=self.step_count)
                 result = regression_metrics(averager.averaged_model(self.data.x_val), self.data.y_val)
                 extra[model_name] = {k: float(v[position]) for k, v in result.items()} | {"fit_error": fit_error}
         return extra

@@ -130,3 +130,26 @@ def test_monitor_must_be_a_per_epoch_model(seed_config):
     raw["train"]["early_stopping"]["monitor"] = "ph"
     with pytest.raises(ConfigError, match="train.early_stopping.monitor: 'ph' is not a model evaluated every epoch"):
         validate_config(raw)
+
+
+def _final_extras(configs):
+    from emabench.data import make_dataset
+    from emabench.engine import Trainer
+
+    trainer, extras = Trainer(configs, make_dataset(configs[0].data)), {}
+    while not trainer.done:
+        for record in trainer.run_epoch():
+            if record.stop_reason:
+                extras[record.replica] = record.final_extra
+    return [extras[r] for r in range(len(configs))]
+
+
+def test_posthoc_at_an_off_grid_stop_is_exact_for_a_profile_and_independent_of_the_stack(tiny_averagers):
+    short = with_overrides(tiny_averagers, {"train.max_epochs": 5})  # 35 steps: past the last snapshot (28)
+    (alone,) = _final_extras([short])
+    assert alone["posthoc_0.05"]["fit_error"] < 1e-6  # 0.05 is one of the profiles: exact up to the solver
+    assert 0 < alone["posthoc_0.1"]["fit_error"] < 0.25  # three snapshots per profile: a coarse but honest fit
+    stacked = _final_extras([short, with_overrides(tiny_averagers, {"seed": 3})])[0]
+    for model, values in alone.items():
+        for key, value in values.items():
+            assert stacked[model][key] == pytest.approx(value, rel=1e-5, abs=1e-7)

@@ -9,7 +9,8 @@ weighted sum ``Σ x_i·θ̂_i`` has the profile ``Σ x_i·f_i``. Least squares i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -122,6 +123,17 @@ class PostHocEMA(Averager):
                 continue
             state = {k: v.detach().to("cpu", copy=True) for k, v in profile.averaged_model.state_dict().items()}
             self._snapshots.append({"step": step, "gamma": profile.gamma, "state": state})
+
+    @contextlib.contextmanager
+    def current_snapshot(self) -> Iterator[None]:
+        """Temporarily add a snapshot of the profiles as they are now (for a synthesis at the current step that
+        does not lag behind the last periodic snapshot); the stored snapshots are left exactly as they were."""
+        before = list(self._snapshots)
+        try:
+            self.snapshot()
+            yield
+        finally:
+            self._snapshots = before
 
     def snapshots(self) -> list[Snapshot]:
         """The stored snapshots, oldest first: ``{"step": t, "gamma": γ, "state": averaged state_dict on CPU}``."""
