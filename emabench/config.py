@@ -330,7 +330,11 @@ for _first in list("-+0123456789."):
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML safely (no Python tags are ever constructed); errors name the source and line."""
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader subclasses yaml.SafeLoader
+        loader = _SafeLoader(text)  # a yaml.SafeLoader: never constructs Python objects from tags
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
