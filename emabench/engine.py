@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from emabench import shadows
+from emabench import replica_rows, shadows
 from emabench.averaging import Averager, PostHocEMA, swa_annealed_lr
 from emabench.averaging.schedules import half_life
 from emabench.config import Config, PostHocSpec, SWASpec
@@ -279,15 +279,17 @@ class Trainer:
         (kept as a leading dim of 1, listed under ``rows``); counters and other shared values are kept as they are.
         """
         size = len(self.ids)
-        averagers = {name: _averager_rows(averager, position, size) for name, averager in self.averagers.items()}
+        averagers = {
+            name: replica_rows.averager_rows(averager, position, size) for name, averager in self.averagers.items()
+        }
         return {
             "epoch": self.epoch,
-            "model": _rows(self.model.state_dict(), position, size),
+            "model": replica_rows.rows(self.model.state_dict(), position, size),
             "optimizer": {
                 "lr": self.optimizer.lrs[position],
                 "step": self.optimizer.step_t.detach().to("cpu", copy=True),
-                "exp_avg": [_row(t, position) for t in self.optimizer.exp_avg],
-                "exp_avg_sq": [_row(t, position) for t in self.optimizer.exp_avg_sq],
+                "exp_avg": [replica_rows.row(t, position) for t in self.optimizer.exp_avg],
+                "exp_avg_sq": [replica_rows.row(t, position) for t in self.optimizer.exp_avg_sq],
             },
             "averagers": averagers,
             "scheduler": self.schedulers[position].state_dict(),
@@ -316,18 +318,18 @@ class Trainer:
         if len(epochs) != 1:
             raise ValueError(f"replicas saved after different epochs cannot share a stack: {sorted(epochs)}")
         try:
-            self.model.load_state_dict(_stack_rows([s["model"] for s in states]))
+            self.model.load_state_dict(replica_rows.stack_rows([s["model"] for s in states]))
             optimizer = [s["optimizer"] for s in states]
             self.optimizer.load_state_dict(
                 {
                     "lrs": [o["lr"] for o in optimizer],
-                    "step": _shared([o["step"] for o in optimizer], "optimizer step"),
+                    "step": replica_rows.shared([o["step"] for o in optimizer], "optimizer step"),
                     "exp_avg": [torch.cat(rows) for rows in zip(*(o["exp_avg"] for o in optimizer))],
                     "exp_avg_sq": [torch.cat(rows) for rows in zip(*(o["exp_avg_sq"] for o in optimizer))],
                 }
             )
             for name, averager in self.averagers.items():
-                _load_averager_rows(averager, [s["averagers"][name] for s in states])
+                replica_rows.load_averager_rows(averager, [s["averagers"][name] for s in states])
         except (KeyError, RuntimeError) as err:  # a missing entry or a shape that does not fit this config
             raise ValueError(f"the saved state does not fit this config: {err}") from None
         for position, state in enumerate(states):
@@ -378,94 +380,6 @@ def _select_averager_extras(averager: Any, index: torch.Tensor, old: int) -> Non
                     k: v.index_select(0, index.to(v.device)) if v.dim() >= 1 and v.shape[0] == old else v
                     for k, v in snapshot["state"].items()
                 }
-
-
-# --- replica rows of stacked state ---------------------------------------------------------------------------------
-
-
-def _row(tensor: torch.Tensor, position: int) -> torch.Tensor:
-    # a copy, not a view: torch.save writes a view's whole storage, i.e. every replica
-    return tensor.detach()[position : position + 1].to("cpu", copy=True)
-
-
-def _rows(state: dict[str, Any], position: int, size: int) -> dict[str, Any]:
-    """``{"values": state with per-replica tensors cut to their row, "rows": [keys cut]}``."""
-    values, rows = {}, []
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == size:
-            values[key] = _row(value, position)
-            rows.append(key)
-        else:
-            values[key] = value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
-    return {"values": values, "rows": rows}
-
-
-def _stack_rows(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Inverse of :func:`_rows` over several replicas: rows concatenated, shared values checked equal."""
-    rows = set(parts[0]["rows"])
-    if any(set(p["rows"]) != rows or p["values"].keys() != parts[0]["values"].keys() for p in parts):
-        raise ValueError("the saved replicas do not have the same layout")
-    return {
-        key: torch.cat([p["values"][key] for p in parts])
-        if key in rows
-        else _shared([p["values"][key] for p in parts], key)
-        for key in parts[0]["values"]
-    }
-
-
-def _shared(values: Sequence[Any], what: str) -> Any:
-    first = values[0]
-    same = all(torch.equal(v, first) if isinstance(v, torch.Tensor) else v == first for v in values)
-    if not same:
-        raise ValueError(f"{what} differs between replicas saved for one stack")
-    return first
-
-
-def _averager_rows(averager: Any, position: int, size: int) -> dict[str, Any]:
-    """An averager's ``state_dict`` (average, counters), post-hoc snapshots and last decays, cut to one replica."""
-    state = dict(averager.state_dict())
-    extras = {key: state.pop(key) for key in [k for k in state if k.endswith("_extra_state")]}
-    snapshots = {
-        key: [
-            {"step": s["step"], "gamma": s["gamma"], "state": _rows(s["state"], position, size)}
-            for s in extra["snapshots"]
-        ]
-        for key, extra in extras.items()
-    }
-    decays = {}
-    for name, module in averager.named_modules():
-        decay = getattr(module, "_decay", None)
-        if isinstance(decay, torch.Tensor):
-            decay = float(decay[position]) if decay.dim() == 1 and decay.shape[0] == size else float(decay)
-        if decay is not None:
-            decays[name] = float(decay)
-    return {"state": _rows(state, position, size), "snapshots": snapshots, "decays": decays}
-
-
-def _load_averager_rows(averager: Any, parts: Sequence[dict[str, Any]]) -> None:
-    state = _stack_rows([p["state"] for p in parts])
-    for key in parts[0]["snapshots"]:
-        lists = [p["snapshots"][key] for p in parts]
-        if len({len(snaps) for snaps in lists}) != 1:
-            raise ValueError("post-hoc snapshots differ between replicas saved for one stack")
-        state[key] = {
-            "snapshots": [
-                {
-                    "step": _shared([s["step"] for s in snaps], "snapshot step"),
-                    "gamma": _shared([s["gamma"] for s in snaps], "snapshot gamma"),
-                    "state": _stack_rows([s["state"] for s in snaps]),
-                }
-                for snaps in zip(*lists)
-            ]
-        }
-    averager.load_state_dict(state)
-    modules = dict(averager.named_modules())
-    for name in parts[0]["decays"]:
-        module = modules[name]
-        beta = getattr(module, "beta", None)
-        values = [p["decays"][name] for p in parts]
-        # a per-replica beta keeps a per-replica decay (its dtype); a shared one a float, as the averager itself does
-        module._decay = torch.tensor(values, dtype=beta.dtype) if isinstance(beta, torch.Tensor) else values[0]
 
 
 def _plateau(cfg: Config) -> PlateauScheduler:
