@@ -30,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal width
 )
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -82,7 +83,7 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except EmabenchError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold yellow]interrupted:[/] finished epochs and runs are kept on disk")
@@ -192,9 +193,9 @@ def run(
 ) -> None:
     """Train one run and write its folder: config.yaml, history.csv, metrics.csv, loss.png, r2.png, DONE.
 
-    The run folder is RUNS_DIR/<name>-seed<seed>-<hash of the resolved config>; running the same config again
-    reuses it (a finished run is shown, not re-trained, unless --force; an interrupted one with a checkpoint
-    continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
+    The run folder is `RUNS_DIR/<name>-seed<seed>-<hash>` (the hash of the resolved config); running the same
+    config again reuses it (a finished run is shown, not re-trained, unless --force; an interrupted one with a
+    checkpoint continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
     """
     from emabench import runner
     from emabench.config import load_config
@@ -250,20 +251,25 @@ def sweep(
         typer.Option("--grid", "-g", metavar="KEY=V1,V2", help="Sweep any other field too (repeatable)."),
     ] = None,
     set_: SetOption = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes.")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", min=1, help="Worker processes (--engine ray: Ray tasks at a time, 1 CPU each)."),
+    ] = 1,
     engine: Annotated[
         str,
         typer.Option(
             "--engine",
             help="auto: stack runs that share data and architecture into one vectorized model; "
-            "vectorized: insist on it; process: one run per process.",
+            "vectorized: insist on it; process: one run per process; "
+            "ray: auto's stacks as Ray tasks, on the cluster at `RAY_ADDRESS` (else a local Ray), "
+            "with the runs folder on a filesystem every node shares (`pip install 'emabench[ray]'`).",
         ),
     ] = "auto",
     shadows: Annotated[
         bool,
         typer.Option(
             "--shadows",
-            help="Track every --beta as a shadow EMA (ema_<beta>) of ONE training trajectory per seed instead of one "
+            help="Track every --beta as a shadow EMA `ema_<beta>` of ONE training trajectory per seed instead of one "
             "run per beta; training stays driven by the config's monitor (raw, or the `ema` at its own beta).",
         ),
     ] = False,
@@ -280,13 +286,13 @@ def sweep(
 
     Re-running the same sweep skips runs that already finished, continues checkpointed ones and restarts the rest
     (--force: redo all); runs another emabench process is training are left to it. Ctrl-C stops after the current
-    epoch, checkpoints unfinished runs and starts nothing new. Then compare them: emabench report <sweep folder>.
+    epoch, checkpoints unfinished runs and starts nothing new. Then compare them: `emabench report <sweep folder>`.
     """
     from emabench import runner
     from emabench.config import load_config
 
-    if engine not in ("auto", "vectorized", "process"):
-        raise ConfigError(f"--engine: {engine!r} is not one of auto, vectorized, process")
+    if engine not in ("auto", "vectorized", "process", "ray"):
+        raise ConfigError(f"--engine: {engine!r} is not one of auto, vectorized, process, ray")
     axes: dict[str, list[Any]] = {}
     if shadows and beta is None:
         raise ConfigError("--shadows: give the betas to track with --beta")
@@ -310,7 +316,8 @@ def sweep(
     stacks = runner.plan_stacks(configs, engine, jobs)  # type: ignore[arg-type]
     mode = f"{len(stacks)} stacked model(s)" if len(stacks) < len(configs) else "one model per run"
     if not quiet:
-        console.print(f"Sweep: {len(configs)} runs ({mode}, {jobs} job(s)).")
+        where = " on Ray" if engine == "ray" else ""
+        console.print(f"Sweep: {len(configs)} runs ({mode}, {jobs} job(s){where}).")
     _set_threads(threads)
     stop = runner.StopRequest(notice=_stopping_notice)
     with stop.installed(), _sweep_progress(len(configs), quiet) as (on_epoch, on_stack_done):

@@ -49,7 +49,7 @@ from emabench.rundir import (
 
 EpochCallback = Callable[[Trainer, list[EpochRecord]], None]
 StopCheck = Callable[[], bool]
-Engine = Literal["auto", "vectorized", "process"]
+Engine = Literal["auto", "vectorized", "process", "ray"]
 
 
 @dataclass(frozen=True)
@@ -369,7 +369,7 @@ def with_beta_shadows(base: Config, betas: Sequence[float]) -> Config:
 
 def plan_stacks(configs: Sequence[Config], engine: Engine, jobs: int) -> list[list[Config]]:
     """Split the runs into units of work: singletons for ``process``; groups that can share one stacked model,
-    cut into at most ``jobs`` pieces each, for ``vectorized``."""
+    cut into at most ``jobs`` pieces each, for ``auto``, ``vectorized`` (one group only) and ``ray``."""
     if engine == "process":
         return [[c] for c in configs]
     groups: dict[Any, list[Config]] = {}
@@ -467,7 +467,13 @@ def sweep(
     checkpointed ones resumed, runs another process is training left to it (``locked``).
 
     ``mode`` is recorded in ``sweep.json``: ``runs`` (one run per setting) or ``shadows`` (settings tracked as
-    shadow averagers of one trajectory, see :func:`with_beta_shadows`)."""
+    shadow averagers of one trajectory, see :func:`with_beta_shadows`).
+
+    ``engine="ray"``: the units are Ray tasks, ``jobs`` at a time (:mod:`emabench.distributed`)."""
+    if engine == "ray":
+        from emabench import distributed
+
+        distributed.require_ray()  # refuse before anything is written
     configs = expand_grid(base, grid)
     spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
     folder = sweep_dir(Path(runs_dir), base.name, spec)
@@ -484,6 +490,9 @@ def sweep(
     write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs})
     units = plan_units(pending, folder, engine, jobs, force)
     work = _Sweep(folder, engine, force, stop, checkpoint_every, plots)
+    if engine == "ray":
+        outcomes += distributed.run_units(units, work, jobs, on_stack_done)
+        return folder, outcomes
     if jobs > 1 and len(units) > 1:
         outcomes += _run_in_pool(units, work, jobs, on_stack_done)
         return folder, outcomes
@@ -525,11 +534,19 @@ def _init_worker(shared: Any, threads: int) -> None:
         signal.signal(signum, _WORKER_STOP.handle)
 
 
-def _stack_worker(
-    configs: list[dict[str, Any]], folder: str, resume: bool, checkpoint_every: int, plots: bool
+def stack_worker(
+    configs: list[dict[str, Any]],
+    folder: str,
+    resume: bool,
+    checkpoint_every: int,
+    plots: bool,
+    stop: StopCheck | None = None,
 ) -> list[RunOutcome]:
+    """One unit in a worker process or a Ray task: picklable arguments in, outcomes out. ``stop`` defaults to the
+    worker process's own request (:func:`_init_worker`)."""
     stack = [Config.model_validate(c) for c in configs]
-    stop = _WORKER_STOP.is_set if _WORKER_STOP is not None else None
+    if stop is None and _WORKER_STOP is not None:
+        stop = _WORKER_STOP.is_set
     folders = [run_folder_for(c, Path(folder)) for c in stack]
     return train_stack(stack, folders, stop=stop, checkpoint_every=checkpoint_every, resume=resume, plots=plots)
 
@@ -573,7 +590,7 @@ def _run_in_pool(
                         work.checkpoint_every,
                         work.plots,
                     )
-                    running[pool.submit(_stack_worker, *args)] = locks
+                    running[pool.submit(stack_worker, *args)] = locks
             finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED) if running else ((), ())
             for future in finished:
                 for lock in running.pop(future):
