@@ -29,8 +29,8 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """sklearn ``make_regression`` data, scaled and split as seed 001 does."""
 
-    n_samples: int = Field(ge=10)
-    n_features: int = Field(ge=1)
+    n_samples: int = Field(ge=10, le=10_000_000)  # upper bounds: what fits a machine, not a modelling choice
+    n_features: int = Field(ge=1, le=100_000)
     n_informative: int | None = Field(default=None, ge=1)  # None: make_regression's default (10)
     noise: float = Field(ge=0)
     random_state: int = Field(ge=0)  # the data set is fixed across run seeds, as in the seed script
@@ -129,7 +129,7 @@ class EMAConfig(_Section):
 class HalfLife(_Section):
     """A decay horizon instead of a bare beta: the weight of a step halves after ``value`` steps/samples/epochs."""
 
-    value: float = Field(gt=0)
+    value: float = Field(gt=0, le=1e9)  # beyond that the per-update decay rounds to 1.0 in float64
     unit: Literal["steps", "samples", "epochs"]
 
 
@@ -200,7 +200,7 @@ class PowerEMASpec(_Section):
 
     kind: Literal["power_ema"]
     sigma_rel: float | None = None
-    gamma: float | None = Field(default=None, gt=-1)
+    gamma: float | None = Field(default=None, gt=-1, le=1e6)
     update_every: int = Field(default=1, ge=1)
 
     @field_validator("sigma_rel")

@@ -584,7 +584,7 @@ def test_averagers_only_observe_the_online_model(name):
         (lambda m: PowerEMA(m, gamma=1.0, sigma_rel=0.1), r"exactly one"),
         (lambda m: PowerEMA(m, sigma_rel=0.0), r"sigma_rel.*got 0.0"),
         (lambda m: PowerEMA(m, sigma_rel=-0.1), r"sigma_rel.*-0.1"),
-        (lambda m: PowerEMA(m, sigma_rel=0.31), r"sigma_rel must be in \(0, 0.30028\], got 0.31"),
+        (lambda m: PowerEMA(m, sigma_rel=0.31), r"sigma_rel must be in \[1e-06, 0.30028\], got 0.31"),
         (lambda m: PowerEMA(m, gamma=-1.0), r"gamma.*-1.0"),
         (lambda m: PowerEMA(m, gamma=3.0, update_every=0), r"update_every.*0"),
         (lambda m: PostHocEMA(m, sigma_rels=(0.05,), snapshot_every=10), r"at least two profiles, got 1"),
@@ -623,3 +623,14 @@ def test_bad_function_arguments_raise_value_error():
     with pytest.raises(ValueError, match=r"exactly one of gamma or sigma_rel"):
         posthoc.synthesize()
     assert math.isfinite(posthoc.synthesize(sigma_rel=0.1)[1])
+
+
+@pytest.mark.parametrize("sigma_rel", [1e-200, 5e-7])
+def test_sigma_rel_far_below_any_profile_is_a_value_error_not_an_overflow(sigma_rel):
+    with pytest.raises(ValueError, match="sigma_rel must be in"):
+        sigma_rel_to_gamma(sigma_rel)
+
+
+def test_gamma_too_large_for_floats_is_a_value_error():
+    with pytest.raises(ValueError, match="gamma must be in"):
+        gamma_to_sigma_rel(1e308)

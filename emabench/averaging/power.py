@@ -14,12 +14,16 @@ from torch import nn
 from emabench.averaging.base import Averager, BufferPolicy, check_int
 
 GAMMA_AT_WIDEST = (math.sqrt(5.0) - 3.0) / 2.0  # argmax of σ_rel(γ): root of γ² + 3γ + 1 = 0
+# Far beyond any useful profile (σ_rel ≈ 1/γ for large γ: 1e-6 ↔ 1e6, an average of the last ~millionth of
+# training), and inside floats: σ_rel⁻² and (γ + 2)²(γ + 3) overflow for the extremes a config can still write.
+GAMMA_MAX = 1e6
+SIGMA_REL_MIN = 1e-6
 
 
 def gamma_to_sigma_rel(gamma: float) -> float:
     """EDM2 Eq. 123: ``σ_rel = sqrt((γ + 1) / ((γ + 2)²(γ + 3)))``, for ``γ > −1``."""
-    if not (math.isfinite(gamma) and gamma > -1.0):
-        raise ValueError(f"gamma must be a finite number > -1, got {gamma}")
+    if not (math.isfinite(gamma) and -1.0 < gamma <= GAMMA_MAX):
+        raise ValueError(f"gamma must be in (-1, {GAMMA_MAX:g}], got {gamma}")
     return math.sqrt((gamma + 1.0) / ((gamma + 2.0) ** 2 * (gamma + 3.0)))
 
 
@@ -34,8 +38,8 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
     Solved in closed form (trigonometric method; the cubic has three real roots there). 0.05 → 16.9722,
     0.10 → 6.9372, 0.20 → 1.8262.
     """
-    if not (math.isfinite(sigma_rel) and 0.0 < sigma_rel <= SIGMA_REL_MAX):
-        raise ValueError(f"sigma_rel must be in (0, {SIGMA_REL_MAX:.5f}], got {sigma_rel}")
+    if not (math.isfinite(sigma_rel) and SIGMA_REL_MIN <= sigma_rel <= SIGMA_REL_MAX):
+        raise ValueError(f"sigma_rel must be in [{SIGMA_REL_MIN:g}, {SIGMA_REL_MAX:.5f}], got {sigma_rel}")
     s = sigma_rel**-2
     a, b, c = 7.0, 16.0 - s, 12.0 - s
     p = b - a * a / 3.0  # depressed cubic x³ + p·x + q with γ = x − a/3
