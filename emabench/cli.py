@@ -428,6 +428,13 @@ def report(
     written = rep.write_files(files, out or (roots[0] if len(roots) == 1 else runs_dir))
     if format_ == "table":
         _print_report(result)
+        if (collection.runs["sweep_mode"] == "shadows").any():
+            console.print(
+                "Shadow mode: the ema_<beta> models are shadows of one training trajectory per seed (sweep "
+                "--shadows), not runs of their own.",
+                highlight=False,
+                markup=False,
+            )
         console.print(f"Wrote {written[2]} and {len(written) - 1} more files in {written[0].parent}", highlight=False)
         return
     text = {"markdown": files[rep.REPORT_MD], "csv": files[rep.REPORT_CSV], "json": rep.to_json(result)}[format_]

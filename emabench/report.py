@@ -66,6 +66,7 @@ from emabench.rundir import (
     atomic_write_text,
     find_runs,
     is_run_folder,
+    sweep_mode,
     write_report,
 )
 from emabench.tables import FINAL_METRICS, STABILITY_FROM_EPOCH
@@ -160,6 +161,7 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
             "status": info.get("status", "completed"),
             "stop_reason": info.get("stop_reason", ""),
             "epochs": int(info.get("epochs", len(history))),
+            "sweep_mode": sweep_mode(folder),
         }
         for record in folder.read_metrics().to_dict("records"):
             rows.append(base | {"model": record["model"]} | {m: float(record[m]) for m in FINAL_METRICS})

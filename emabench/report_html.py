@@ -176,7 +176,18 @@ def _sources(report: Report) -> str:
     return (
         f"{len(runs)} finished runs ({runs['seed'].nunique()} seeds) from {where}; grouped by {by}; models compared "
         f"with `{BASELINE}`, paired by seed. Diverged runs: {diverged} (counted, excluded from every statistic). "
-        f"Skipped folders without DONE: {len(report.skipped)}."
+        f"Skipped folders without DONE: {len(report.skipped)}.{_mode_note(runs)}"
+    )
+
+
+def _mode_note(runs: pd.DataFrame) -> str:
+    """Say when betas were shadows of one trajectory (``sweep --shadows``) rather than runs of their own."""
+    if "sweep_mode" not in runs or not (runs["sweep_mode"] == "shadows").any():
+        return ""
+    return (
+        " Shadow mode (`sweep --shadows`): the `ema_<beta>` models are shadows of ONE training trajectory per seed, "
+        "driven by the config's monitor; they show which beta would have averaged that trajectory best, not which "
+        "beta trains best."
     )
 
 

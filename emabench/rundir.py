@@ -381,6 +381,15 @@ def write_sweep_spec(folder: Path, spec: dict[str, Any]) -> None:
     atomic_write_text(folder / SWEEP, json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
+def sweep_mode(run_folder: RunFolder) -> str:
+    """How the run was made: ``runs`` or ``shadows`` (from its sweep's ``sweep.json``), or ``single`` (``run``)."""
+    try:
+        spec = json.loads((run_folder.path.parent / SWEEP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "single"
+    return str(spec.get("mode", "runs"))
+
+
 def write_report(folder: Path, csv_text: str, markdown: str) -> tuple[Path, Path]:
     make_folder(folder)
     atomic_write_text(folder / REPORT_CSV, csv_text)

@@ -153,3 +153,21 @@ def test_posthoc_at_an_off_grid_stop_is_exact_for_a_profile_and_independent_of_t
     for model, values in alone.items():
         for key, value in values.items():
             assert stacked[model][key] == pytest.approx(value, rel=1e-5, abs=1e-7)
+
+
+def test_report_says_when_betas_were_shadows(tmp_path):
+    from typer.testing import CliRunner
+
+    from emabench.cli import app
+
+    from .conftest import SEED_CONFIG, TINY_SETS
+
+    args = ["sweep", str(SEED_CONFIG), "--beta", "0.9,0.99", "--seeds", "0-1", "--shadows", "--runs-dir", str(tmp_path)]
+    args += [a for s in [*TINY_SETS, "device=cpu"] for a in ("--set", s)]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "-q"]).exit_code == 0
+    result = runner.invoke(app, ["report", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Shadow mode" in result.output
+    assert "Shadow mode (`sweep --shadows`)" in (tmp_path / "report.md").read_text()
+    assert '"mode": "shadows"' in next(tmp_path.glob("sweep-*/sweep.json")).read_text()
