@@ -15,7 +15,7 @@ its history up to its stop epoch, exactly as if it had run alone, and is then dr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +119,8 @@ class Trainer:
         """The epoch's shuffled inputs ``(R, n, in)``, targets ``(R, n, 1)`` and dropout masks ``(R, n, h)``.
 
         Per replica, in this order from its generator: ``randperm(n)``, then ``rand(n, h)`` per hidden layer (the
-        mask is ``(u < 1−p)/(1−p)``; see :func:`emabench.model.dropout_masks`). Buffers are reused across epochs.
+        mask is ``(u < 1−p)/(1−p)``: a fresh Bernoulli(1−p)/(1−p) mask per sample, as ``nn.Dropout(p)``). Buffers
+        are reused across epochs.
         """
         n = self.data.x_train.shape[0]
         if self._buffers is None:
@@ -393,10 +394,3 @@ def _plateau(cfg: Config) -> PlateauScheduler:
         cooldown=s.cooldown,
         min_lr=s.min_lr,
     )
-
-
-def train(configs: Sequence[Config], dataset: Dataset) -> Iterator[list[EpochRecord]]:
-    """Yield each epoch's records until every replica has stopped."""
-    trainer = Trainer(configs, dataset)
-    while not trainer.done:
-        yield trainer.run_epoch()

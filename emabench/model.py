@@ -9,7 +9,6 @@ are passed in by the trainer, which draws them from the same per-replica generat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -129,35 +128,3 @@ class StackedMLP(nn.Module):
                 # h = relu(z)·mask is > 0 exactly where both z > 0 and mask > 0: ReLU's own backward kernel
                 g = torch.ops.aten.threshold_backward(g, inputs[i], 0)
         return err.square_().mean(dim=(1, 2))
-
-    def replica_module(self, r: int, dropout: float = 0.0) -> nn.Sequential:
-        """Replica r as the seed's ``nn.Sequential`` (Linear–ReLU–Dropout…–Linear), weights copied."""
-        modules: list[nn.Module] = []
-        for i, ((fan_in, fan_out), (weight, bias)) in enumerate(zip(self.sizes, self.layers())):
-            linear = nn.Linear(fan_in, fan_out, device=weight.device)
-            with torch.no_grad():
-                linear.weight.copy_(weight[r])
-                linear.bias.copy_(bias[r])
-            modules.append(linear)
-            if i < len(self.sizes) - 1:
-                modules += [nn.ReLU(), nn.Dropout(dropout)]
-        return nn.Sequential(*modules)
-
-
-def dropout_masks(
-    generator: torch.Generator, n: int, hidden_sizes: Sequence[int], dropout: float
-) -> list[torch.Tensor]:
-    """One epoch of dropout masks for one replica: ``(n, h)`` per hidden layer, Bernoulli(1−p)/(1−p).
-
-    Row i belongs to the i-th sample of the epoch's shuffled order, so every sample gets a fresh mask: exactly the
-    distribution of ``nn.Dropout(p)`` in training mode.
-    """
-    keep = 1.0 - dropout
-    if dropout == 0.0:
-        return [torch.ones(n, h) for h in hidden_sizes]
-    return [(torch.rand(n, h, generator=generator) < keep).float().div_(keep) for h in hidden_sizes]
-
-
-def xavier_std(fan_in: int, fan_out: int) -> float:
-    """Standard deviation of ``xavier_normal_`` with gain 1 (used by tests as an independent check)."""
-    return math.sqrt(2.0 / (fan_in + fan_out))

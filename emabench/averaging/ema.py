@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from emabench.averaging.base import Averager, BufferPolicy, check_decay, check_int
+from emabench.averaging.schedules import warmup_decay
 
 
 class EMA(Averager):
@@ -64,12 +65,10 @@ class EMA(Averager):
         return self._decay
 
     def _core_decay(self, step: int) -> float:
-        """``warmup_decay(e)`` with ``e = max(step − update_after_step − 1, 0)``; per-replica ceilings come later."""
-        epoch = step - self.update_after_step - 1
-        if epoch <= 0:
-            return 0.0
+        """``warmup_decay(e)`` with ``e = step − update_after_step − 1``; per-replica ceilings come later."""
         ceiling = self.beta if isinstance(self.beta, float) else 1.0
-        return min(max(1.0 - (1.0 + epoch / self.inv_gamma) ** -self.power, self.min_value), ceiling)
+        epoch = step - self.update_after_step - 1
+        return warmup_decay(epoch, beta=ceiling, inv_gamma=self.inv_gamma, power=self.power, min_value=self.min_value)
 
     def update(self) -> None:  # no @torch.no_grad(): each tensor path below handles autograd itself
         step = self._step
