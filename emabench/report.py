@@ -59,6 +59,7 @@ from emabench import stats
 from emabench.averaging import half_life
 from emabench.config import parse_yaml
 from emabench.errors import ConfigError, RunError
+from emabench.results.tables import FINAL_METRICS, STABILITY_FROM_EPOCH
 from emabench.rundir import (
     SWEEP,
     RunFolder,
@@ -69,7 +70,6 @@ from emabench.rundir import (
     sweep_mode,
     write_report,
 )
-from emabench.tables import FINAL_METRICS, STABILITY_FROM_EPOCH
 
 # Keys that identify a run but are never a "setting" to group by.
 IDENTITY_KEYS = ("seed", "name")

@@ -32,8 +32,6 @@ import torch
 
 from emabench import __version__
 from emabench.config import Config, dump_yaml, with_overrides
-from emabench.data import make_dataset
-from emabench.engine import EpochRecord, Trainer, resolve_device, stack_key
 from emabench.errors import ConfigError, RunError
 from emabench.rundir import (
     LOSS_PLOT,
@@ -46,6 +44,8 @@ from emabench.rundir import (
     sweep_dir,
     write_sweep_spec,
 )
+from emabench.tasks.data import make_dataset
+from emabench.train.loop import EpochRecord, Trainer, resolve_device, stack_key
 
 EpochCallback = Callable[[Trainer, list[EpochRecord]], None]
 StopCheck = Callable[[], bool]
@@ -247,13 +247,13 @@ def _finish(
 ) -> RunOutcome:
     import pandas as pd
 
-    from emabench.tables import final_metrics
+    from emabench.results.tables import final_metrics
 
     reason = record.stop_reason or ""
     frame = pd.DataFrame(history)
     folder.write_metrics(final_metrics(frame, record.final_extra))
     if plots:
-        from emabench.plots import loss_figure, r2_figure
+        from emabench.results.figures import loss_figure, r2_figure
 
         folder.save_figure(loss_figure(frame), LOSS_PLOT)
         folder.save_figure(r2_figure(frame), R2_PLOT)

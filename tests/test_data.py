@@ -10,7 +10,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from emabench.config import with_overrides
-from emabench.data import make_dataset, make_regression, split_indices, standard_scale
+from emabench.tasks.data import make_dataset, make_regression, split_indices, standard_scale
 
 
 def sklearn_dataset(cfg):

@@ -12,10 +12,11 @@ from torch import nn
 
 from emabench.averaging import EMA
 from emabench.config import Config, with_overrides
-from emabench.data import make_dataset
-from emabench.engine import Trainer
-from emabench.metrics import regression_metrics
-from emabench.optim import PlateauScheduler, StackedAdam
+from emabench.tasks.data import make_dataset
+from emabench.tasks.metrics import regression_metrics
+from emabench.train.control import PlateauScheduler
+from emabench.train.loop import Trainer
+from emabench.train.optim import StackedAdam
 
 
 def seed_loop(cfg: Config) -> list[dict[str, float]]:

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from emabench import runner
 from emabench.cli import app
 from emabench.config import Config, load_config, with_overrides
-from emabench.engine import Trainer
 from emabench.errors import ConfigError, RunError
 from emabench.rundir import CHECKPOINT, LOCK, RunFolder, find_runs, inside, safe_name
+from emabench.train.loop import Trainer
 
 from .conftest import ROOT, SEED_CONFIG, TINY_SETS
 

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from emabench import report as rep
 from emabench import report_figures as figs
 from emabench.cli import app
+from emabench.results.tables import final_metrics
 from emabench.rundir import RunFolder
-from emabench.tables import final_metrics
 
 runner = CliRunner()
 EPOCHS = 14

@@ -133,8 +133,8 @@ def test_monitor_must_be_a_per_epoch_model(seed_config):
 
 
 def _final_extras(configs):
-    from emabench.data import make_dataset
-    from emabench.engine import Trainer
+    from emabench.tasks.data import make_dataset
+    from emabench.train.loop import Trainer
 
     trainer, extras = Trainer(configs, make_dataset(configs[0].data)), {}
     while not trainer.done:

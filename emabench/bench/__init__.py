@@ -87,8 +87,8 @@ def median_interleaved(a: Callable[[], float], b: Callable[[], float], repeats: 
 def bench_run(repeats: int = 5, epochs: int = 10, process_epochs: int = 100) -> list[Row]:
     from emabench.bench.reference import SeedStudy
     from emabench.config import load_config, with_overrides
-    from emabench.data import make_dataset
-    from emabench.engine import Trainer
+    from emabench.tasks.data import make_dataset
+    from emabench.train.loop import Trainer
 
     config = with_overrides(
         load_config(_seed_config()),
@@ -228,7 +228,7 @@ def bench_ema(repeats: int = 5) -> list[Row]:
                 )
             )
     rows.append(_ema_share_of_step(repeats))
-    rows.append(_many_shadows_vs_one(repeats))
+    rows.append(_many_averagers_vs_one(repeats))
     return rows
 
 
@@ -236,8 +236,8 @@ def _ema_share_of_step(repeats: int) -> Row:
     """The EMA update's share of the real training loop of the seed study (forward, backward, Adam, EMA, dropout
     masks, batching): the EMA's ``update()`` is timed inside the loop, the epoch around it."""
     from emabench.config import load_config, with_overrides
-    from emabench.data import make_dataset
-    from emabench.engine import Trainer
+    from emabench.tasks.data import make_dataset
+    from emabench.train.loop import Trainer
 
     config = with_overrides(load_config(_seed_config()), {"device": "cpu"})
     trainer = Trainer([config], make_dataset(config.data))
@@ -273,13 +273,13 @@ def _ema_share_of_step(repeats: int) -> Row:
     )
 
 
-def _many_shadows_vs_one(repeats: int) -> Row:
+def _many_averagers_vs_one(repeats: int) -> Row:
     """Per optimizer step: updating every averager of configs/averagers.yaml (seed EMA, constant EMA, TF EMA, SWA,
     post-hoc EMA with two power profiles: six averaged copies) vs the seed EMA alone, on the seed MLP."""
-    from emabench import shadows
     from emabench.config import load_config, with_overrides
-    from emabench.data import make_dataset
-    from emabench.engine import Trainer
+    from emabench.tasks.data import make_dataset
+    from emabench.train.averagers import update_all
+    from emabench.train.loop import Trainer
 
     config = with_overrides(load_config(_seed_config().with_name("averagers.yaml")), {"device": "cpu"})
     trainer = Trainer([config], make_dataset(config.data))
@@ -292,7 +292,7 @@ def _many_shadows_vs_one(repeats: int) -> Row:
         def run() -> float:
             start = time.perf_counter()
             for _ in range(steps):
-                shadows.update_all(averagers)
+                update_all(averagers)
             return (time.perf_counter() - start) / steps * 1e6
 
         return run

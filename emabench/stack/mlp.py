@@ -4,7 +4,7 @@ Seed 001's model is ``Linear(20,64)–ReLU–Dropout(0.2)–Linear(64,32)–ReLU
 xavier-normal weights and zero biases. :class:`StackedMLP` holds R such networks, layer by layer, as contiguous
 ``(R, out, in)`` weights and ``(R, out)`` biases, so a sweep of R runs costs about one run's Python overhead while a
 single run (R = 1) is the same network. Every replica is initialised from its own ``torch.Generator``; dropout masks
-are passed in by the trainer, which draws them from the same per-replica generator (see :mod:`emabench.engine`).
+are passed in by the trainer, which draws them from the same per-replica generator (see :mod:`emabench.train.loop`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Config → averagers: builds the library's averagers that shadow one (stacked) model during a run.
+"""Config → averagers: builds the library's averagers that observe one (stacked) model during a run.
 
-Every averager observes the same model; the engine calls :func:`update_all` after each optimizer step and evaluates
-:func:`per_epoch` ones every epoch. Post-hoc EMA is evaluated after training, at each replica's stop step.
+Every averager observes the same model; the training loop (:mod:`emabench.train.loop`) calls :func:`update_all`
+after each optimizer step and evaluates :func:`is_per_epoch` ones every epoch. Post-hoc EMA is evaluated after
+training, at each replica's stop step.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from emabench.config import (
     SWASpec,
     TFEMASpec,
     WarmupEMASpec,
-    _DecaySpec,
 )
+from emabench.config.averager_specs import _DecaySpec
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

@@ -21,15 +21,17 @@ from typing import Any
 
 import torch
 
-from emabench import replica_rows, shadows
 from emabench.averaging import Averager, PostHocEMA, swa_annealed_lr
 from emabench.averaging.schedules import half_life
 from emabench.config import Config, PostHocSpec, SWASpec
-from emabench.data import Dataset
 from emabench.errors import ConfigError
-from emabench.metrics import regression_metrics
-from emabench.model import StackedMLP
-from emabench.optim import EarlyStopping, PlateauScheduler, StackedAdam
+from emabench.stack import rows as replica_rows
+from emabench.stack.mlp import StackedMLP
+from emabench.tasks.data import Dataset
+from emabench.tasks.metrics import regression_metrics
+from emabench.train.averagers import build_all, decay_of, has_average, is_per_epoch, update_all
+from emabench.train.control import EarlyStopping, PlateauScheduler
+from emabench.train.optim import StackedAdam
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -97,7 +99,7 @@ class Trainer:
             betas=(opt.betas[0], opt.betas[1]),
             eps=opt.eps,
         )
-        self.averagers = shadows.build_all(self.model, configs, n_train=dataset.x_train.shape[0])
+        self.averagers = build_all(self.model, configs, n_train=dataset.x_train.shape[0])
         self.schedulers = [_plateau(c) for c in configs]
         self.stoppers = [EarlyStopping(c.train.early_stopping.patience) for c in configs]
         self.swa_lr_start: list[float | None] = [None] * self.replicas  # lr when the SWA schedule took over
@@ -152,7 +154,7 @@ class Trainer:
         for x, y, *batch_masks in batches:
             losses = self.model.loss_and_grad(x, y, batch_masks)
             self.optimizer.step()
-            shadows.update_all(averagers)
+            update_all(averagers)
             loss_sum.add_(losses, alpha=x.shape[1])  # no .item(): one sync per epoch, not per step
         return loss_sum / n
 
@@ -162,9 +164,9 @@ class Trainer:
         x, y = self.data.x_val, self.data.y_val
         results = {"raw": regression_metrics(self.model(x), y)}
         for name, averager in self.averagers.items():
-            if not shadows.is_per_epoch(averager):
+            if not is_per_epoch(averager):
                 continue
-            if shadows.has_average(averager):
+            if has_average(averager):
                 results[name] = regression_metrics(averager.averaged_model(x), y)
             else:
                 results[name] = {k: torch.full_like(v, math.nan) for k, v in results["raw"].items()}
@@ -199,8 +201,8 @@ class Trainer:
     def _decays(self) -> dict[str, list[float]]:
         out = {}
         for name, averager in self.averagers.items():
-            decay = shadows.decay_of(averager)
-            if decay is None or not shadows.is_per_epoch(averager):
+            decay = decay_of(averager)
+            if decay is None or not is_per_epoch(averager):
                 continue
             out[name] = decay.tolist() if isinstance(decay, torch.Tensor) else [float(decay)] * len(self.ids)
         return out

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from emabench.tables import models_in  # noqa: E402
+from emabench.results.tables import models_in  # noqa: E402
 
 LABELS = {"raw": "Original"}
 
