@@ -197,16 +197,17 @@ def run(
     config again reuses it (a finished run is shown, not re-trained, unless --force; an interrupted one with a
     checkpoint continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
     """
-    from emabench import runner
     from emabench.config import load_config
-    from emabench.rundir import RunFolder
+    from emabench.runs import single as runner
+    from emabench.runs.folder import RunFolder
+    from emabench.runs.interrupts import StopRequest
 
     if (config is None) == (resume is None):
         raise ConfigError("give a CONFIG to train, or --resume RUN_FOLDER to continue a run (not both)")
     if resume is not None and (set_ or force):
         raise ConfigError("--resume continues a run with its own config.yaml: --set and --force do not apply")
     cfg = runner.load_run_config(RunFolder(resume)) if resume is not None else load_config(config, set_ or [])
-    stop = runner.StopRequest(notice=_stopping_notice)
+    stop = StopRequest(notice=_stopping_notice)
     _set_threads(threads)
     with stop.installed(), _epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
         if resume is not None:
@@ -288,8 +289,10 @@ def sweep(
     (--force: redo all); runs another emabench process is training are left to it. Ctrl-C stops after the current
     epoch, checkpoints unfinished runs and starts nothing new. Then compare them: `emabench report <sweep folder>`.
     """
-    from emabench import runner
     from emabench.config import load_config
+    from emabench.runs import plan
+    from emabench.runs import sweep as runner
+    from emabench.runs.interrupts import StopRequest
 
     if engine not in ("auto", "vectorized", "process", "ray"):
         raise ConfigError(f"--engine: {engine!r} is not one of auto, vectorized, process, ray")
@@ -305,21 +308,21 @@ def sweep(
         axes["seed"] = parse_seeds(seeds)
     base = load_config(config, set_ or [])
     if shadows:
-        base = runner.with_beta_shadows(base, parse_betas(beta or ""))
+        base = plan.with_beta_shadows(base, parse_betas(beta or ""))
         if not quiet:
             monitor = base.train.early_stopping.monitor
             console.print(
                 f"Shadow mode: one trajectory per seed driven by {monitor!r}; betas tracked as "
                 f"{', '.join(n for n in base.averagers if n.startswith('ema_'))}."
             )
-    configs = runner.expand_grid(base, axes)  # validates every combination before anything runs
-    stacks = runner.plan_stacks(configs, engine, jobs)  # type: ignore[arg-type]
+    configs = plan.expand_grid(base, axes)  # validates every combination before anything runs
+    stacks = plan.plan_stacks(configs, engine, jobs)  # type: ignore[arg-type]
     mode = f"{len(stacks)} stacked model(s)" if len(stacks) < len(configs) else "one model per run"
     if not quiet:
         where = " on Ray" if engine == "ray" else ""
         console.print(f"Sweep: {len(configs)} runs ({mode}, {jobs} job(s){where}).")
     _set_threads(threads)
-    stop = runner.StopRequest(notice=_stopping_notice)
+    stop = StopRequest(notice=_stopping_notice)
     with stop.installed(), _sweep_progress(len(configs), quiet) as (on_epoch, on_stack_done):
         folder, outcomes = runner.sweep(
             base,
@@ -629,7 +632,7 @@ def bench(
     import torch
 
     from emabench import bench as benchmarks
-    from emabench.rundir import atomic_write_text
+    from emabench.runs.atomic import atomic_write_text
 
     chosen = which or ["run", "ema", "sweep"]
     unknown = [w for w in chosen if w not in ("run", "ema", "sweep")]

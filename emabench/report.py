@@ -60,16 +60,8 @@ from emabench.averaging import half_life
 from emabench.config import parse_yaml
 from emabench.errors import ConfigError, RunError
 from emabench.results.tables import FINAL_METRICS, STABILITY_FROM_EPOCH
-from emabench.rundir import (
-    SWEEP,
-    RunFolder,
-    atomic_write_bytes,
-    atomic_write_text,
-    find_runs,
-    is_run_folder,
-    sweep_mode,
-    write_report,
-)
+from emabench.runs.folder import RunFolder, find_runs, is_run_folder
+from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode, write_report_files
 
 # Keys that identify a run but are never a "setting" to group by.
 IDENTITY_KEYS = ("seed", "name")
@@ -161,7 +153,7 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
             "status": info.get("status", "completed"),
             "stop_reason": info.get("stop_reason", ""),
             "epochs": int(info.get("epochs", len(history))),
-            "sweep_mode": sweep_mode(folder),
+            "sweep_mode": sweep_mode(folder.path),
         }
         for record in folder.read_metrics().to_dict("records"):
             rows.append(base | {"model": record["model"]} | {m: float(record[m]) for m in FINAL_METRICS})
@@ -560,17 +552,7 @@ def render_files(report: Report) -> dict[str, str | bytes]:
 
 def write_files(files: dict[str, str | bytes], folder: Path) -> list[Path]:
     """Write :func:`render_files`'s output into ``folder``, each file atomically; returns the paths written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = list(write_report(folder, str(files[REPORT_CSV]), str(files[REPORT_MD])))
-    for name, content in files.items():
-        if name in (REPORT_CSV, REPORT_MD):
-            continue
-        if isinstance(content, bytes):
-            atomic_write_bytes(folder / name, content)
-        else:
-            atomic_write_text(folder / name, content)
-        written.append(folder / name)
-    return written
+    return write_report_files(folder, files)
 
 
 def per_run_csv_frame(report: Report) -> pd.DataFrame:
@@ -624,7 +606,7 @@ def inventory(roots: Iterable[str | Path]) -> pd.DataFrame:
         rows.append(
             {
                 "folder": str(folder.path.parent),
-                "is_sweep": (folder.path.parent / SWEEP).is_file(),
+                "is_sweep": is_sweep_folder(folder.path.parent),
                 "run_id": folder.name,
                 "path": str(folder.path),
                 "status": folder.status,

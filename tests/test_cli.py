@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from emabench.cli import app
-from emabench.rundir import find_runs
+from emabench.runs.folder import find_runs
 
 from .conftest import SEED_CONFIG, TINY_SETS
 

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from emabench import runner
 from emabench.cli import app
 from emabench.config import Config, with_overrides
-from emabench.rundir import find_runs
+from emabench.runs.folder import find_runs
+from emabench.runs.sweep import sweep
+from emabench.runs.unit import RunOutcome
 
 from .conftest import SEED_CONFIG, TINY_SETS
 
@@ -80,16 +81,16 @@ def test_ray_stop_checkpoints_running_tasks_and_a_rerun_continues_them(tmp_path,
     def training_started() -> bool:  # asked by the driver while the tasks run
         return any((tmp_path / "ray").rglob("history.csv"))
 
-    _, stopped = runner.sweep(base, GRID, tmp_path / "ray", jobs=2, engine="ray", stop=training_started)
+    _, stopped = sweep(base, GRID, tmp_path / "ray", jobs=2, engine="ray", stop=training_started)
     assert sorted(o.status for o in stopped) == ["interrupted"] * 4
     assert all(o.folder.has_checkpoint and 0 < o.epochs < 1000 for o in stopped)
 
-    _, resumed = runner.sweep(base, GRID, tmp_path / "ray", jobs=2, engine="ray")
+    _, resumed = sweep(base, GRID, tmp_path / "ray", jobs=2, engine="ray")
     assert sorted(o.status for o in resumed) == ["completed"] * 4
     assert all(o.resumed_from == s.epochs for o, s in zip(sorted(resumed, key=_name), sorted(stopped, key=_name)))
-    runner.sweep(base, GRID, tmp_path / "local", jobs=1, engine="vectorized")
+    sweep(base, GRID, tmp_path / "local", jobs=1, engine="vectorized")
     assert_same_histories(tmp_path / "ray", tmp_path / "local")
 
 
-def _name(outcome: runner.RunOutcome) -> str:
+def _name(outcome: RunOutcome) -> str:
     return outcome.folder.name

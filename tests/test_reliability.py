@@ -18,11 +18,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from emabench import runner
 from emabench.cli import app
 from emabench.config import Config, load_config, with_overrides
 from emabench.errors import ConfigError, RunError
-from emabench.rundir import CHECKPOINT, LOCK, RunFolder, find_runs, inside, safe_name
+from emabench.runs import single
+from emabench.runs.atomic import inside
+from emabench.runs.folder import CHECKPOINT, LOCK, RunFolder, find_runs, safe_name
+from emabench.runs.interrupts import StopRequest
+from emabench.runs.sweep import sweep
+from emabench.runs.sweep_folder import sweep_dir
 from emabench.train.loop import Trainer
 
 from .conftest import ROOT, SEED_CONFIG, TINY_SETS
@@ -88,7 +92,7 @@ def test_resume_is_bit_identical_with_every_averager(tiny_config: Config, tmp_pa
         tiny_config, {"train.max_epochs": 8, "train.early_stopping.patience": None, "averagers": EVERY_AVERAGER}
     )
     store: dict[str, dict[str, torch.Tensor]] = {}
-    straight = runner.run(cfg, tmp_path / "straight", on_epoch=final_tensors(store, "straight"))
+    straight = single.run(cfg, tmp_path / "straight", on_epoch=final_tensors(store, "straight"))
 
     asked: list[bool] = []
     capture = final_tensors(store, "resumed")
@@ -97,13 +101,13 @@ def test_resume_is_bit_identical_with_every_averager(tiny_config: Config, tmp_pa
         capture(trainer, records)
         asked.append(trainer.epoch == 3)
 
-    first = runner.run(cfg, tmp_path / "resumed", on_epoch=stop_at_three, stop=lambda: any(asked))
+    first = single.run(cfg, tmp_path / "resumed", on_epoch=stop_at_three, stop=lambda: any(asked))
     assert (first.status, first.epochs) == ("interrupted", 3)
     assert first.folder.status == "interrupted" and (first.folder.path / CHECKPOINT).is_file()
     state = torch.load(first.folder.path / CHECKPOINT, weights_only=True)  # plain types only
     assert state["epoch"] == 3 and len(state["history"]) == 3
 
-    resumed = runner.resume(first.folder.path, on_epoch=capture)
+    resumed = single.resume(first.folder.path, on_epoch=capture)
     assert (resumed.status, resumed.resumed_from, resumed.epochs) == ("completed", 3, straight.epochs)
     assert store["straight"].keys() == store["resumed"].keys()
     for name, tensor in store["straight"].items():
@@ -175,13 +179,13 @@ def test_resumed_runs_restack_by_epoch(tiny_config: Config, tmp_path: Path):
     """Runs that finished before the interrupt leave the stack; the rest resume as a smaller stack, unchanged."""
     base = with_overrides(tiny_config, {"train.early_stopping.patience": None})
     grid = {"train.max_epochs": [3, 10], "ema.beta": [0.9, 0.99], "seed": [0, 1]}
-    runner.sweep(base, grid, tmp_path / "straight")
+    sweep(base, grid, tmp_path / "straight")
     asked: list[bool] = []
-    _, first = runner.sweep(
+    _, first = sweep(
         base, grid, tmp_path / "cut", on_epoch=lambda t, r: asked.append(t.epoch >= 5), stop=lambda: any(asked)
     )
     assert sorted(o.status for o in first) == ["completed"] * 4 + ["interrupted"] * 4
-    _, second = runner.sweep(base, grid, tmp_path / "cut")
+    _, second = sweep(base, grid, tmp_path / "cut")
     assert sorted((o.status, o.resumed_from) for o in second) == [("completed", 5)] * 4 + [("skipped", 0)] * 4
     assert histories(tmp_path / "straight") == histories(tmp_path / "cut")
 
@@ -191,13 +195,13 @@ def test_stop_in_a_worker_pool(tiny_config: Config, tmp_path: Path):
     base = with_overrides(tiny_config, {"train.max_epochs": 30, "train.early_stopping.patience": None})
     grid = {"seed": [0, 1, 2, 3, 4, 5]}
     finished: list[int] = []
-    _, outcomes = runner.sweep(
+    _, outcomes = sweep(
         base, grid, tmp_path, jobs=2, engine="process", on_stack_done=finished.append, stop=lambda: bool(finished)
     )
     statuses = [o.status for o in outcomes]
     assert "completed" in statuses and set(statuses) <= {"completed", "interrupted", "not_started"}
     assert "not_started" in statuses or "interrupted" in statuses
-    _, again = runner.sweep(base, grid, tmp_path, engine="process")
+    _, again = sweep(base, grid, tmp_path, engine="process")
     assert sorted(o.status for o in again) == sorted("skipped" if s == "completed" else "completed" for s in statuses)
     assert all(f.is_done for f in find_runs([tmp_path])) and len(find_runs([tmp_path])) == 6
 
@@ -244,7 +248,7 @@ def test_sigkill_mid_epoch_leaves_a_readable_incomplete_folder(tmp_path: Path):
     assert saved >= 3 and saved % 3 == 0
     # the same run continues from its checkpoint: one more epoch, then stop
     epochs: list[int] = []
-    outcome = runner.resume(folder.path, on_epoch=lambda t, r: epochs.append(t.epoch), stop=lambda: bool(epochs))
+    outcome = single.resume(folder.path, on_epoch=lambda t, r: epochs.append(t.epoch), stop=lambda: bool(epochs))
     assert (outcome.status, outcome.resumed_from, outcome.epochs) == ("interrupted", saved, saved + 1)
     assert list(folder.read_history()["epoch"]) == list(range(1, saved + 2))
     assert not list(folder.path.glob(".*.tmp"))
@@ -312,7 +316,7 @@ def test_two_sweeps_into_one_folder_at_once(tmp_path: Path):
 
 
 def test_history_is_appended_as_if_rewritten(tmp_path: Path):
-    from emabench.rundir import rows_to_csv
+    from emabench.runs.folder import rows_to_csv
 
     folder = RunFolder(tmp_path).create()
     rows = [{"epoch": e, "loss": 1 / e, "lr": 1e-3 if e < 3 else float("nan")} for e in range(1, 6)]
@@ -328,28 +332,28 @@ def test_history_is_appended_as_if_rewritten(tmp_path: Path):
 
 
 def test_a_locked_run_is_left_to_its_holder(tiny_config: Config, tmp_path: Path):
-    folder = runner.run_folder_for(tiny_config, tmp_path)
+    folder = RunFolder.for_config(tiny_config, tmp_path)
     with folder.try_lock() as lock:
         assert lock is not None and (folder.path / LOCK).is_file()
         assert folder.try_lock() is None  # another open file description: as another process
         with pytest.raises(RunError, match="another emabench process"):
-            runner.run(tiny_config, tmp_path)
-        _, outcomes = runner.sweep(tiny_config, {"seed": [tiny_config.seed, 7]}, tmp_path / "s")
+            single.run(tiny_config, tmp_path)
+        _, outcomes = sweep(tiny_config, {"seed": [tiny_config.seed, 7]}, tmp_path / "s")
         assert sorted(o.status for o in outcomes) == ["completed", "completed"]  # a different folder: not locked
     assert not folder.path.exists()  # locked, never trained: released without a trace
-    assert runner.run(tiny_config, tmp_path).status == "completed"
+    assert single.run(tiny_config, tmp_path).status == "completed"
 
 
 def test_sweep_skips_runs_locked_elsewhere(tiny_config: Config, tmp_path: Path):
     grid = {"seed": [0, 1]}
-    folder = runner.sweep_dir(tmp_path, tiny_config.name, {"base": tiny_config.to_dict(), "grid": grid, "mode": "runs"})
-    held = runner.run_folder_for(with_overrides(tiny_config, {"seed": 1}), folder).try_lock()
+    folder = sweep_dir(tmp_path, tiny_config.name, {"base": tiny_config.to_dict(), "grid": grid, "mode": "runs"})
+    held = RunFolder.for_config(with_overrides(tiny_config, {"seed": 1}), folder).try_lock()
     try:
-        _, outcomes = runner.sweep(tiny_config, grid, tmp_path)
+        _, outcomes = sweep(tiny_config, grid, tmp_path)
     finally:
         held.release()
     assert sorted(o.status for o in outcomes) == ["completed", "locked"]
-    _, again = runner.sweep(tiny_config, grid, tmp_path)
+    _, again = sweep(tiny_config, grid, tmp_path)
     assert sorted(o.status for o in again) == ["completed", "skipped"]
 
 
@@ -420,7 +424,7 @@ def test_resume_refuses_what_it_cannot_do(tmp_path: Path):
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from emabench import rundir
+    from emabench.runs import atomic
 
     assert invoke("run", SEED_CONFIG, *TINY, "--runs-dir", tmp_path, "-q").exit_code == 0
     (folder,) = find_runs([tmp_path])
@@ -429,7 +433,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path: Path, monkeypa
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(rundir.os, "replace", no_space)
+    monkeypatch.setattr(atomic.os, "replace", no_space)
     with pytest.raises(RunError, match="No space left"):
         folder.write_history([{"epoch": 1}])
     assert (folder.path / "history.csv").read_bytes() == before
@@ -492,7 +496,7 @@ def test_config_error_names_the_key(tmp_path: Path):
 
 def test_stop_request_defers_then_aborts():
     notices: list[int] = []
-    stop = runner.StopRequest(notice=lambda: notices.append(1))
+    stop = StopRequest(notice=lambda: notices.append(1))
     with stop.installed():
         assert signal.getsignal(signal.SIGINT) == stop.handle
         os.kill(os.getpid(), signal.SIGINT)

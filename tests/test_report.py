@@ -19,7 +19,7 @@ from emabench import report as rep
 from emabench import report_figures as figs
 from emabench.cli import app
 from emabench.results.tables import final_metrics
-from emabench.rundir import RunFolder
+from emabench.runs.folder import RunFolder
 
 runner = CliRunner()
 EPOCHS = 14

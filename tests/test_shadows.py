@@ -7,7 +7,8 @@ import pytest
 from emabench.averaging import swa_annealed_lr
 from emabench.config import load_config, validate_config, with_overrides
 from emabench.errors import ConfigError
-from emabench.runner import run, with_beta_shadows
+from emabench.runs.plan import with_beta_shadows
+from emabench.runs.single import run
 
 from .conftest import ROOT, TINY
 from .test_engine import assert_histories_close, engine_history

@@ -14,7 +14,7 @@ Where the tasks run:
 What a real cluster needs:
 
 - emabench (with the same torch) installed on every node, or shipped with the job: initialise Ray yourself with
-  ``ray.init(address=..., runtime_env={"working_dir": ...})`` and call :func:`emabench.runner.sweep`;
+  ``ray.init(address=..., runtime_env={"working_dir": ...})`` and call :func:`emabench.runs.sweep.sweep`;
 - the runs folder on storage every node can read and write at the same path (a shared filesystem such as NFS):
   tasks write their run folders where they run, the driver reads them to plan, skip and resume;
 - the per-run locks are ``flock`` locks taken by the driver on that filesystem. They keep two sweeps (two drivers)
@@ -47,13 +47,12 @@ import socket
 import threading
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emabench.errors import ConfigError, EmabenchError, RunError
-
-if TYPE_CHECKING:
-    from emabench.rundir import RunLock
-    from emabench.runner import RunOutcome, Unit, _Sweep
+from emabench.runs.lock import RunLock
+from emabench.runs.plan import Unit
+from emabench.runs.unit import RunOutcome, SweepWork, stack_worker
 
 CPUS_PER_TASK = 1  # the seed MLP gains nothing from more threads; --jobs counts tasks (and CPUs)
 POLL_S = 0.2  # how often the driver checks for a stop request while tasks run
@@ -70,7 +69,7 @@ def require_ray() -> ModuleType:
 
 
 def run_units(
-    units: list[Unit], work: _Sweep, jobs: int, on_stack_done: Callable[[list[RunOutcome]], None] | None
+    units: list[Unit], work: SweepWork, jobs: int, on_stack_done: Callable[[list[RunOutcome]], None] | None
 ) -> list[RunOutcome]:
     """Train ``units`` as Ray tasks, at most ``jobs`` at a time, each claimed (locked) by this process just before
     it is submitted and released when its task has ended. Returns every run's outcome, as the local pool does."""
@@ -122,11 +121,11 @@ def _check_reachable(address: str) -> None:
 def _run(
     ray: ModuleType,
     units: list[Unit],
-    work: _Sweep,
+    work: SweepWork,
     jobs: int,
     on_stack_done: Callable[[list[RunOutcome]], None] | None,
 ) -> list[RunOutcome]:
-    """The local pool's loop (:func:`emabench.runner._run_in_pool`) with Ray tasks in place of futures."""
+    """The local pool's loop (:func:`emabench.runs.pool.run_in_pool`) with Ray tasks in place of futures."""
     flag = ray.remote(num_cpus=0)(_StopFlag).remote()
     train = ray.remote(max_retries=0)(_train_unit)
     queue, outcomes = list(reversed(units)), []
@@ -168,12 +167,11 @@ def _run(
     return outcomes
 
 
-def _submit(train: Any, unit: Unit, work: _Sweep, flag: Any) -> Any:
+def _submit(train: Any, unit: Unit, work: SweepWork, flag: Any) -> Any:
     """Start ``unit`` as a task of the remote function ``train`` (:func:`_train_unit`); its ObjectRef."""
     gpus = 1 if any(c.device.startswith("cuda") for c in unit.configs) else 0
-    configs = [c.to_dict() for c in unit.configs]
     task = train.options(num_cpus=CPUS_PER_TASK, num_gpus=gpus)
-    return task.remote(configs, str(work.folder), unit.resume, work.checkpoint_every, work.plots, flag)
+    return task.remote(*work.arguments(unit), flag)
 
 
 def _result(ray: ModuleType, task: Any) -> list[RunOutcome]:
@@ -205,10 +203,9 @@ def _first_line(err: BaseException) -> str:
 def _train_unit(
     configs: list[dict[str, Any]], folder: str, resume: bool, checkpoint_every: int, plots: bool, flag: Any
 ) -> list[RunOutcome]:
-    """One Ray task: the local worker's body (:func:`emabench.runner.stack_worker`), stopped by the driver's flag."""
+    """One Ray task: the local worker's body (:func:`emabench.runs.unit.stack_worker`), stopped by the driver's
+    flag."""
     import torch
-
-    from emabench.runner import stack_worker
 
     torch.set_num_threads(CPUS_PER_TASK)
     return stack_worker(configs, folder, resume, checkpoint_every, plots, stop=_StopPoll(flag))

@@ -1,4 +1,4 @@
-"""The run folder: the one module that knows its file names, writes them atomically and reads them back.
+"""The run folder: the one module that names its files, and the run's lifecycle on disk.
 
 A run folder holds::
 
@@ -12,29 +12,29 @@ A run folder holds::
     DONE          written last (JSON: status, stop reason, epochs, wall time); a folder without it is incomplete
     .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
 
-Every file is written to a temporary name in the same folder and renamed into place, so a reader never sees a
-half-written file. A full disk or any other write error is a :class:`~emabench.errors.RunError` naming the file;
-the previous version of that file stays intact.
+The lifecycle, in :class:`RunFolder`'s methods: :meth:`~RunFolder.start` (clear what a previous attempt left, create,
+write the config), :meth:`~RunFolder.record_epoch` (append a history row), :meth:`~RunFolder.save_checkpoint`,
+:meth:`~RunFolder.interrupt`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's epoch) and
+:meth:`~RunFolder.finish` (metrics, figures, DONE, then the checkpoint dropped). Every file is written atomically
+(:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in :mod:`emabench.runs.sweep_folder`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
-import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emabench.config import Config, dump_yaml, parse_yaml, validate_config
 from emabench.errors import RunError
+from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
+from emabench.runs.lock import RunLock, try_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,11 +50,7 @@ INTERRUPTED = "INTERRUPTED"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 CHECKPOINT_FORMAT = 1  # bump when the layout of Trainer.replica_state changes; older checkpoints are refused
-SWEEP = "sweep.json"
-REPORT_CSV = "report.csv"
-REPORT_MD = "report.md"
 
-TMP_SUFFIX = ".tmp"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -75,44 +71,6 @@ def run_id(config: dict[str, Any]) -> str:
     return safe_name(f"{config['name']}-seed{config['seed']}-{config_hash(config)}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write to a temporary file in the same folder, then rename it over ``path``.
-
-    A reader sees the old or the new file, never a part, whatever happens to this process. ``durable`` also
-    fsyncs before the rename (survives a power cut); history rewrites every epoch skip that, markers don't.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    except OSError as err:
-        raise RunError(f"{path}: cannot write ({err.strerror or err})") from None
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; run files are ordinary files
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):  # a full disk, a read-only or vanished folder: one line, not a traceback
-            raise RunError(f"{path}: cannot write ({err.strerror or err})") from None
-        raise
-
-
-def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
-
-
 def rows_to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     columns = list(columns or (rows[0].keys() if rows else []))
     buffer = io.StringIO()
@@ -129,12 +87,85 @@ class RunFolder:
         self.path = Path(path)
         self._history: tuple[list[dict[str, Any]], str] = ([], "")  # rows written so far, and their CSV text
 
+    @classmethod
+    def for_config(cls, config: Config, runs_dir: str | Path) -> RunFolder:
+        """``<runs_dir>/<run id>``: where ``config`` is trained."""
+        folder = Path(runs_dir) / run_id(config.to_dict())
+        inside(folder, runs_dir)  # run ids are sanitized; this keeps it so
+        return cls(folder)
+
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    # --- the lifecycle ----------------------------------------------------------------------------------------------
+    def start(self, config: Config) -> None:
+        """A fresh start: clear what a previous attempt left, create the folder, write the resolved config."""
+        self.clear()
+        self.create().write_config(dump_yaml(config.to_dict()))
+
+    def record_epoch(self, row: dict[str, Any]) -> None:
+        """One finished epoch's history row (see :meth:`append_history`)."""
+        self.append_history(row)
+
+    def finish(
+        self,
+        history: Sequence[dict[str, Any]],
+        extra: dict[str, dict[str, float]],
+        info: dict[str, Any],
+        *,
+        plots: bool = True,
+    ) -> None:
+        """The run's end: ``metrics.csv`` from its history (and ``extra``, the models that exist only after
+        training), the figures (``plots``), ``DONE`` with ``info``, then the checkpoint is dropped."""
+        import pandas as pd
+
+        from emabench.results.tables import final_metrics
+
+        frame = pd.DataFrame(history)
+        self.write_metrics(final_metrics(frame, extra))
+        if plots:
+            from emabench.results.figures import loss_figure, r2_figure
+
+            self.save_figure(loss_figure(frame), LOSS_PLOT)
+            self.save_figure(r2_figure(frame), R2_PLOT)
+        self.mark_done(info)
+        self.remove_checkpoint()  # after DONE: a run killed in between only leaves a spare file
+
+    def interrupt(self, info: dict[str, Any]) -> None:
+        """Mark the run stopped before its end (its checkpoint, if any, lets it continue)."""
+        self.mark_interrupted(info)
+
+    def resume(self, history: Sequence[dict[str, Any]]) -> None:
+        """Continue from the checkpoint: drop partial writes and the interrupted mark, and cut ``history.csv`` back to
+        the checkpoint's rows (epochs after it are trained again)."""
+        self.remove_partial_writes()
+        self.clear_interrupted()
+        self.write_history(history)
+
+    def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
+        """The run's own state (see :meth:`write_checkpoint`), tagged with the hash of ``config``."""
+        self.write_checkpoint(state | {"config_hash": config_hash(config.to_dict())})
+
+    def checkpoint_for(self, config: Config) -> dict[str, Any]:
+        """The checkpoint, if it was saved for ``config``; else a :class:`RunError`."""
+        state = self.read_checkpoint()
+        if state.get("config_hash") != config_hash(config.to_dict()):
+            raise RunError(f"{self.path}: the checkpoint was saved for a different config than its config.yaml")
+        return state
+
+    def resume_point(self, config: Config) -> dict[str, Any] | None:
+        """The checkpoint the run can continue from, or ``None`` (DONE, none, unreadable or saved for another
+        config)."""
+        if self.is_done or not self.has_checkpoint:
+            return None
+        try:
+            return self.checkpoint_for(config)
+        except RunError:
+            return None
 
     # --- writing ------------------------------------------------------------------------------------------------
     def create(self) -> RunFolder:
@@ -229,35 +260,9 @@ class RunFolder:
 
     # --- locking --------------------------------------------------------------------------------------------------
     def try_lock(self) -> RunLock | None:
-        """Lock this run for the calling process (creating its folder), or ``None`` if another process holds it.
-
-        ``flock`` on ``.lock`` inside the folder: released by the kernel if the process dies, so a killed run never
-        leaves a stale lock. The holder unlinks the file on release; a process that opened the old file just before
-        sees that its inode is no longer the folder's lock file and tries again.
-        """
-        path = self.path / LOCK
-        for _ in range(5):
-            self.create()
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-            except FileNotFoundError:  # the folder was removed by a releasing holder in between
-                continue
-            except OSError as err:
-                raise RunError(f"{path}: cannot create the lock file ({err.strerror or err})") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                os.close(fd)
-                if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                    return None
-                raise RunError(f"{path}: cannot lock ({err.strerror or err})") from None
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
-                    return RunLock(self, fd)
-            os.close(fd)  # we locked a file its holder had just unlinked: try the new one
-        return None
+        """Lock this run for the calling process (creating its folder), or ``None`` if another process holds it
+        (``flock`` on ``.lock`` inside the folder, see :mod:`emabench.runs.lock`)."""
+        return try_lock(self.path, self.path / LOCK)
 
     # --- reading ------------------------------------------------------------------------------------------------
     @property
@@ -284,6 +289,13 @@ class RunFolder:
             return (self.path / CONFIG).read_text(encoding="utf-8")
         except OSError as err:
             raise RunError(f"{self.path}: no readable {CONFIG} ({err.strerror})") from None
+
+    def read_config(self) -> Config:
+        """The run's ``config.yaml``, validated; a :class:`RunError` if the folder has none."""
+        if not (self.path / CONFIG).is_file():
+            raise RunError(f"{self.path}: not a run folder (no {CONFIG})")
+        source = str(self.path / CONFIG)
+        return validate_config(parse_yaml(self.read_config_text(), source), source)
 
     def read_table(self, name: str) -> pd.DataFrame:
         import pandas as pd
@@ -315,38 +327,6 @@ def _check_plain(value: Any, where: str) -> None:
         raise TypeError(f"{where}: {type(value).__name__} cannot be saved in a weights-only checkpoint")
 
 
-class RunLock:
-    """An exclusive lock on one run folder; :meth:`release` (or leaving the ``with`` block) gives it back."""
-
-    def __init__(self, folder: RunFolder, fd: int) -> None:
-        self.folder = folder
-        self._fd: int | None = fd
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        """Unlink the lock file while still holding it, unlock, and remove the folder if nothing else is in it."""
-        if self._fd is None:
-            return
-        (self.folder.path / LOCK).unlink(missing_ok=True)
-        os.close(self._fd)
-        self._fd = None
-        with contextlib.suppress(OSError):
-            self.folder.path.rmdir()  # only succeeds when empty: a run locked but never started leaves no trace
-
-
-def inside(path: str | Path, root: str | Path) -> Path:
-    """``path`` resolved, if it lies within ``root``; else a :class:`RunError` (nothing is written outside it)."""
-    resolved, base = Path(path).resolve(), Path(root).resolve()
-    if resolved != base and base not in resolved.parents:
-        raise RunError(f"{path}: refusing to write outside the runs folder {root}")
-    return resolved
-
-
 def is_run_folder(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
@@ -362,36 +342,3 @@ def find_runs(roots: Iterable[str | Path]) -> list[RunFolder]:
             if is_run_folder(path) and not path.name.startswith("."):
                 found[path.resolve()] = RunFolder(path)
     return [found[k] for k in sorted(found)]
-
-
-def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any]) -> Path:
-    """``<runs_dir>/sweep-<name>-<hash of the sweep's arguments>``: re-running a sweep reuses its folder."""
-    return runs_dir / safe_name(f"sweep-{name}-{config_hash(spec)}")
-
-
-def make_folder(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RunError(f"{path}: cannot create the folder ({err.strerror or err})") from None
-
-
-def write_sweep_spec(folder: Path, spec: dict[str, Any]) -> None:
-    make_folder(folder)
-    atomic_write_text(folder / SWEEP, json.dumps(spec, indent=2, sort_keys=True) + "\n")
-
-
-def sweep_mode(run_folder: RunFolder) -> str:
-    """How the run was made: ``runs`` or ``shadows`` (from its sweep's ``sweep.json``), or ``single`` (``run``)."""
-    try:
-        spec = json.loads((run_folder.path.parent / SWEEP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "single"
-    return str(spec.get("mode", "runs"))
-
-
-def write_report(folder: Path, csv_text: str, markdown: str) -> tuple[Path, Path]:
-    make_folder(folder)
-    atomic_write_text(folder / REPORT_CSV, csv_text)
-    atomic_write_text(folder / REPORT_MD, markdown)
-    return folder / REPORT_CSV, folder / REPORT_MD

@@ -1,0 +1,75 @@
+"""One run: ``run(config, runs_dir)`` trains it into its run folder (from Python and the CLI alike), ``resume``
+continues an interrupted one from its checkpoint.
+
+Every run is trained under a lock on its folder, so no run is trained twice at once; a run already DONE is skipped;
+an incomplete one with a checkpoint continues from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emabench.config import Config
+from emabench.errors import RunError
+from emabench.runs.folder import RunFolder
+from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, train_stack
+from emabench.train.loop import resolve_device
+
+
+def run(
+    config: Config,
+    runs_dir: str | Path = "runs",
+    *,
+    force: bool = False,
+    on_epoch: EpochCallback | None = None,
+    stop: StopCheck | None = None,
+    checkpoint_every: int | None = None,
+) -> RunOutcome:
+    """Train one run into ``<runs_dir>/<run-id>/``; a run already DONE is skipped unless ``force``.
+
+    An incomplete run with a checkpoint continues from it (unless ``force``); ``checkpoint_every=None`` then keeps
+    the checkpoint's own setting. Raises :class:`RunError` if another process is training the same run.
+    """
+    return _run_in(RunFolder.for_config(config, Path(runs_dir)), config, force, on_epoch, stop, checkpoint_every)
+
+
+def resume(
+    path: str | Path,
+    *,
+    on_epoch: EpochCallback | None = None,
+    stop: StopCheck | None = None,
+    checkpoint_every: int | None = None,
+) -> RunOutcome:
+    """Continue the run in folder ``path`` from its checkpoint, with the config in its ``config.yaml``."""
+    folder = RunFolder(path)
+    config = load_run_config(folder)
+    if not folder.is_done:
+        folder.checkpoint_for(config)  # a clear error now if there is nothing to resume from
+    return _run_in(folder, config, False, on_epoch, stop, checkpoint_every)
+
+
+def load_run_config(folder: RunFolder) -> Config:
+    """The config a run folder was trained with (its ``config.yaml``, validated)."""
+    return folder.read_config()
+
+
+def _run_in(
+    folder: RunFolder,
+    config: Config,
+    force: bool,
+    on_epoch: EpochCallback | None,
+    stop: StopCheck | None,
+    checkpoint_every: int | None,
+) -> RunOutcome:
+    if folder.is_done and not force:
+        return RunOutcome.skipped(folder)
+    resolve_device(config.device)  # refuse before the folder is created
+    lock = folder.try_lock()
+    if lock is None:
+        raise RunError(f"{folder.path}: another emabench process is training this run")
+    with lock:
+        if folder.is_done and not force:  # finished by another process since the check above
+            return RunOutcome.skipped(folder)
+        state = None if force else folder.resume_point(config)
+        every = checkpoint_every if checkpoint_every is not None else int(state["checkpoint_every"]) if state else 0
+        return train_stack([config], [folder], on_epoch, stop=stop, checkpoint_every=every, resume=state is not None)[0]

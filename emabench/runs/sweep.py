@@ -1,0 +1,102 @@
+"""Sweeps: every grid combination into ``<runs_dir>/sweep-<name>-<hash>/<run-id>/``, trained by an executor.
+
+Re-running skips DONE runs, resumes checkpointed ones (stacked again with runs saved after the same epoch) and
+restarts the rest; runs another process is training (locked) are left to it. ``stop`` (e.g.
+:class:`~emabench.runs.interrupts.StopRequest` after Ctrl-C) is checked after every epoch: unfinished runs are
+checkpointed and marked interrupted, and nothing more is launched. The executors: this process, a local process pool
+(:mod:`emabench.runs.pool`) or Ray tasks (:mod:`emabench.runs.ray_executor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from emabench.config import Config
+from emabench.runs import ray_executor
+from emabench.runs.atomic import inside
+from emabench.runs.folder import RunFolder
+from emabench.runs.plan import Engine, Unit, expand_grid, plan_units
+from emabench.runs.pool import run_in_pool
+from emabench.runs.sweep_folder import sweep_dir, write_sweep_spec
+from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, SweepWork
+from emabench.train.loop import resolve_device
+
+StackCallback = Callable[[list[RunOutcome]], None]
+
+
+def sweep(
+    base: Config,
+    grid: dict[str, Sequence[Any]],
+    runs_dir: str | Path = "runs",
+    *,
+    jobs: int = 1,
+    engine: Engine = "auto",
+    force: bool = False,
+    mode: str = "runs",
+    on_epoch: EpochCallback | None = None,
+    on_stack_done: StackCallback | None = None,
+    stop: StopCheck | None = None,
+    checkpoint_every: int = 0,
+    plots: bool = False,
+) -> tuple[Path, list[RunOutcome]]:
+    """Run every grid combination into ``<runs_dir>/sweep-<name>-<hash>/<run-id>/``; DONE runs are skipped,
+    checkpointed ones resumed, runs another process is training left to it (``locked``).
+
+    ``mode`` is recorded in ``sweep.json``: ``runs`` (one run per setting) or ``shadows`` (settings tracked as
+    shadow averagers of one trajectory, see :func:`emabench.runs.plan.with_beta_shadows`).
+
+    ``engine="ray"``: the units are Ray tasks, ``jobs`` at a time (:mod:`emabench.runs.ray_executor`)."""
+    if engine == "ray":
+        ray_executor.require_ray()  # refuse before anything is written
+    configs = expand_grid(base, grid)
+    spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
+    folder = sweep_dir(Path(runs_dir), base.name, spec)
+    inside(folder, runs_dir)
+    pending, outcomes = _not_done(configs, folder, force)
+    for device in {c.device for c in pending}:
+        resolve_device(device)  # refuse before any folder is created
+    write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs})
+    units = plan_units(pending, folder, engine, jobs, force)
+    work = SweepWork(folder, engine, force, stop, checkpoint_every, plots)
+    if engine == "ray":
+        outcomes += ray_executor.run_units(units, work, jobs, on_stack_done)
+    elif jobs > 1 and len(units) > 1:
+        outcomes += run_in_pool(units, work, jobs, on_stack_done)
+    else:
+        outcomes += _run_here(units, work, on_epoch, on_stack_done)
+    return folder, outcomes
+
+
+def _not_done(configs: list[Config], folder: Path, force: bool) -> tuple[list[Config], list[RunOutcome]]:
+    """The configs still to train, and the outcomes of the runs already DONE (skipped unless ``force``)."""
+    pending, skipped = [], []
+    for config in configs:
+        run_folder = RunFolder.for_config(config, folder)
+        if run_folder.is_done and not force:
+            skipped.append(RunOutcome.skipped(run_folder))
+        else:
+            pending.append(config)
+    return pending, skipped
+
+
+def _run_here(
+    units: list[Unit], work: SweepWork, on_epoch: EpochCallback | None, on_stack_done: StackCallback | None
+) -> list[RunOutcome]:
+    """Train the units one after the other in this process, each claimed (locked) just before it trains."""
+    outcomes: list[RunOutcome] = []
+    for unit in units:
+        if work.stopping():
+            outcomes += work.not_started(unit)
+            continue
+        for claimed, locks in work.claim(unit, outcomes):
+            try:
+                done = work.train(claimed, on_epoch)
+            finally:
+                for lock in locks:
+                    lock.release()
+            outcomes += done
+            if on_stack_done is not None:
+                on_stack_done(done)
+    return outcomes

@@ -1,0 +1,68 @@
+"""The sweep folder and the report folder: the one module that names their files.
+
+A sweep folder ``<runs_dir>/sweep-<name>-<hash>/`` holds one run folder per setting (:mod:`emabench.runs.folder`) and
+``sweep.json``: the sweep's arguments (base config, grid, ``mode``: ``runs`` or ``shadows``, engine, jobs). The
+report (``emabench report``) writes, into a folder of the caller's choice: ``report.csv``, ``report.md``,
+``report.html``, ``comparison.csv``, ``per_run.csv`` and the figures ``fig_*.png``. Every file is written
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from emabench.runs.atomic import atomic_write_bytes, atomic_write_text, make_folder
+from emabench.runs.folder import config_hash, safe_name
+
+SWEEP = "sweep.json"
+
+REPORT_CSV, REPORT_MD, REPORT_HTML = "report.csv", "report.md", "report.html"
+COMPARISON_CSV, PER_RUN_CSV = "comparison.csv", "per_run.csv"
+FIG_MSE_VS_BETA = "fig_mse_vs_beta.png"
+FIG_PAIRED_MSE = "fig_paired_mse.png"
+FIG_PAIRED_STABILITY = "fig_paired_stability.png"
+FIG_VAL_LOSS = "fig_val_loss.png"
+FIG_R2 = "fig_r2.png"
+
+
+def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any]) -> Path:
+    """``<runs_dir>/sweep-<name>-<hash of the sweep's arguments>``: re-running a sweep reuses its folder."""
+    return runs_dir / safe_name(f"sweep-{name}-{config_hash(spec)}")
+
+
+def write_sweep_spec(folder: Path, spec: dict[str, Any]) -> None:
+    make_folder(folder)
+    atomic_write_text(folder / SWEEP, json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+def is_sweep_folder(path: Path) -> bool:
+    return (path / SWEEP).is_file()
+
+
+def sweep_mode(run_path: Path) -> str:
+    """How the run at ``run_path`` was made: ``runs`` or ``shadows`` (from its sweep's ``sweep.json``), or
+    ``single`` (``emabench run``)."""
+    try:
+        spec = json.loads((Path(run_path).parent / SWEEP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "single"
+    return str(spec.get("mode", "runs"))
+
+
+def write_report_files(folder: Path, files: Mapping[str, str | bytes]) -> list[Path]:
+    """Write the report's files (by name) into ``folder``, each atomically: ``report.csv`` and ``report.md`` first,
+    then the rest in order. Returns the paths written."""
+    make_folder(folder)
+    first = [name for name in (REPORT_CSV, REPORT_MD) if name in files]
+    written = []
+    for name in [*first, *(n for n in files if n not in first)]:
+        content = files[name]
+        if isinstance(content, bytes):
+            atomic_write_bytes(folder / name, content)
+        else:
+            atomic_write_text(folder / name, content)
+        written.append(folder / name)
+    return written
