@@ -415,18 +415,21 @@ def report(
     Writes report.md, report.html (one self-contained file), report.csv,
     comparison.csv, per_run.csv and fig_*.png.
     """
-    from emabench import report as rep
+    from emabench.report import files as rep
+    from emabench.report.collect import collect
+    from emabench.report.frames import build_report
+    from emabench.runs.sweep_folder import REPORT_CSV, REPORT_MD
 
     if format_ not in REPORT_FORMATS:
         raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
     roots = paths or [runs_dir]
-    collection = rep.collect(roots, where or [])
+    collection = collect(roots, where or [])
     for folder, status in collection.skipped:
         err_console.print(f"skipped {status} run: {folder.path}", highlight=False)
     if collection.runs.empty:
         matching = f" matching {' '.join(f'--where {w}' for w in where)}" if where else ""
         raise RunError(f"no finished runs under {', '.join(map(str, roots))}{matching}")
-    result = rep.build_report(collection, by or None, burn_in, sources=[str(r) for r in roots])
+    result = build_report(collection, by or None, burn_in, sources=[str(r) for r in roots])
     files = rep.render_files(result)
     written = rep.write_files(files, out or (roots[0] if len(roots) == 1 else runs_dir))
     if format_ == "table":
@@ -440,14 +443,14 @@ def report(
             )
         console.print(f"Wrote {written[2]} and {len(written) - 1} more files in {written[0].parent}", highlight=False)
         return
-    text = {"markdown": files[rep.REPORT_MD], "csv": files[rep.REPORT_CSV], "json": rep.to_json(result)}[format_]
+    text = {"markdown": files[REPORT_MD], "csv": files[REPORT_CSV], "json": rep.to_json(result)}[format_]
     sys.stdout.write(str(text))
     err_console.print(f"wrote {len(written)} files in {written[0].parent}", highlight=False)
 
 
 def _print_report(result: Any) -> None:
     """The report's verdict table, verdicts coloured, with its legend."""
-    from emabench.report_html import display_rows
+    from emabench.report.blocks import display_rows
 
     header, body = display_rows(result)
     table = Table(title="averaged vs raw, paired by seed (final epoch unless named)")
@@ -479,7 +482,7 @@ def show(
     """Print one run's config, status and final metrics table."""
     from rich.syntax import Syntax
 
-    from emabench import report as rep
+    from emabench.report import collect as rep
 
     folder = rep.find_run(run, runs_dir)
     console.print(f"Run folder: [bold]{escape(str(folder.path))}[/]", highlight=False)
@@ -505,7 +508,7 @@ def ls(
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
     """List runs and sweeps with their status (completed, diverged, interrupted, incomplete) and epochs."""
-    from emabench import report as rep
+    from emabench.report import collect as rep
 
     roots = paths or [runs_dir]
     runs = rep.inventory(roots)

@@ -15,11 +15,15 @@ import yaml
 from scipy import stats as st
 from typer.testing import CliRunner
 
-from emabench import report as rep
-from emabench import report_figures as figs
 from emabench.cli import app
+from emabench.report import figures as figs
+from emabench.report.collect import collect, inventory
+from emabench.report.figures import FIGURES
+from emabench.report.files import render_files
+from emabench.report.frames import DEFAULT_BURN_IN, PUBLISHED_RUN, build_report
 from emabench.results.tables import final_metrics
 from emabench.runs.folder import RunFolder
+from emabench.runs.sweep_folder import REPORT_MD
 
 runner = CliRunner()
 EPOCHS = 14
@@ -86,7 +90,7 @@ def sweep(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(sweep):
-    return rep.build_report(rep.collect([sweep], ["data.noise=0.1"]))
+    return build_report(collect([sweep], ["data.noise=0.1"]))
 
 
 # --- statistics -------------------------------------------------------------------------------------------------
@@ -132,8 +136,8 @@ def test_best_epoch_is_labelled_and_picked_by_validation_loss(built):
     # raw's dip makes it look better at its best epoch although it is the same at the final epoch
     assert _row(built.summary, 0.99)["ema_best_mse_verdict"] == "worse"
     assert set(built.comparison["selection"]) == {"final", "best", "stability"}
-    files = rep.render_files(built)
-    markdown = str(files[rep.REPORT_MD])
+    files = render_files(built)
+    markdown = str(files[REPORT_MD])
     assert "## Best-epoch metrics (optimistic: picked on the validation set itself)" in markdown
     assert "## Final-epoch metrics" in markdown
 
@@ -142,7 +146,7 @@ def test_stability_decay_and_half_life_against_numpy(built, sweep):
     per_run = built.per_run
     history = RunFolder(sweep / "fake-seed3-b0.9-n0.1").read_history()
     row = per_run[(per_run["run_id"] == "fake-seed3-b0.9-n0.1") & (per_run["model"] == "ema")].iloc[0]
-    expected = history.loc[history["epoch"] > rep.DEFAULT_BURN_IN, "ema_val_loss"].std(ddof=1)
+    expected = history.loc[history["epoch"] > DEFAULT_BURN_IN, "ema_val_loss"].std(ddof=1)
     assert row["val_loss_std"] == pytest.approx(expected)
     assert row["decay_reached"] == pytest.approx(0.9)
     assert row["half_life_updates"] == pytest.approx(math.log(0.5) / math.log(0.9))
@@ -150,7 +154,7 @@ def test_stability_decay_and_half_life_against_numpy(built, sweep):
     decay = built.decay.set_index("group")
     assert decay.loc["beta=0.9", "configured_beta"] == 0.9
     assert decay.loc["beta=0.9", "decay_mean"] == pytest.approx(0.9)
-    burn = rep.build_report(rep.collect([sweep], ["data.noise=0.1"]), burn_in=12)
+    burn = build_report(collect([sweep], ["data.noise=0.1"]), burn_in=12)
     short = history.loc[history["epoch"] > 12, "ema_val_loss"].std(ddof=1)
     assert burn.per_run.set_index(["run_id", "model"]).loc[("fake-seed3-b0.9-n0.1", "ema"), "val_loss_std"] == (
         pytest.approx(short)
@@ -169,7 +173,7 @@ def test_reference_percentiles(built):
     reference = built.reference  # no group at the blog's beta 0.999: every group
     ema = reference[(reference["group"] == "beta=0.9") & (reference["quantity"] == "mse")]
     ema = ema[ema["model"] == "ema"].iloc[0]
-    assert ema["published"] == rep.PUBLISHED_RUN["ema"]["mse"]
+    assert ema["published"] == PUBLISHED_RUN["ema"]["mse"]
     assert ema["percentile"] == pytest.approx(st.percentileofscore(BETTER_EMA, 0.0044, kind="mean"))
     assert ema["mean"] == pytest.approx(BETTER_EMA.mean())
     change = reference[reference["quantity"] == "MSE change %"].iloc[0]
@@ -249,7 +253,7 @@ def test_ls_lists_runs_with_status(sweep):
     for needle in ("completed", "diverged", "incomplete", "interrupted", "fake-seed3-b0.9-n0.1"):
         assert needle in result.output
     assert "25 runs (22 completed, 1 diverged, 1 incomplete, 1 interrupted)" in result.output.replace("\n", "")
-    frame = rep.inventory([sweep])
+    frame = inventory([sweep])
     assert frame.set_index("run_id").loc["fake-seed20-b0.9-n0.1", "epochs"] == EPOCHS  # from history.csv
 
 
@@ -300,4 +304,4 @@ def test_figures_are_figures_with_one_line_per_model_or_seed(built):
     sweep = figs.sweep_figure(built.comparison, "ema.beta")
     left, right = sweep.axes
     assert len(left.containers) == 2 and len(right.containers) == 1  # raw and ema; ema − raw
-    assert set(rep.render_files(built)) >= set(rep.FIGURES)
+    assert set(render_files(built)) >= set(FIGURES)

@@ -1,4 +1,4 @@
-"""emabench.stats against independent numpy/scipy computations, plus constructed verdict cases."""
+"""emabench.report.stats against independent numpy/scipy computations, plus constructed verdict cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from emabench.stats import (
+from emabench.report.stats import (
     VERDICTS,
     bootstrap_ci,
     compare_models,

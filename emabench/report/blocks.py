@@ -1,14 +1,11 @@
-"""The human-readable renderings of a :class:`~emabench.report.Report`: one document (headings, text, tables,
-figures) rendered as Markdown (figures as relative PNG links) and as ONE self-contained HTML file (figures inline
-as base64 PNG data URIs, verdict cells coloured), and the rows of the terminal table. Pure functions, no I/O.
+"""The report as a document: headings, text, tables and figures in reading order (:func:`document`), built from a
+:class:`~emabench.report.frames.Report`, plus the rows of the terminal table (:func:`display_rows`) and the number
+formats. Pure functions; the renderers are :mod:`emabench.report.markdown` and :mod:`emabench.report.html`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emabench import stats
-from emabench.report import BASELINE, FIGURES, PUBLISHED_RUN, STABILITY, Report, with_groups
+from emabench.report import stats
+from emabench.report.figures import FIGURES
+from emabench.report.frames import PUBLISHED_RUN, STABILITY, Report
+from emabench.report.groups import BASELINE, with_groups
+from emabench.runs.sweep_folder import FIG_MSE_VS_BETA, FIG_PAIRED_MSE, FIG_PAIRED_STABILITY, FIG_R2, FIG_VAL_LOSS
 
 TITLE = "emabench report: raw vs averaged models across seeds"
 
@@ -120,15 +120,15 @@ def document(report: Report, figures: Sequence[str]) -> list[Block]:
     blocks: list[Block] = [Heading(TITLE, 1), Paragraph(_sources(report))]
     blocks += [Heading("At a glance"), Bullets(tuple(_glance(report)))]
     blocks += [Heading(f"Verdicts at the {report.alpha:.0%} level"), _verdict_table(report), Paragraph(_VERDICT_RULE)]
-    blocks += _images(figures, "fig_mse_vs_beta.png", "fig_paired_mse.png")
+    blocks += _images(figures, FIG_MSE_VS_BETA, FIG_PAIRED_MSE)
     blocks += [Heading("Final-epoch metrics (what the seed study reports)"), Paragraph(_FINAL_NOTE)]
     blocks += [_metric_table(report, "final")]
     blocks += [Heading("Best-epoch metrics (optimistic: picked on the validation set itself)"), Paragraph(_BEST_NOTE)]
     blocks += [_metric_table(report, "best")]
     blocks += [Heading("Stability: validation-loss std over epochs"), Paragraph(_stability_note(report))]
-    blocks += [_metric_table(report, "stability"), *_images(figures, "fig_paired_stability.png")]
-    blocks += [Heading("Curves over epochs"), Paragraph(_CURVES_NOTE), *_images(figures, "fig_val_loss.png")]
-    blocks += _images(figures, "fig_r2.png")
+    blocks += [_metric_table(report, "stability"), *_images(figures, FIG_PAIRED_STABILITY)]
+    blocks += [Heading("Curves over epochs"), Paragraph(_CURVES_NOTE), *_images(figures, FIG_VAL_LOSS)]
+    blocks += _images(figures, FIG_R2)
     blocks += [Heading("Decay actually reached"), Paragraph(_DECAY_NOTE), _decay_table(report)]
     blocks += [Heading("Reference: the blog's single run beside our seeds"), Paragraph(_reference_note())]
     blocks += [_reference_table(report)]
@@ -370,125 +370,3 @@ def _method(report: Report) -> tuple[str, ...]:
 
 def _images(available: Sequence[str], *names: str) -> list[Block]:
     return [Image(name, FIGURES[name]) for name in names if name in available]
-
-
-# --- Markdown ---------------------------------------------------------------------------------------------------
-
-
-def to_markdown(blocks: Sequence[Block]) -> str:
-    """GitHub-flavoured Markdown; images as relative links to the PNG files next to ``report.md``."""
-    out: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            out += ["#" * block.level + " " + block.text, ""]
-        elif isinstance(block, Paragraph):
-            out += [block.text, ""]
-        elif isinstance(block, Bullets):
-            out += [f"- {item}" for item in block.items] + [""]
-        elif isinstance(block, Table):
-            out += ["| " + " | ".join(_md_cell(c) for c in block.header) + " |", "|" + "---|" * len(block.header)]
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows] + [""]
-        elif isinstance(block, Image):
-            out += [f"![{block.caption}]({block.name})", "", f"*{block.caption}*", ""]
-    return "\n".join(out).rstrip() + "\n"
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-# --- HTML -------------------------------------------------------------------------------------------------------
-
-_VERDICT_CLASS = {
-    stats.BETTER: "better",
-    stats.WORSE: "worse",
-    stats.NO_DIFFERENCE: "same",
-    stats.INSUFFICIENT: "few",
-}
-_CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;max-width:1280px;
-margin:0 auto;padding:24px 32px;background:#fff}
-h1{font-size:1.7em;border-bottom:2px solid #e5e7eb;padding-bottom:.3em}
-h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #e5e7eb;padding-bottom:.2em}
-p,li{max-width:1100px}
-code{background:#f3f4f6;padding:0 .25em;border-radius:3px;font-size:.92em}
-table{border-collapse:collapse;margin:.8em 0 1.2em;font-size:.86em}
-.scroll{overflow-x:auto}
-th,td{border:1px solid #d9dde3;padding:.3em .65em;text-align:right;white-space:nowrap;vertical-align:middle}
-th{background:#f3f4f6;text-align:center;white-space:normal}
-td:nth-child(-n+3){text-align:left}
-td small{color:#6b7280}
-tr:nth-child(even) td{background:#fafbfc}
-td.better{background:#d6f5de!important;color:#0f5323;font-weight:600;text-align:center}
-td.worse{background:#fbdcdc!important;color:#8b1a1a;font-weight:600;text-align:center}
-td.same{background:#eceff3!important;color:#4b5563;text-align:center}
-td.few{background:#fff3c4!important;color:#6b5200;text-align:center}
-strong.better{color:#0f7a30}strong.worse{color:#b42318}strong.same{color:#4b5563}strong.few{color:#8a6a00}
-.legend span{display:inline-block;padding:.05em .5em;margin-right:.6em;border-radius:3px;font-size:.85em}
-figure{margin:1em 0 1.6em}
-figure img{max-width:100%;border:1px solid #e5e7eb}
-figcaption{font-size:.88em;color:#4b5563}
-"""
-
-
-def to_html(blocks: Sequence[Block], images: Mapping[str, bytes]) -> str:
-    """One self-contained HTML page: no external file, figures as ``data:image/png;base64,…`` URIs."""
-    body: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
-            if block.level == 1:
-                body.append(_legend())
-        elif isinstance(block, Paragraph):
-            body.append(f"<p>{_inline(block.text)}</p>")
-        elif isinstance(block, Bullets):
-            body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>")
-        elif isinstance(block, Table):
-            body.append(_html_table(block))
-        elif isinstance(block, Image) and block.name in images:
-            data = base64.b64encode(images[block.name]).decode("ascii")
-            alt = html.escape(block.caption)
-            body.append(
-                f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt}</figcaption></figure>'
-            )
-    title = next((b.text for b in blocks if isinstance(b, Heading)), TITLE)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-        f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
-    )
-
-
-def _legend() -> str:
-    spans = "".join(f'<td class="{css}">{html.escape(verdict)}</td>' for verdict, css in _VERDICT_CLASS.items())
-    return f'<table class="legend"><tr><th>verdict colours</th>{spans}</tr></table>'
-
-
-def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.header)
-    rows = []
-    for row in table.rows:
-        cells = []
-        for cell in row:
-            css = _VERDICT_CLASS.get(cell)
-            cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{_cell(cell)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-
-
-def _cell(text: str) -> str:
-    """A table cell: its second line (an interval) small, under the first."""
-    first, _, rest = text.partition("\n")
-    return _inline(first) + (f"<br><small>{_inline(rest)}</small>" if rest else "")
-
-
-def _strong(match: re.Match[str]) -> str:
-    css = _VERDICT_CLASS.get(html.unescape(match.group(1)))
-    return f'<strong class="{css}">{match.group(1)}</strong>' if css else f"<strong>{match.group(1)}</strong>"
-
-
-def _inline(text: str) -> str:
-    """Escape, then the two inline marks the document uses: ``**bold**`` and `` `code` ``, plus ``*em*``."""
-    out = html.escape(text)
-    out = re.sub(r"\*\*(.+?)\*\*", _strong, out)
-    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
-    return re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", out)

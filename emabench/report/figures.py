@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import matplotlib
 
@@ -26,7 +26,24 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from emabench.stats import lower_is_better  # noqa: E402
+from emabench.report.frames import Report  # noqa: E402
+from emabench.report.groups import with_groups  # noqa: E402
+from emabench.report.stats import lower_is_better  # noqa: E402
+from emabench.runs.sweep_folder import (  # noqa: E402
+    FIG_MSE_VS_BETA,
+    FIG_PAIRED_MSE,
+    FIG_PAIRED_STABILITY,
+    FIG_R2,
+    FIG_VAL_LOSS,
+)
+
+FIGURES = {  # file name → what it shows
+    FIG_MSE_VS_BETA: "final-epoch MSE and the paired difference vs beta, 95% CIs (when betas were swept)",
+    FIG_PAIRED_MSE: "final-epoch MSE per seed, raw vs each averaged model",
+    FIG_PAIRED_STABILITY: "validation-loss std after burn-in per seed, raw vs each averaged model",
+    FIG_VAL_LOSS: "validation loss over epochs, mean ± 1 std over seeds",
+    FIG_R2: "validation R² over epochs, mean ± 1 std over seeds",
+}
 
 BETTER_COLOR, WORSE_COLOR, TIE_COLOR = "#2a9d55", "#d1495b", "0.6"
 LABELS = {"val_loss": "validation loss (MSE)", "r2": "validation R²", "mse": "MSE", "mae": "MAE", "r2_final": "R²"}
@@ -267,19 +284,19 @@ def _errorbars(ax: Axes, rows: pd.DataFrame, x: list[int], prefix: str, label: s
 # --- the report's set of figures --------------------------------------------------------------------------------
 
 
-def report_figures(report: Any) -> dict[str, Figure]:
-    """The figures of an :class:`emabench.report.Report`, by file name (the names of ``report.FIGURES``)."""
+def report_figures(report: Report) -> dict[str, Figure]:
+    """The figures of a :class:`~emabench.report.frames.Report`, by file name (the names of :data:`FIGURES`)."""
     figures: dict[str, Figure] = {}
     comparison = report.comparison
     if "ema.beta" in report.by and comparison["ema.beta"].nunique() > 1:
         others = [k for k in report.by if k != "ema.beta"]
-        figures["fig_mse_vs_beta.png"] = sweep_figure(comparison, "ema.beta", other_keys=others)
+        figures[FIG_MSE_VS_BETA] = sweep_figure(comparison, "ema.beta", other_keys=others)
     verdicts = _verdicts(report, "final", "mse")
-    figures["fig_paired_mse.png"] = paired_figure(
+    figures[FIG_PAIRED_MSE] = paired_figure(
         report.per_run, "mse", verdicts=verdicts, title="final-epoch MSE per seed (green: averaged better on that seed)"
     )
     if report.per_run["val_loss_std"].notna().any():
-        figures["fig_paired_stability.png"] = paired_figure(
+        figures[FIG_PAIRED_STABILITY] = paired_figure(
             report.per_run,
             "val_loss_std",
             verdicts=_verdicts(report, "stability", "val_loss_std"),
@@ -287,14 +304,12 @@ def report_figures(report: Any) -> dict[str, Figure]:
         )
     if len(report.curves):
         zoom = max(report.burn_in + 1, 20)  # the y range follows the later epochs, where the models differ
-        figures["fig_val_loss.png"] = curves_figure(report.curves, "val_loss", log=True, zoom_from=zoom)
-        figures["fig_r2.png"] = curves_figure(report.curves, "r2", zoom_from=zoom)
+        figures[FIG_VAL_LOSS] = curves_figure(report.curves, "val_loss", log=True, zoom_from=zoom)
+        figures[FIG_R2] = curves_figure(report.curves, "r2", zoom_from=zoom)
     return figures
 
 
-def _verdicts(report: Any, selection: str, metric: str) -> dict[tuple[str, str], str]:
-    from emabench.report import with_groups
-
+def _verdicts(report: Report, selection: str, metric: str) -> dict[tuple[str, str], str]:
     rows = report.comparison
     rows = rows[(rows["selection"] == selection) & (rows["metric"] == metric)]
     if rows.empty:

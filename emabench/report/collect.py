@@ -1,0 +1,168 @@
+"""Reading run folders into tidy frames (the only part of the report that touches the disk, and only to read):
+:func:`collect` for the report, :func:`inventory` for ``emabench ls``, :func:`find_run` and :func:`epochs_so_far` for
+``emabench show``. Folders without ``DONE`` are skipped by :func:`collect` and returned with their status.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emabench.config import parse_yaml
+from emabench.errors import ConfigError, RunError
+from emabench.results.tables import FINAL_METRICS
+from emabench.runs.folder import RunFolder, find_runs, is_run_folder
+from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode
+
+SHORT_NAMES = {"ema.beta": "beta"}  # how a config key is shown (and may be typed in --by/--where)
+ALIASES = {short: key for key, short in SHORT_NAMES.items()}
+CURVE_COLUMNS = ["run_id", "model", "epoch", "val_loss", "mse", "mae", "r2", "decay"]
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"ema": {"beta": 0.9}}`` → ``{"ema.beta": 0.9}``; lists become strings so they can be grouped."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+@dataclass
+class Collection:
+    """The finished runs found (tidy frames) and the folders skipped with the reason."""
+
+    runs: pd.DataFrame  # one row per (run, model): flattened config, run_id, status, epochs, model, mse, mae, r2
+    curves: pd.DataFrame  # one row per (run, model, epoch): run_id, model, epoch, val_loss, mse, mae, r2, decay
+    skipped: list[tuple[RunFolder, str]] = field(default_factory=list)
+
+
+def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collection:
+    """Read every run folder under ``roots`` whose config matches all ``where`` filters (``KEY=VALUE``).
+
+    Folders without ``DONE`` (incomplete, interrupted) are skipped and returned with their status.
+    """
+    folders = find_runs(roots)
+    configs = {f.path: flatten(parse_yaml(f.read_config_text(), str(f.path))) for f in folders}
+    filters = parse_where(where, set().union(*configs.values()) if configs else set())
+    rows, curves, skipped = [], [], []
+    for folder in folders:
+        config = configs[folder.path]
+        if not all(_matches(config.get(key), value) for key, value in filters):
+            continue
+        if not folder.is_done:
+            skipped.append((folder, folder.status))
+            continue
+        info, history = folder.done_info(), folder.read_history()
+        base = config | {
+            "run_id": folder.name,
+            "run_path": str(folder.path),
+            "status": info.get("status", "completed"),
+            "stop_reason": info.get("stop_reason", ""),
+            "epochs": int(info.get("epochs", len(history))),
+            "sweep_mode": sweep_mode(folder.path),
+        }
+        for record in folder.read_metrics().to_dict("records"):
+            rows.append(base | {"model": record["model"]} | {m: float(record[m]) for m in FINAL_METRICS})
+        curves.append(history_curves(history, folder.name))
+    curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS)
+    return Collection(pd.DataFrame(rows), curve_frame, skipped)
+
+
+def history_curves(history: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """One run's history in long form: one row per (model, epoch) for every ``<model>_val_loss`` column."""
+    models = [c.removesuffix("_val_loss") for c in history.columns if c.endswith("_val_loss")]
+    parts = []
+    for model in models:
+        part = pd.DataFrame({"run_id": run_id, "model": model, "epoch": history["epoch"].astype(int)})
+        for metric in ("val_loss", *FINAL_METRICS, "decay"):
+            column = f"{model}_{metric}"
+            part[metric] = history[column].astype(float) if column in history else np.nan
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CURVE_COLUMNS)
+
+
+def parse_where(items: Sequence[str], known: set[str]) -> list[tuple[str, Any]]:
+    """``["data.noise=0.1"]`` → ``[("data.noise", 0.1)]`` (value parsed as a YAML scalar); unknown keys refused."""
+    filters = []
+    for text in items:
+        key, sep, raw = text.partition("=")
+        key = ALIASES.get(key.strip(), key.strip())
+        if not sep or not key:
+            raise ConfigError(f"--where {text!r}: expected KEY=VALUE with a dotted config key, e.g. data.noise=0.1")
+        if known and key not in known:
+            raise ConfigError(f"--where: unknown key {key!r}{did_you_mean(key, known)}")
+        filters.append((key, parse_yaml(raw, f"--where {key}") if raw.strip() else None))
+    return filters
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else " (keys are dotted config keys, e.g. ema.beta)"
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, list):
+        wanted = str(wanted)  # flatten() stores lists as their str()
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(wanted, numbers) and not isinstance(value, bool):
+        return math.isclose(float(value), float(wanted), rel_tol=1e-9, abs_tol=1e-12)
+    return value == wanted or (value is not None and wanted is not None and str(value) == str(wanted))
+
+
+def inventory(roots: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run folder under ``roots``: ``folder`` (its parent), ``is_sweep`` (the parent holds a sweep
+    spec), ``run_id``, ``path``, ``status`` (completed, diverged, interrupted, incomplete), ``epochs`` (from DONE,
+    else the epochs in history.csv so far), ``stop_reason``, ``wall_time_s``."""
+    rows = []
+    for folder in find_runs(roots):
+        info = folder.done_info() if folder.is_done else {}
+        rows.append(
+            {
+                "folder": str(folder.path.parent),
+                "is_sweep": is_sweep_folder(folder.path.parent),
+                "run_id": folder.name,
+                "path": str(folder.path),
+                "status": folder.status,
+                "epochs": int(info["epochs"]) if "epochs" in info else epochs_so_far(folder),
+                "stop_reason": str(info.get("stop_reason", "")),
+                "wall_time_s": float(info.get("wall_time_s", np.nan)),
+            }
+        )
+    columns = ["folder", "is_sweep", "run_id", "path", "status", "epochs", "stop_reason", "wall_time_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def epochs_so_far(folder: RunFolder) -> int:
+    """Epochs recorded in a run's history.csv (0 without one); for runs that have no DONE yet."""
+    try:
+        return len(folder.read_history())
+    except RunError:
+        return 0
+
+
+def find_run(spec: str | Path, runs_dir: Path) -> RunFolder:
+    """A run folder given as a path, or as a run id (or a unique prefix of one) under ``runs_dir``."""
+    path = Path(spec)
+    if is_run_folder(path):
+        return RunFolder(path)
+    if not runs_dir.is_dir():
+        raise RunError(f"{spec}: not a run folder (no config.yaml), and --runs-dir {runs_dir} does not exist")
+    runs = find_runs([runs_dir])
+    matches = [f for f in runs if f.name == str(spec)] or [f for f in runs if f.name.startswith(str(spec))]
+    if not matches:
+        raise RunError(f"{spec}: no such run (neither a folder with config.yaml nor a run id under {runs_dir})")
+    if len(matches) > 1:
+        names = ", ".join(f.name for f in matches[:3]) + (", …" if len(matches) > 3 else "")
+        raise RunError(f"{spec}: ambiguous, matches {len(matches)} runs under {runs_dir} ({names})")
+    return matches[0]

@@ -1,0 +1,107 @@
+"""The report's files: rendered from a :class:`~emabench.report.frames.Report` (:func:`render_files`, no I/O) and
+written atomically into a folder (:func:`write_files`); the tables as JSON for scripts (:func:`to_json`). The file
+names are :mod:`emabench.runs.sweep_folder`'s.
+
+Files written into the report folder:
+
+- ``report.csv``: one row per group: the group keys (``ema.beta`` as ``beta``), ``n_seeds``, ``n_diverged``; per
+  model ``M`` and column ``C`` in mse, mae, r2 (final), best_mse, best_mae, best_r2, best_epoch, val_loss_std:
+  ``M_C_mean/_std/_ci_low/_ci_high``; ``M_decay_reached``, ``M_half_life_updates``; per averaged model ``A``:
+  ``A_mse_improvement_pct`` (mean paired (raw − A)/raw, %), ``A_wins`` (seeds with lower final MSE) and per compared
+  column ``A_C_diff_mean/_diff_ci_low/_diff_ci_high/_p_ttest/_p_wilcoxon/_win_rate/_verdict``.
+- ``comparison.csv``: long, one row per group × averaged model × selection (final, best, stability) × metric: group
+  keys, ``model``, ``baseline``, ``selection``, ``metric``, ``n_seeds``, ``n_diverged``, ``n`` (pairs used),
+  ``baseline_mean/std/ci_low/ci_high``, ``mean/std/ci_low/ci_high``, ``diff_mean/diff_ci_low/diff_ci_high``,
+  ``rel_diff_pct``, ``p_ttest``, ``p_wilcoxon``, ``wins``, ``win_rate``, ``verdict``.
+- ``per_run.csv``: one row per run × model: group keys, ``seed``, ``run_id``, ``status``, ``stop_reason``,
+  ``epochs``, ``model``, final mse/mae/r2, ``best_epoch``, best_mse/mae/r2, ``val_loss_std``, ``decay_reached``,
+  ``half_life_updates``, ``half_life_epochs``.
+- ``report.md`` (tables, figures linked), ``report.html`` (one self-contained file, figures inline) and the
+  figures ``fig_*.png`` (see :data:`emabench.report.figures.FIGURES`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emabench.report.blocks import document
+from emabench.report.figures import report_figures
+from emabench.report.frames import METRIC_COLUMNS, Report
+from emabench.report.html import to_html
+from emabench.report.markdown import to_markdown
+from emabench.runs.sweep_folder import (
+    COMPARISON_CSV,
+    PER_RUN_CSV,
+    REPORT_CSV,
+    REPORT_HTML,
+    REPORT_MD,
+    write_report_files,
+)
+
+
+def render_files(report: Report) -> dict[str, str | bytes]:
+    """Every report file by name: the CSVs, Markdown and HTML as text, the figures as PNG bytes."""
+    images: dict[str, bytes] = {}
+    for name, figure in report_figures(report).items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        images[name] = buffer.getvalue()
+    blocks = document(report, list(images))
+    return {
+        REPORT_CSV: to_csv(report.summary),
+        REPORT_MD: to_markdown(blocks),
+        REPORT_HTML: to_html(blocks, images),
+        COMPARISON_CSV: to_csv(report.comparison),
+        PER_RUN_CSV: to_csv(per_run_csv_frame(report)),
+        **images,
+    }
+
+
+def write_files(files: dict[str, str | bytes], folder: Path) -> list[Path]:
+    """Write :func:`render_files`'s output into ``folder``, each file atomically; returns the paths written."""
+    return write_report_files(folder, files)
+
+
+def per_run_csv_frame(report: Report) -> pd.DataFrame:
+    columns = [*report.by, "group", "seed", "run_id", "status", "stop_reason", "epochs", "model", *METRIC_COLUMNS]
+    columns += ["decay_reached", "half_life_updates", "half_life_epochs"]
+    return report.per_run[[c for c in dict.fromkeys(columns) if c in report.per_run.columns]]
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    return table.to_csv(index=False, lineterminator="\n")
+
+
+def to_json(report: Report) -> str:
+    """The report's tables as JSON (NaN → null), for scripting."""
+    document = {
+        "by": report.by,
+        "alpha": report.alpha,
+        "burn_in": report.burn_in,
+        "sources": report.sources,
+        "groups": _records(report.summary),
+        "comparison": _records(report.comparison),
+        "reference": _records(report.reference),
+        "decay": _records(report.decay),
+        "skipped": [{"path": p, "status": s} for p, s in report.skipped],
+    }
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,86 @@
+"""Groups: the runs that differ only in their seed. Models are compared with ``raw`` *within* a group, paired by
+seed; by default the groups are every config key that varies between the runs, plus ``ema.beta`` (``--by`` picks
+the keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+
+from emabench.errors import ConfigError
+from emabench.report.collect import ALIASES, SHORT_NAMES, did_you_mean
+
+IDENTITY_KEYS = ("seed", "name")  # keys that identify a run but are never a "setting" to group by
+BASELINE = "raw"
+
+
+def config_keys(runs: pd.DataFrame) -> list[str]:
+    return [c for c in runs.columns if "." in c or c in (*IDENTITY_KEYS, "device")]
+
+
+def group_keys(runs: pd.DataFrame) -> list[str]:
+    """Config keys whose values differ between runs (the swept settings), plus ``ema.beta`` always."""
+    varying = [k for k in config_keys(runs) if k not in IDENTITY_KEYS and runs[k].astype(str).nunique() > 1]
+    return (["ema.beta"] if "ema.beta" in runs.columns else []) + [k for k in varying if k != "ema.beta"]
+
+
+def resolve_by(runs: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
+    """The group keys: ``by`` (aliases like ``beta`` allowed) checked against the runs' config, or the swept keys.
+
+    Refuses a grouping that leaves two runs of one seed in a group (they differ in a key not grouped by)."""
+    if not by:
+        keys = group_keys(runs)
+    else:
+        keys = list(dict.fromkeys(ALIASES.get(k, k) for k in by))
+        for key in keys:
+            if key == "seed":
+                raise ConfigError("--by seed: models are compared paired by seed, so seed cannot group runs")
+            if key not in config_keys(runs):
+                raise ConfigError(f"--by: unknown key {key!r}{did_you_mean(key, config_keys(runs))}")
+    for label, group in iter_groups(runs, keys):
+        if group.duplicated(["seed", "model"]).any():
+            others = [k for k in config_keys(runs) if k not in (*keys, *IDENTITY_KEYS)]
+            differ = [k for k in others if group[k].astype(str).nunique() > 1]
+            raise ConfigError(
+                f"--by {' '.join(keys) or '(none)'}: group {label} holds several runs per seed that differ in "
+                f"{', '.join(differ) or 'their config'}; add --by for those keys or filter with --where"
+            )
+    return keys
+
+
+def group_label(keys: Sequence[str], values: Sequence[Any]) -> str:
+    """``beta=0.99, data.noise=0.1``; ``all runs`` without keys."""
+    return ", ".join(f"{SHORT_NAMES.get(k, k)}={_plain(v)}" for k, v in zip(keys, values)) or "all runs"
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def iter_groups(runs: pd.DataFrame, by: Sequence[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+    if not by:
+        yield group_label([], []), runs
+        return
+    for key, group in runs.groupby(list(by), sort=True, dropna=False):
+        yield group_label(by, key if isinstance(key, tuple) else (key,)), group
+
+
+def model_order(runs: pd.DataFrame) -> list[str]:
+    """``raw`` first, then the other models in order of appearance."""
+    models = list(dict.fromkeys(runs["model"]))
+    return sorted(models, key=lambda m: (m != BASELINE, models.index(m)))
+
+
+def with_groups(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with a ``group`` label column."""
+    labels = [group_label(by, values) for values in frame[list(by)].itertuples(index=False)] if by else None
+    return frame.assign(group=labels if by else group_label([], []))
+
+
+def group_values(runs: pd.DataFrame, by: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The key values of every group, in the order of :func:`iter_groups`."""
+    if not by:
+        return [()]
+    return [k if isinstance(k, tuple) else (k,) for k, _ in runs.groupby(list(by), sort=True, dropna=False)]
