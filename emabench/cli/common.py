@@ -1,0 +1,188 @@
+"""What every command shares: the consoles, the shared options, error → exit-code mapping, progress bars and tables.
+
+The CLI is the only place that prints for humans and maps :class:`~emabench.errors.EmabenchError` to exit codes
+(:func:`handles_errors`); Rich is used nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from math import nan
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from emabench.errors import EmabenchError
+
+# Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config field by dotted key, value parsed as YAML (repeatable), "
+        "e.g. --set train.optimizer.lr=0.01 --set ema.beta=0.99.",
+    ),
+]
+RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.", file_okay=False)]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display, only the result.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Re-train runs that are already finished (DONE).")]
+ThreadsOption = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="torch CPU threads for training in this process (the seed MLP is too small to gain from more; "
+        "measured slower with 2).",
+    ),
+]
+CheckpointOption = Annotated[
+    int | None,
+    typer.Option(
+        "--checkpoint-every",
+        min=1,
+        metavar="N",
+        help="Save each unfinished run's checkpoint.pt every N epochs (Ctrl-C always saves one), so a killed run "
+        "continues from it when re-run.",
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(command: F) -> F:
+    """Map user errors to one line on stderr and an exit code; Ctrl-C/SIGTERM to exit code 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return command(*args, **kwargs)
+        except EmabenchError as err:
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold yellow]interrupted:[/] finished epochs and runs are kept on disk")
+            raise typer.Exit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stopping_notice() -> None:
+    # called from a signal handler: a raw write, no console locks
+    os.write(2, b"emabench: stopping after the current epoch (press Ctrl-C again to abort now)\n")
+
+
+def exit_interrupted(message: str) -> None:
+    err_console.print(f"[bold yellow]interrupted:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
+
+
+STATUS_STYLES = {"completed": "green", "diverged": "red", "interrupted": "yellow", "incomplete": "yellow"}
+
+
+def print_table(header: list[str], body: list[list[str]], title: str | None = None) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for cells in body:
+        table.add_row(*cells)
+    console.print(table)
+
+
+def print_metrics(folder: Any) -> None:
+    metrics = folder.read_metrics()
+    header = ["model", "epoch", "MSE", "MAE", "R2", "MSE gain", "MAE gain", "R2 gain", "val-loss std"]
+    body = [
+        [
+            str(r["model"]),
+            str(r["epoch"]),
+            f"{r['mse']:.4f}",
+            f"{r['mae']:.4f}",
+            f"{r['r2']:.4f}",
+            f"{r['mse_improvement_pct']:+.1f}%",
+            f"{r['mae_improvement_pct']:+.1f}%",
+            f"{r['r2_improvement_pct']:+.2f}%",
+            f"{r['val_loss_std']:.4f}",
+        ]
+        for r in metrics.to_dict("records")
+    ]
+    print_table(header, body, title="final validation metrics")
+
+
+def progress_bar() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err_console,
+        transient=True,
+    )
+
+
+@contextlib.contextmanager
+def epoch_progress(total: int, quiet: bool) -> Iterator[Callable[..., None] | None]:
+    """A progress bar over the epochs of one run (nothing with --quiet)."""
+    if quiet:
+        yield None
+        return
+    with progress_bar() as progress:
+        task = progress.add_task("epochs", total=total, status="")
+
+        def on_epoch(trainer: Any, records: list[Any]) -> None:
+            row = records[0].row if records else {}
+            status = f"val loss raw {row.get('raw_val_loss', nan):.4f}  ema {row.get('ema_val_loss', nan):.4f}"
+            progress.update(task, completed=trainer.epoch, status=status)
+
+        yield on_epoch
+
+
+@contextlib.contextmanager
+def sweep_progress(total: int, quiet: bool) -> Iterator[tuple[Any, Any]]:
+    """A progress bar over finished runs: per epoch for stacks trained here, per stack for worker processes."""
+    if quiet:
+        yield None, None
+        return
+    with progress_bar() as progress:
+        task = progress.add_task("runs", total=total, status="")
+        stopped_here, reported = [0], [0]
+
+        def on_epoch(trainer: Any, records: list[Any]) -> None:
+            stopped_here[0] += sum(1 for r in records if r.stop_reason)
+            status = f"epoch {trainer.epoch}, {sum(trainer.active)} still training"
+            progress.update(task, completed=max(stopped_here[0], reported[0]), status=status)
+
+        def on_stack_done(outcomes: list[Any]) -> None:
+            reported[0] += len(outcomes)
+            progress.update(task, completed=max(stopped_here[0], reported[0]))
+
+        yield on_epoch, on_stack_done

@@ -1,0 +1,150 @@
+"""``emabench report``: compare raw vs averaged models across seeds from finished run folders (never re-trains)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
+from emabench.errors import ConfigError, RunError
+
+if TYPE_CHECKING:
+    from emabench.report.collect import Collection
+    from emabench.report.frames import Report
+
+REPORT_FORMATS = ("table", "markdown", "csv", "json")
+VERDICT_STYLES = {  # terminal label and colour of each stats verdict
+    "better": ("better", "bold green"),
+    "worse": ("worse", "bold red"),
+    "no significant difference": ("n.s.", "yellow"),
+    "insufficient data": ("too few", "magenta"),
+}
+
+PathsArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Run or sweep folders, one or many (default: everything under --runs-dir)."),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", help="Folder for the report files (default: the one folder given, else --runs-dir)."),
+]
+ByOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--by",
+        metavar="KEY",
+        help="Group by this config key (repeatable): --by ema.beta (default: the keys that vary, and ema.beta).",
+    ),
+]
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        metavar="KEY=VALUE",
+        help="Only runs whose config has KEY=VALUE, value parsed as YAML (repeatable): --where data.noise=0.1.",
+    ),
+]
+FormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="table: a coloured table for people; markdown, csv or json: print only that to stdout, for scripts "
+        "(the files are written either way).",
+    ),
+]
+BurnInOption = Annotated[
+    int,
+    typer.Option("--burn-in", metavar="N", help="Stability: std of the validation loss after the first N epochs."),
+]
+
+
+@handles_errors
+def report(
+    paths: PathsArgument = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    out: OutOption = None,
+    by: ByOption = None,
+    where: WhereOption = None,
+    format_: FormatOption = "table",
+    burn_in: BurnInOption = 9,
+) -> None:
+    """Compare raw vs averaged models across seeds, from finished run folders (never re-trains).
+
+    Per group of runs that differ only in their seed (e.g. per beta), each
+    averaged model vs raw, paired by seed: mean ± std and 95% CI of MSE, MAE
+    and R² (final epoch and best epoch), the paired difference with its CI,
+    t-test and Wilcoxon p-values, wins and a verdict (better, worse, no
+    significant difference); the stability of the validation loss; the decay
+    actually reached; the blog's published run beside our seeds.
+
+    Writes report.md, report.html (one self-contained file), report.csv,
+    comparison.csv, per_run.csv and fig_*.png.
+    """
+    from emabench.report import files
+    from emabench.report.frames import build_report
+    from emabench.runs.sweep_folder import REPORT_CSV, REPORT_MD
+
+    if format_ not in REPORT_FORMATS:
+        raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
+    roots = paths or [runs_dir]
+    collection = _collect(roots, where or [])
+    result = build_report(collection, by or None, burn_in, sources=[str(r) for r in roots])
+    rendered = files.render_files(result)
+    written = files.write_files(rendered, out or (roots[0] if len(roots) == 1 else runs_dir))
+    if format_ == "table":
+        _print_report(result)
+        if (collection.runs["sweep_mode"] == "shadows").any():
+            console.print(
+                "Shadow mode: the ema_<beta> models are shadows of one training trajectory per seed (sweep "
+                "--shadows), not runs of their own.",
+                highlight=False,
+                markup=False,
+            )
+        console.print(f"Wrote {written[2]} and {len(written) - 1} more files in {written[0].parent}", highlight=False)
+        return
+    text = {"markdown": rendered[REPORT_MD], "csv": rendered[REPORT_CSV], "json": files.to_json(result)}[format_]
+    sys.stdout.write(str(text))
+    err_console.print(f"wrote {len(written)} files in {written[0].parent}", highlight=False)
+
+
+def _collect(roots: list[Path], where: list[str]) -> Collection:
+    """The finished runs under ``roots`` (skipped folders named on stderr); a :class:`RunError` if there are none."""
+    from emabench.report.collect import collect
+
+    collection = collect(roots, where)
+    for folder, status in collection.skipped:
+        err_console.print(f"skipped {status} run: {folder.path}", highlight=False)
+    if collection.runs.empty:
+        matching = f" matching {' '.join(f'--where {w}' for w in where)}" if where else ""
+        raise RunError(f"no finished runs under {', '.join(map(str, roots))}{matching}")
+    return collection
+
+
+def _print_report(result: Report) -> None:
+    """The report's verdict table, verdicts coloured, with its legend."""
+    from emabench.report.blocks import display_rows
+
+    header, body = display_rows(result)
+    table = Table(title="averaged vs raw, paired by seed (final epoch unless named)")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for cells in body:
+        table.add_row(*(_verdict_cell(c) for c in cells))
+    console.print(table)
+    legend = ", ".join(
+        f"[{style}]{label}[/] = {verdict}" for verdict, (label, style) in VERDICT_STYLES.items() if label != verdict
+    )
+    console.print(f"Verdicts at the {result.alpha:g} level (paired t-test and Wilcoxon must agree); {legend}.")
+    console.print("best-ep: at each model's lowest validation loss, picked on the validation set itself (optimistic).")
+
+
+def _verdict_cell(text: str) -> str:
+    if text in VERDICT_STYLES:
+        label, style = VERDICT_STYLES[text]
+        return f"[{style}]{label}[/]"
+    return escape(text)

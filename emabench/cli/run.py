@@ -1,0 +1,107 @@
+"""``emabench run``: train one run (or continue one with ``--resume``) and show its final table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from emabench.cli.common import (
+    CheckpointOption,
+    ForceOption,
+    QuietOption,
+    RunsDirOption,
+    SetOption,
+    ThreadsOption,
+    console,
+    epoch_progress,
+    exit_interrupted,
+    handles_errors,
+    print_metrics,
+    set_threads,
+    stopping_notice,
+)
+from emabench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from emabench.config import Config
+    from emabench.runs.unit import RunOutcome
+
+
+@handles_errors
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config, e.g. configs/regression.yaml (not with --resume).")
+    ] = None,
+    set_: SetOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    force: ForceOption = False,
+    quiet: QuietOption = False,
+    checkpoint_every: CheckpointOption = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_FOLDER",
+            help="Continue an interrupted run from its checkpoint.pt, with the config.yaml in its folder.",
+            file_okay=False,
+        ),
+    ] = None,
+    threads: ThreadsOption = 1,
+) -> None:
+    """Train one run and write its folder: config.yaml, history.csv, metrics.csv, loss.png, r2.png, DONE.
+
+    The run folder is `RUNS_DIR/<name>-seed<seed>-<hash>` (the hash of the resolved config); running the same
+    config again reuses it (a finished run is shown, not re-trained, unless --force; an interrupted one with a
+    checkpoint continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
+    """
+    from emabench.runs import single
+    from emabench.runs.interrupts import StopRequest
+
+    cfg = _checked_config(config, set_, force, resume)
+    stop = StopRequest(notice=stopping_notice)
+    set_threads(threads)
+    with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
+        if resume is not None:
+            outcome = single.resume(resume, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every)
+        else:
+            outcome = single.run(
+                cfg, runs_dir, force=force, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every
+            )
+    _render(outcome)
+    if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
+        raise typer.Exit(130)
+
+
+def _checked_config(config: Path | None, set_: list[str] | None, force: bool, resume: Path | None) -> Config:
+    """The config to train: CONFIG with ``--set`` overrides, or the ``--resume`` folder's own."""
+    from emabench.config import load_config
+    from emabench.runs.folder import RunFolder
+    from emabench.runs.single import load_run_config
+
+    if (config is None) == (resume is None):
+        raise ConfigError("give a CONFIG to train, or --resume RUN_FOLDER to continue a run (not both)")
+    if resume is not None and (set_ or force):
+        raise ConfigError("--resume continues a run with its own config.yaml: --set and --force do not apply")
+    return load_run_config(RunFolder(resume)) if resume is not None else load_config(config, set_ or [])
+
+
+def _render(outcome: RunOutcome) -> None:
+    """How the run ended and its final table; exit code 130 if it was interrupted."""
+    if outcome.status == "not_started":
+        exit_interrupted("stopped before the first epoch; nothing was trained")
+    if outcome.status == "interrupted":
+        exit_interrupted(
+            f"{outcome.folder.path} stopped after epoch {outcome.epochs} and saved a checkpoint; "
+            f"continue with: emabench run --resume {outcome.folder.path}"
+        )
+    if outcome.status == "skipped":
+        console.print(f"Already finished (use --force to re-train): {outcome.folder.path}")
+    else:
+        resumed = f", resumed from epoch {outcome.resumed_from}" if outcome.resumed_from else ""
+        console.print(
+            f"Run folder: [bold]{outcome.folder.path}[/]  ({outcome.status}: {outcome.stop_reason} after "
+            f"{outcome.epochs} epochs{resumed}, {outcome.wall_time_s:.1f} s)"
+        )
+    print_metrics(outcome.folder)
