@@ -2,8 +2,8 @@
 
 Three sub-benchmarks, each writing rows of one table (``bench.csv``, ``bench.md``):
 
-- ``run``: the engine vs the seed script (:mod:`emabench.bench.reference`: DataLoader, per-tensor EMA loop, sklearn
-  metrics). Per epoch: both in this process, interleaved A/B repetitions, same seed, fixed epochs, median ratio.
+- ``run``: the training loop vs the seed script (:mod:`emabench.bench.reference`: DataLoader, per-tensor EMA loop,
+  sklearn metrics). Per epoch: both in this process, interleaved A/B repetitions, same seed, fixed epochs, median ratio.
   Whole process: ``python -m emabench.bench.reference`` vs ``emabench run``, both for the same fixed epochs.
 - ``ema``: one EMA update of emabench vs torch ``AveragedModel`` (``get_ema_multi_avg_fn``), the seed's per-tensor
   loop and, when installed, ema-pytorch (``use_foreach=True``), from the seed MLP to a 25M-parameter MLP; µs and

@@ -2,7 +2,7 @@
 the seed's ``EMA`` class with its per-tensor loop, evaluation through a second ``DataLoader`` with numpy copies and
 sklearn metrics, ``torch.optim.Adam`` and ``ReduceLROnPlateau``.
 
-It is the yardstick ``emabench bench`` measures the engine against (same process, interleaved repetitions), and,
+It is the yardstick ``emabench bench`` measures the training loop against (same process, interleaved repetitions), and,
 run as ``python -m emabench.bench.reference``, the whole-process reference. It is not used for results.
 """
 
