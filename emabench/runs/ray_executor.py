@@ -47,12 +47,15 @@ import socket
 import threading
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emabench.errors import ConfigError, EmabenchError, RunError
-from emabench.runs.lock import RunLock
-from emabench.runs.plan import Unit
-from emabench.runs.unit import RunOutcome, SweepWork, stack_worker
+
+if TYPE_CHECKING:  # at run time imported where needed: Ray workers (the stop-flag actor too) unpickle this module,
+    # and importing torch and the trainer there would delay the actor and stagger the tasks' start on a small machine
+    from emabench.runs.lock import RunLock
+    from emabench.runs.plan import Unit
+    from emabench.runs.unit import RunOutcome, SweepWork
 
 CPUS_PER_TASK = 1  # the seed MLP gains nothing from more threads; --jobs counts tasks (and CPUs)
 POLL_S = 0.2  # how often the driver checks for a stop request while tasks run
@@ -206,6 +209,8 @@ def _train_unit(
     """One Ray task: the local worker's body (:func:`emabench.runs.unit.stack_worker`), stopped by the driver's
     flag."""
     import torch
+
+    from emabench.runs.unit import stack_worker
 
     torch.set_num_threads(CPUS_PER_TASK)
     return stack_worker(configs, folder, resume, checkpoint_every, plots, stop=_StopPoll(flag))
