@@ -1,0 +1,35 @@
+"""Regression (seed 001): MSE loss; MSE, MAE and R² on the validation set, batched over replicas in float64."""
+
+from __future__ import annotations
+
+import torch
+
+from emabench.tasks.base import VAL_LOSS, MetricSpec, Task
+
+
+class Regression(Task):
+    name = "regression"
+    metrics = (
+        VAL_LOSS,
+        MetricSpec("mse", higher_is_better=False, label="MSE"),
+        MetricSpec("mae", higher_is_better=False, label="MAE"),
+        MetricSpec("r2", higher_is_better=True, label="R²"),
+    )
+    plot_metric = "r2"
+
+    def outputs(self, n_classes: int | None) -> int:
+        return 1
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor, smoothing: torch.Tensor | None = None) -> torch.Tensor:
+        """``MSELoss`` per replica: ``mean((out − y)²)`` over the batch."""
+        return (out - target).square().flatten(1).mean(1)
+
+    def evaluate(self, out: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``val_loss`` is the seed's ``MSELoss`` over the validation set (it equals ``mse``: the seed averages
+        per-batch losses weighted by batch size); ``r2 = 1 − SS_res/SS_tot`` as ``sklearn.metrics.r2_score``."""
+        pred = out.double().flatten(1)
+        y = target.double().flatten()
+        err = pred - y
+        mse = err.square().mean(dim=1)
+        ss_tot = (y - y.mean()).square().sum()
+        return {"val_loss": mse, "mse": mse, "mae": err.abs().mean(dim=1), "r2": 1.0 - err.square().sum(dim=1) / ss_tot}

@@ -1,0 +1,170 @@
+"""Where the samples come from: scikit-learn's bundled sets and generators, a CSV file, MNIST-format IDX files, or
+a user function. Each returns ``(x, y)`` as numpy arrays (``x``: ``(n, *sample_shape)``); nothing is downloaded.
+
+Every reader bounds what it reads (file size, rows, dimensions) before reading it, and refuses bad input with a
+:class:`~emabench.errors.ConfigError` naming the file, column or value.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emabench.errors import ConfigError
+
+MAX_FILE_BYTES = 2 * 1024**3  # a data file above this is refused before it is read
+MAX_VALUES = 500_000_000  # samples × features: ~2 GB as float32
+IDX_UBYTE = 0x08
+
+
+def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``load_diabetes`` (442 × 10, regression) or ``load_digits`` (1797 images 8×8, 10 classes; ``x`` is
+    ``(n, 1, 8, 8)``) from scikit-learn's own files."""
+    import sklearn.datasets
+
+    if name == "diabetes":
+        x, y = sklearn.datasets.load_diabetes(return_X_y=True)
+        return x, y
+    if name == "digits":
+        x, y = sklearn.datasets.load_digits(return_X_y=True)
+        return x.reshape(-1, 1, 8, 8), y
+    raise ValueError(f"unknown scikit-learn data set {name!r}")
+
+
+def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """A CSV file with a header: ``features`` (default: every column but ``target``) as ``x``, ``target`` as ``y``.
+    Every used column must be numeric and complete."""
+    import pandas as pd
+
+    file = _checked_file(path, "data.path")
+    try:
+        frame = pd.read_csv(file, nrows=MAX_VALUES // 2 + 1)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ConfigError(f"data.path: {path}: not a readable CSV file ({_first_line(err)})") from None
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    if target not in columns:
+        raise ConfigError(f"data.target: no column {target!r} in {path} (columns: {_some(columns)})")
+    names = [c for c in columns if c != target] if features is None else list(features)
+    missing = [c for c in names if c not in columns]
+    if missing:
+        raise ConfigError(f"data.features: no column {missing[0]!r} in {path} (columns: {_some(columns)})")
+    if not names:
+        raise ConfigError(f"data.features: {path} has no feature columns besides the target {target!r}")
+    for column in [*names, target]:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            raise ConfigError(
+                f"data: column {column!r} of {path} is not numeric (e.g. {str(values.iloc[0])[:40]!r}); "
+                "encode it as numbers or leave it out with data.features"
+            )
+        if values.isna().any():
+            row = int(values.isna().to_numpy().argmax())
+            raise ConfigError(f"data: column {column!r} of {path} has a missing value (data row {row + 1})")
+    if len(frame) * len(names) > MAX_VALUES:
+        raise ConfigError(f"data.path: {path} has more than {MAX_VALUES:,} values; use a sample of it")
+    return frame[names].to_numpy(dtype=np.float64), frame[target].to_numpy()
+
+
+def read_idx(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-format IDX files (``train-images-idx3-ubyte[.gz]`` and ``...labels-idx1-ubyte[.gz]``): unsigned-byte
+    images ``(n, rows, cols)`` → ``x`` ``(n, 1, rows, cols)`` as floats 0–255, labels ``(n,)``."""
+    x = _read_idx_file(images, "data.images", dims=3)
+    y = _read_idx_file(labels, "data.labels", dims=1)
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"data.labels: {labels} has {y.shape[0]} labels for {x.shape[0]} images in {images}")
+    return x.reshape(x.shape[0], 1, *x.shape[1:]).astype(np.float64), y.astype(np.int64)
+
+
+def _read_idx_file(path: str, key: str, dims: int) -> np.ndarray:
+    file = _checked_file(path, key)
+    opener = gzip.open if file.suffix == ".gz" else open
+    try:
+        with opener(file, "rb") as handle:
+            header = handle.read(4 + 4 * dims)
+            if len(header) < 4 + 4 * dims:
+                raise ConfigError(f"{key}: {path} is too short for an IDX header")
+            zero, kind, ndim = struct.unpack(">HBB", header[:4])
+            if zero != 0 or kind != IDX_UBYTE or ndim != dims:
+                raise ConfigError(
+                    f"{key}: {path} is not an IDX file of unsigned bytes with {dims} dimension(s) "
+                    f"(magic {header[:4].hex()}, expected 000008{dims:02x})"
+                )
+            shape = struct.unpack(f">{dims}I", header[4:])
+            count = math.prod(shape)
+            if count > MAX_VALUES:
+                raise ConfigError(f"{key}: {path} declares {count:,} values (at most {MAX_VALUES:,})")
+            data = handle.read(count + 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ConfigError(f"{key}: {path}: cannot read ({_first_line(err)})") from None
+    if len(data) != count:
+        raise ConfigError(f"{key}: {path} holds {len(data)} bytes of data, its header declares {count}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def call_function(spec: str, kwargs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A user function ``"package.module:function"`` called with ``kwargs``, returning ``(x, y)`` array-likes."""
+    function = import_callable(spec, "data.function")
+    try:
+        result = function(**kwargs)
+    except Exception as err:  # the user's code: report it in one line, keep our traceback out
+        raise ConfigError(f"data.function: {spec} raised {type(err).__name__}: {_first_line(err)}") from None
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        raise ConfigError(f"data.function: {spec} must return (x, y), got {type(result).__name__}")
+    try:
+        x, y = (np.asarray(part) for part in result)
+    except Exception as err:  # ragged lists and the like
+        raise ConfigError(f"data.function: {spec} returned arrays numpy cannot read ({_first_line(err)})") from None
+    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise ConfigError(f"data.function: {spec} must return numeric arrays, got {x.dtype} and {y.dtype}")
+    if x.ndim < 2 or y.ndim not in (1, 2) or x.shape[0] != y.shape[0] or x.size > MAX_VALUES:
+        raise ConfigError(
+            f"data.function: {spec} must return x of shape (n, features...) and y of shape (n,) with "
+            f"x.size <= {MAX_VALUES:,}; got {x.shape} and {y.shape}"
+        )
+    return x.astype(np.float64), y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
+
+
+def import_callable(spec: str, key: str) -> Any:
+    """``"package.module:function"`` → the function (Hydra's ``_target_`` idea, with a colon)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"{key}: expected 'package.module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or the module's own import-time error
+        raise ConfigError(f"{key}: cannot import {module_name!r} ({type(err).__name__}: {_first_line(err)})") from None
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigError(f"{key}: {module_name!r} has no attribute {attribute!r}")
+    if not callable(target):
+        raise ConfigError(f"{key}: {spec!r} is not callable")
+    return target
+
+
+def _checked_file(path: str, key: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{key}: no such file: {path}")
+    size = file.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(f"{key}: {path} is {size / 1024**3:.1f} GiB (at most {MAX_FILE_BYTES // 1024**3} GiB)")
+    return file
+
+
+def _some(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]

@@ -1,0 +1,178 @@
+"""One optimizer step for R stacked replicas with torch's own optimizer classes and per-replica settings.
+
+A torch optimizer keeps one learning rate per parameter *tensor*; a stack needs one per *replica* (row ``r`` of every
+tensor). Every torch optimizer's state (momenta, squared averages, step counts) is independent of the learning
+rate, which only scales the final update. So the optimizer is built once with ``lr=1, weight_decay=0`` over the
+stacked tensors, and per replica ``r``:
+
+1. clip: ``g_r ← g_r · min(1, c_r / (‖g_r‖ + 1e-6))`` with ``‖g_r‖`` the 2-norm over all of replica r's gradients
+   (``torch.nn.utils.clip_grad_norm_`` on replica r alone; on the whole stack it would couple the replicas);
+2. weight decay: L2 ``g_r ← g_r + λ_r·θ_r`` (what torch does inside SGD/Adam/…), or decoupled
+   ``θ_r ← θ_r·(1 − η_r·λ_r)`` (AdamW, applied before the step as torch's AdamW does);
+3. ``θ_after = optimizer.step()`` with lr 1, then ``θ_r ← θ_prev,r + η_r·(θ_after,r − θ_prev,r)`` (one lerp).
+
+This equals R separate optimizers with learning rates ``η_r`` (``tests/test_stepper.py`` checks all seven
+optimizers with changing learning rates, to ~1e-15 in float64). When every replica shares ``η`` and ``λ`` (one run,
+or a sweep over anything else), steps 2–3 are left to the optimizer itself (``lr=η``, ``weight_decay=λ``): torch's
+own arithmetic, no extra copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from emabench.averaging.flat import flat_view
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "nadam": torch.optim.NAdam,
+    "adamax": torch.optim.Adamax,
+    "adamw": torch.optim.AdamW,
+    "radam": torch.optim.RAdam,
+}
+DECOUPLED = frozenset({"adamw"})  # weight decay applied to the weights, not added to the gradient
+_FUSED = frozenset({"sgd", "adam", "adamw"})  # torch has a fused CPU/CUDA kernel for these
+
+
+def build_optimizer(name: str, params: Sequence[torch.Tensor], options: dict[str, Any]) -> torch.optim.Optimizer:
+    """``torch.optim.<name>(params, lr=1, weight_decay=0, **options)``, fused or foreach (one kernel per group)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    speed = {"fused": True} if name in _FUSED else {"foreach": True}
+    return OPTIMIZERS[name](list(params), lr=1.0, weight_decay=0.0, **options, **speed)
+
+
+class ReplicaStepper:
+    """Steps a torch optimizer over stacked parameters ``(R, …)`` with per-replica lr, weight decay and clipping.
+
+    Args:
+        name: a key of :data:`OPTIMIZERS`.
+        params: the stacked parameters (every one with the replica dimension first; their ``.grad`` set).
+        options: the optimizer's other arguments (``betas``, ``momentum``, …), shared by the stack.
+        weight_decays: ``λ_r`` per replica.
+        clip_norms: ``c_r`` per replica, or ``None`` for no clipping (a replica with ``inf`` is not clipped).
+        stacked: ``False`` for one plain model (no replica dimension; R = 1).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        params: Sequence[torch.Tensor],
+        options: dict[str, Any],
+        *,
+        weight_decays: Sequence[float],
+        clip_norms: Sequence[float] | None = None,
+        stacked: bool = True,
+    ) -> None:
+        self.name = name
+        self.params = list(params)
+        self.optimizer = build_optimizer(name, self.params, options)
+        self.weight_decays = [float(w) for w in weight_decays]
+        self.clip_norms = None if clip_norms is None else [float(c) for c in clip_norms]
+        self.stacked = stacked
+        self._previous: torch.Tensor | None = None  # θ_prev, reused between steps
+
+    @property
+    def replicas(self) -> int:
+        return self.params[0].shape[0] if self.stacked else 1
+
+    @torch.no_grad()
+    def zero_grad(self) -> None:
+        """Clear the gradients in place (one kernel when they lie in one buffer): backward accumulates into them."""
+        flat = flat_view(self._grads())
+        if flat is not None:
+            flat[0].zero_()
+        else:
+            torch._foreach_zero_(self._grads())
+
+    @torch.no_grad()
+    def step(self, lrs: Sequence[float], scaler: torch.amp.GradScaler | None = None) -> None:
+        """One optimizer step with learning rate ``lrs[r]`` for replica r (gradients already in ``.grad``).
+
+        With a ``scaler`` (fp16), gradients are unscaled first and a step with non-finite gradients is skipped, as
+        ``GradScaler.step`` does (for the whole stack: fp16 runs are never stacked, see ``build.stack_key``).
+        """
+        lrs = [float(lr) for lr in lrs]
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        if self.clip_norms is not None:
+            self._clip()
+        shared = len(set(lrs)) == 1 and len(set(self.weight_decays)) == 1
+        group = self.optimizer.param_groups[0]
+        if shared:
+            group["lr"], group["weight_decay"] = lrs[0], self.weight_decays[0]
+            self._optimizer_step(scaler)
+            return
+        group["lr"], group["weight_decay"] = 1.0, 0.0
+        decay = torch.tensor(self.weight_decays, dtype=torch.float64, device=self.params[0].device)
+        lr = torch.tensor(lrs, dtype=torch.float64, device=self.params[0].device)
+        if self.name in DECOUPLED:
+            torch._foreach_mul_(self.params, _rows(1.0 - lr * decay, self.params))
+        elif bool((decay != 0).any()):
+            torch._foreach_add_(self._grads(), torch._foreach_mul(self.params, _rows(decay, self.params)))
+        previous = self._snapshot()
+        self._optimizer_step(scaler)
+        torch._foreach_lerp_(previous, self.params, _rows(lr, self.params))
+        torch._foreach_copy_(self.params, previous)
+
+    def _optimizer_step(self, scaler: torch.amp.GradScaler | None) -> None:
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
+
+    def _grads(self) -> list[torch.Tensor]:
+        return [p.grad for p in self.params]
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        """``θ_prev``: a copy of the parameters, in one buffer when they lie in one (one ``copy_``)."""
+        flat = flat_view(self.params)
+        if flat is None:
+            return [p.detach().clone() for p in self.params]
+        buffer, offsets = flat
+        if self._previous is None or self._previous.shape != buffer.shape:
+            self._previous = torch.empty_like(buffer)
+        self._previous.copy_(buffer)
+        return [self._previous[o : o + p.numel()].view_as(p) for o, p in zip(offsets, self.params)]
+
+    def _clip(self) -> None:
+        """Per replica, torch's ``clip_grad_norm_`` rule: scale by ``min(1, c/(‖g‖ + 1e-6))``."""
+        if not self.stacked:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norms[0])
+            return
+        grads = self._grads()
+        squares = torch.stack([g.detach().flatten(1).double().square().sum(1) for g in grads]).sum(0)
+        limits = torch.tensor(self.clip_norms, dtype=torch.float64, device=squares.device)
+        scale = (limits / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, _rows(scale, grads))
+
+    @torch.no_grad()
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the optimizer state of the replicas at ``index`` (after the parameters were cut the same way)."""
+        rows = index.tolist()
+        state = self.optimizer.state
+        for param in self.params:  # the same Parameter objects: the model swapped their .data
+            if param in state:
+                state[param] = {k: _cut(v, index) for k, v in state[param].items()}
+        self.weight_decays = [self.weight_decays[r] for r in rows]
+        if self.clip_norms is not None:
+            self.clip_norms = [self.clip_norms[r] for r in rows]
+        self._previous = None
+
+
+def _rows(values: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A per-replica vector as a view broadcasting over each tensor's rows (dtype and device of the tensor)."""
+    return [values.to(t.dtype).view(-1, *[1] * (t.dim() - 1)) for t in like]
+
+
+def _cut(value: Any, index: torch.Tensor) -> Any:
+    """Rows ``index`` of a per-replica state tensor; scalars (step counts shared by the stack) as they are."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 1:
+        return value.index_select(0, index.to(value.device))
+    return value
