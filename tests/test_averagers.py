@@ -327,7 +327,7 @@ def test_power_ema_matches_closed_form_with_update_every():
     for t in range(1, 40):
         _perturb(model, t)
         ema.update()
-        if t % every == 0:
+        if (t - 1) % every == 0:  # steps 1, k+1, 2k+1, …
             beta = (1 - (t - last) / t) ** (gamma + 1)
             online = _params64(model)
             shadow = online if shadow is None else [beta * a + (1 - beta) * o for a, o in zip(shadow, online)]
@@ -335,14 +335,15 @@ def test_power_ema_matches_closed_form_with_update_every():
             last = t
         if shadow is not None:
             _assert_close(ema, shadow)
-    assert ema.last_update_step == 39
+    assert ema.last_update_step == 37
 
 
 @pytest.mark.parametrize("every", [1, 10])
 def test_power_ema_ramp_reaches_ideal_average(every):
     # θ_t = t for t = 1..T: the ideal power-function average is (γ+1)/(γ+2)·T (REFERENCE.md). Discrete sampling
     # every k steps biases it by about k/(2T) relative; 5e-4 is 4× the error at k = 10 (measured 2.5e-4).
-    gamma, T = 6.94, 20000
+    # T = 20001: the last update (steps 1, 11, …) falls on T.
+    gamma, T = 6.94, 20001
     model = _scalar_model()
     ema = PowerEMA(model, gamma=gamma, update_every=every)
     for t in range(1, T + 1):
@@ -446,7 +447,7 @@ def test_post_hoc_snapshot_is_manual_without_snapshot_every():
     assert posthoc.snapshots() == []
     posthoc.snapshot()
     posthoc.snapshot()  # same steps again: not stored twice
-    assert [(s["step"], s["gamma"]) for s in posthoc.snapshots()] == [(6, 3.0), (6, 10.0)]
+    assert [(s["step"], s["gamma"]) for s in posthoc.snapshots()] == [(7, 3.0), (7, 10.0)]  # steps 1, 3, 5, 7
     state, _ = posthoc.synthesize(gamma=3.0)  # a stored profile comes back as stored
     for key, value in posthoc.profiles[0].averaged_model.state_dict().items():
         torch.testing.assert_close(state[key], value, atol=1e-5, rtol=0)
@@ -526,9 +527,9 @@ def test_state_dict_round_trip_continues_bit_identically(name):
         assert all(torch.equal(synthesized[k], again[k]) for k in synthesized)
 
 
-def test_ema_state_dict_keys_are_unchanged():
+def test_ema_state_dict_keys_are_the_counters_then_the_average():
     keys = list(EMA(_net(), beta=0.9).state_dict())
-    assert keys[:2] == ["step", "initted"] and all(k.startswith("averaged_model.") for k in keys[2:])
+    assert keys[:3] == ["step", "initted", "decay"] and all(k.startswith("averaged_model.") for k in keys[3:])
 
 
 @pytest.mark.parametrize("name", FACTORIES)
@@ -538,6 +539,8 @@ def test_swapped_into_restores_weights_and_training_flag_on_error(name):
     for step in range(12):
         _perturb(model, step)
         averager.update()
+    if name == "posthoc":
+        averager.synthesize(sigma_rel=0.1)
     _perturb(model, 99)
     original = copy.deepcopy(model.state_dict())
     model.train()
@@ -562,6 +565,8 @@ def test_averagers_only_observe_the_online_model(name):
         averager.update()
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
+    if name == "posthoc":
+        averager.synthesize(sigma_rel=0.1)
     assert torch.equal(averager(torch.ones(2, 3)), averager.averaged_model(torch.ones(2, 3)))
 
 

@@ -5,27 +5,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emabench.averaging.base import Averager, BufferPolicy, check_decay, check_int
-from emabench.averaging.schedules import warmup_decay
+from emabench.averaging.base import Averager, BufferPolicy, CappedDecay
+from emabench.averaging.checks import Decay, check_decay, check_int, check_number
 
 
-class EMA(Averager):
+class EMA(CappedDecay, Averager):
     """EMA of a model's weights with warm-up, exactly as seed 001's ``EMA`` class.
 
-    Call :meth:`update` after every optimizer step. With ``s`` the number of earlier ``update()`` calls:
+    Call :meth:`update` after every optimizer step (``update(step)`` with ``t`` = optimizer steps so far, or
+    ``update()`` to count calls). It averages at steps ``t = 1, k+1, 2k+1, …`` (``k = update_every``), where:
 
-    - if ``s % update_every != 0``: nothing;
-    - elif ``s <= update_after_step``: ``average ← θ`` (copy);
+    - if ``t − 1 ≤ update_after_step``: ``average ← θ`` (copy);
     - else (the first time: ``average ← θ`` first) ``average ← d·average + (1 − d)·θ`` with
-      ``e = max(s + 1 − update_after_step − 1, 0)`` and
-      ``d = 0 if e ≤ 0 else clamp(1 − (1 + e/inv_gamma)^(−power), min_value, beta)``.
+      ``e = t − update_after_step − 1`` and ``d = clamp(1 − (1 + e/inv_gamma)^(−power), min_value, beta)``
+      (``d = 0`` for ``e ≤ 0``).
+
+    With a call at every step this is the seed's rule with its call counter ``s = t − 1``.
 
     ``beta`` may be a float or a 1-D tensor of length R for a model whose tensors stack R independent replicas
     along dim 0 (each replica then gets its own ceiling ``beta[r]``).
 
-    Floating-point parameters (and buffers, with ``buffers="average"``) are averaged in one fused
-    ``torch._foreach_lerp_`` call. ``state_dict()`` holds the average and the step counter, so a resumed run continues
-    the schedule where it stopped.
+    Floating-point parameters (and buffers, with ``buffers="average"``) are averaged in one fused call, in ``dtype``
+    (see :class:`~emabench.averaging.base.Averager`). ``state_dict()`` holds the average, the step, ``initted`` and
+    the last ``decay``, so a resumed run continues the schedule where it stopped.
     """
 
     def __init__(
@@ -39,50 +41,45 @@ class EMA(Averager):
         power: float = 2 / 3,
         min_value: float = 0.0,
         buffers: BufferPolicy = "average",
+        dtype: torch.dtype | None = None,
     ) -> None:
         beta = check_decay(beta)
-        check_int("update_after_step", update_after_step, 0)
-        check_int("update_every", update_every, 1)
-        if inv_gamma <= 0:
-            raise ValueError(f"inv_gamma must be > 0, got {inv_gamma}")
-        if power <= 0:
-            raise ValueError(f"power must be > 0, got {power}")
-        if not (0 <= min_value <= float(torch.as_tensor(beta).min())):
-            raise ValueError(f"min_value must be in [0, beta], got {min_value}")
-        super().__init__(model, buffers=buffers)
+        update_after_step = check_int("update_after_step", update_after_step, 0)
+        update_every = check_int("update_every", update_every, 1)
+        inv_gamma = check_number("inv_gamma", inv_gamma, low=0.0, low_open=True)
+        power = check_number("power", power, low=0.0, low_open=True)
+        min_value = check_number("min_value", min_value, low=0.0, high=float(torch.as_tensor(beta).min()))
+        super().__init__(model, buffers=buffers, dtype=dtype)
         self.beta = beta
         self.update_after_step = update_after_step
         self.update_every = update_every
-        self.inv_gamma = float(inv_gamma)
-        self.power = float(power)
-        self.min_value = float(min_value)
-        self._decay: float | torch.Tensor = 0.0
-        self._register_counter("initted", False)  # "step" (update() calls) is registered by Averager
+        self.inv_gamma = inv_gamma
+        self.power = power
+        self.min_value = min_value
+        self._register_counter("initted", False)  # "step" is registered by Averager
+        self._register_counter("decay", 0.0)
 
-    @property
-    def decay(self) -> float | torch.Tensor:
-        """The decay ``d`` used by the last update that averaged (0 while copying); a tensor for per-replica beta."""
-        return self._decay
-
-    def _core_decay(self, step: int) -> float:
-        """``warmup_decay(e)`` with ``e = step − update_after_step − 1``; per-replica ceilings come later."""
-        ceiling = self.beta if isinstance(self.beta, float) else 1.0
-        epoch = step - self.update_after_step - 1
-        return warmup_decay(epoch, beta=ceiling, inv_gamma=self.inv_gamma, power=self.power, min_value=self.min_value)
-
-    def update(self) -> None:  # no @torch.no_grad(): each tensor path below handles autograd itself
-        step = self._step
-        self._step = step + 1
-        if step % self.update_every != 0:
-            return
-        if step <= self.update_after_step or not self._initted:
-            self.copy_from_online()  # during the delay, and once more right before the first averaging update
-            if step <= self.update_after_step:
-                return
-            self._initted = True
-        core = self._core_decay(step + 1)
-        if isinstance(self.beta, float):
-            self._decay = core
-        else:
-            self._decay = self.beta.clamp(max=core) if core > 0 else torch.zeros_like(self.beta)
-        self._lerp_to_online(1.0 - self._decay)
+    def _weight(self, last: int, step: int) -> Decay | None:
+        every = self.update_every
+        if (step - 1) // every == (last - 1) // every:
+            return None  # no averaging point 1, k+1, 2k+1, … in (last, step]
+        counts = self._counts
+        after = self.update_after_step
+        if step - 1 <= after:
+            counts.decay = 0.0
+            return 1.0  # copy during the delay
+        if not counts.initted:
+            self.copy_from_online()  # once more right before the first averaging update, as the seed does
+            counts.initted = True
+        # schedules.warmup_decay(step − after − 1, …) written out (e ≥ 1 here): inside a training loop a Python call
+        # costs about as much as the whole lerp_ (see Averager.update); tests hold the two equal.
+        decay = 1.0 - (1.0 + (step - after - 1) / self.inv_gamma) ** -self.power
+        if decay < self.min_value:
+            decay = self.min_value
+        beta = self.beta
+        if type(beta) is float:
+            decay = decay if decay < beta else beta
+            counts.decay = decay
+            return 1.0 - decay
+        counts.decay = decay  # per replica: min(beta[r], decay), see CappedDecay
+        return 1.0 - beta.clamp(max=decay)

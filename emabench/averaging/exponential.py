@@ -1,8 +1,11 @@
 """Exponential moving averages with a fixed ceiling: constant decay, TensorFlow's ramp, and bias correction.
 
-All three keep ``d`` on the average: ``average ← d·average + (1 − d)·θ``, fused in one ``torch._foreach_lerp_`` call.
-``beta`` may be a float or a 1-D tensor of length R for models stacking R replicas along dim 0. To choose ``beta`` from
-a horizon instead, use :func:`emabench.averaging.decay_for_horizon`.
+All three keep ``d`` on the average: ``average ← d·average + (1 − d)·θ``, fused in one call. ``beta`` may be a float
+or a 1-D tensor of length R for models stacking R replicas along dim 0. To choose ``beta`` from a horizon instead, use
+:func:`emabench.averaging.decay_for_horizon`.
+
+Cadence (see :mod:`emabench.averaging.base`): with ``t`` the optimizer step passed to ``update(t)`` (or the number of
+calls), each averages at ``t = 1, k+1, 2k+1, …`` for ``k = update_every``.
 """
 
 from __future__ import annotations
@@ -12,17 +15,16 @@ import copy
 import torch
 from torch import nn
 
-from emabench.averaging.base import Averager, BufferPolicy, Decay, check_decay, check_int, per_tensor
-from emabench.averaging.schedules import tf_decay
+from emabench.averaging.base import Averager, BufferPolicy, CappedDecay, _like, per_tensor
+from emabench.averaging.checks import Decay, check_decay, check_int
 
 
-class ConstantEMA(Averager):
+class ConstantEMA(CappedDecay, Averager):
     """EMA with a constant decay (torch ``swa_utils.get_ema_multi_avg_fn``, ema-pytorch without warm-up).
 
-    With ``s`` the number of earlier ``update()`` calls:
+    At each averaging step ``t`` (``1, k+1, 2k+1, …``):
 
-    - if ``s % update_every != 0``: nothing;
-    - elif ``s ≤ update_after_step``: ``average ← θ`` (copy; so the first update, after the delay, copies);
+    - if ``t − 1 ≤ update_after_step``: ``average ← θ`` (copy; so the first update, after the delay, copies);
     - else ``average ← β·average + (1 − β)·θ``.
 
     With ``update_after_step=0`` this is ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(β))``:
@@ -37,39 +39,37 @@ class ConstantEMA(Averager):
         update_every: int = 1,
         update_after_step: int = 0,
         buffers: BufferPolicy = "average",
+        dtype: torch.dtype | None = None,
     ) -> None:
         beta = check_decay(beta)
-        check_int("update_every", update_every, 1)
-        check_int("update_after_step", update_after_step, 0)
-        super().__init__(model, buffers=buffers)
+        update_every = check_int("update_every", update_every, 1)
+        update_after_step = check_int("update_after_step", update_after_step, 0)
+        super().__init__(model, buffers=buffers, dtype=dtype)
         self.beta = beta
         self.update_every = update_every
         self.update_after_step = update_after_step
-        self._decay: Decay = 0.0
+        self._register_counter("decay", 0.0)
 
-    @property
-    def decay(self) -> Decay:
-        """The decay used by the last update: 0 while copying, then ``beta``."""
-        return self._decay
-
-    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
-        step = self._step
-        self._step += 1
-        if step % self.update_every != 0:
-            return
-        if step <= self.update_after_step:
-            self._decay = 0.0
-            self.copy_from_online()
-            return
-        self._decay = self.beta
-        self._lerp_to_online(1.0 - self.beta)
+    def _weight(self, last: int, step: int) -> Decay | None:
+        every = self.update_every
+        if (step - 1) // every == (last - 1) // every:
+            return None
+        if step - 1 <= self.update_after_step:
+            self._counts.decay = 0.0
+            return 1.0  # copy
+        beta = self.beta
+        if type(beta) is float:
+            self._counts.decay = beta
+            return 1.0 - beta
+        self._counts.decay = 1.0  # per replica: min(beta[r], 1) = beta[r], see CappedDecay
+        return 1.0 - beta
 
 
-class TFEMA(Averager):
+class TFEMA(CappedDecay, Averager):
     """TensorFlow ``ExponentialMovingAverage(decay, num_updates)``, torch-ema ``use_num_updates``, Paddle (seed 003).
 
     The shadow starts as a copy of the model at construction (TF initialises each shadow variable to the variable's
-    value). Every ``update_every``-th call (calls 1, k+1, 2k+1, …) increments ``n`` and averages with
+    value). Every averaging step (``t = 1, k+1, 2k+1, …``) increments ``n`` and averages with
 
         ``d = min(β, (1 + n)/(10 + n))``,  ``average ← d·average + (1 − d)·θ``.
 
@@ -87,51 +87,52 @@ class TFEMA(Averager):
         update_every: int = 1,
         count_from: int = 1,
         buffers: BufferPolicy = "average",
+        dtype: torch.dtype | None = None,
     ) -> None:
         beta = check_decay(beta)
-        check_int("update_every", update_every, 1)
-        if count_from not in (0, 1):
+        update_every = check_int("update_every", update_every, 1)
+        if isinstance(count_from, bool) or count_from not in (0, 1):
             raise ValueError(f"count_from must be 0 or 1, got {count_from!r}")
-        super().__init__(model, buffers=buffers)
+        super().__init__(model, buffers=buffers, dtype=dtype)
         self.beta = beta
         self.update_every = update_every
-        self.count_from = count_from
-        self._decay: Decay = 0.0
+        self.count_from = int(count_from)
         self._register_counter("n_averaged", 0)
-
-    @property
-    def decay(self) -> Decay:
-        """The decay ``d`` used by the last update (0 before any)."""
-        return self._decay
+        self._register_counter("decay", 0.0)
 
     @property
     def n_averaged(self) -> int:
         """How many averaging updates have been made."""
-        return self._n_averaged
+        return self._counts.n_averaged
 
-    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
-        step = self._step
-        self._step += 1
-        if step % self.update_every != 0:
-            return
-        n = self._n_averaged + self.count_from
-        self._n_averaged += 1
-        if isinstance(self.beta, float):
-            self._decay = tf_decay(n, beta=self.beta)
-        else:
-            self._decay = self.beta.clamp(max=tf_decay(n, beta=1.0))
-        self._lerp_to_online(1.0 - self._decay)
+    def _weight(self, last: int, step: int) -> Decay | None:
+        every = self.update_every
+        if (step - 1) // every == (last - 1) // every:
+            return None
+        counts = self._counts
+        n = counts.n_averaged + self.count_from
+        counts.n_averaged += 1
+        decay = (1.0 + n) / (10.0 + n)  # schedules.tf_decay written out, as in EMA
+        beta = self.beta
+        if type(beta) is float:
+            decay = decay if decay < beta else beta
+            counts.decay = decay
+            return 1.0 - decay
+        counts.decay = decay
+        return 1.0 - beta.clamp(max=decay)
 
 
 class BiasCorrectedEMA(Averager):
     """Zero-initialised EMA divided by its total weight: TF ``zero_debias``, Adam's bias correction (seeds 001/002).
 
-    At the ``t``-th averaging update (every ``update_every``-th call: calls 1, k+1, 2k+1, …)
+    At the ``t``-th averaging update (at steps ``1, k+1, 2k+1, …``)
 
         ``m_t = β·m_{t−1} + (1 − β)·θ_t`` with ``m_0 = 0``,  ``average = m_t / (1 − β^t)``.
 
-    The raw accumulator ``m`` is kept in ``accumulator`` (saved in ``state_dict``). The average equals a lerp with
-    the effective decay ``d_t = (β − β^t)/(1 − β^t)`` (exposed as :attr:`decay`): ``d_1 = 0`` (the first update
+    The raw accumulator ``m`` is kept in ``accumulator`` (saved in ``state_dict``), in the average's dtype: in
+    bfloat16 ``m`` stalls far below ``θ`` and the division then amplifies the error (a constant 2.0 averages to
+    ~0.5), which is why the default keeps at least float32. The average equals a lerp with the effective decay
+    ``d_t = (β − β^t)/(1 − β^t)`` (exposed as :attr:`decay`, a function of ``t``): ``d_1 = 0`` (the first update
     copies) and ``d_t → β``.
     """
 
@@ -142,40 +143,41 @@ class BiasCorrectedEMA(Averager):
         beta: float | torch.Tensor,
         update_every: int = 1,
         buffers: BufferPolicy = "average",
+        dtype: torch.dtype | None = None,
     ) -> None:
         beta = check_decay(beta)
-        check_int("update_every", update_every, 1)
-        super().__init__(model, buffers=buffers)
+        update_every = check_int("update_every", update_every, 1)
+        super().__init__(model, buffers=buffers, dtype=dtype)
         self.beta = beta
         self.update_every = update_every
-        self._decay: Decay = 0.0
         self._register_counter("n_averaged", 0)
         self.accumulator = copy.deepcopy(self.averaged_model)
         torch._foreach_zero_(self._averaged_tensors(self.accumulator))
 
     @property
     def decay(self) -> Decay:
-        """The effective decay ``(β − β^t)/(1 − β^t)`` kept on the corrected average at the last update."""
-        return self._decay
+        """The effective decay ``(β − β^t)/(1 − β^t)`` kept on the corrected average at the last update (0 before)."""
+        t = self._counts.n_averaged
+        if t == 0:
+            return torch.zeros_like(self.beta) if isinstance(self.beta, torch.Tensor) else 0.0
+        return (self.beta - self.beta**t) / (1.0 - self.beta**t)
 
     @property
     def n_averaged(self) -> int:
         """``t``: how many averaging updates have been made."""
-        return self._n_averaged
+        return self._counts.n_averaged
 
     @torch.no_grad()
-    def update(self) -> None:
-        step = self._step
-        self._step += 1
-        if step % self.update_every != 0:
-            return
-        self._n_averaged += 1
-        t = self._n_averaged
+    def _weight(self, last: int, step: int) -> None:
+        every = self.update_every
+        if (step - 1) // every == (last - 1) // every:
+            return None
+        self._counts.n_averaged += 1
+        t = self._counts.n_averaged
         accumulator = self._averaged_tensors(self.accumulator)
         averaged, online = self.tensor_pairs()
-        if averaged:
-            torch._foreach_lerp_(accumulator, online, per_tensor(1.0 - self.beta, accumulator))
-            torch._foreach_copy_(averaged, accumulator)
-            torch._foreach_div_(averaged, per_tensor(1.0 - self.beta**t, averaged))
+        torch._foreach_lerp_(accumulator, _like(online, accumulator), per_tensor(1.0 - self.beta, accumulator))
+        torch._foreach_copy_(averaged, accumulator)
+        torch._foreach_div_(averaged, per_tensor(1.0 - self.beta**t, averaged))
         self._copy_buffers()
-        self._decay = (self.beta - self.beta**t) / (1.0 - self.beta**t)
+        return None  # done here: the corrected average is not a lerp of the previous one

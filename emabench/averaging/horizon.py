@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from emabench.averaging.base import check_int
+from emabench.averaging.checks import check_int
 
 HorizonUnit = Literal["steps", "samples", "epochs"]
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from emabench.averaging.base import Averager, BufferPolicy, check_int
-from emabench.averaging.power import PowerEMA, sigma_rel_to_gamma
+from emabench.averaging.base import Averager, BufferPolicy
+from emabench.averaging.checks import check_int, check_number
+from emabench.averaging.power import GAMMA_MAX, PowerEMA, sigma_rel_to_gamma
 
 DEFAULT_SIGMA_RELS = (0.05, 0.28)  # ema-pytorch's default pair: a short and a long profile
 
@@ -68,13 +69,16 @@ def solve_weights(
 class PostHocEMA(Averager):
     """Tracks ≥ 2 power-function EMA profiles, snapshots them, and synthesizes any other profile afterwards.
 
-    Each ``update()`` advances every profile (a :class:`PowerEMA`, with ``update_every``); every ``snapshot_every``
-    calls (a multiple of ``update_every``; ``None``: only when :meth:`snapshot` is called) each profile's averaged
-    weights are copied to CPU memory with the step ``t`` they describe. Nothing is written to disk: the snapshots
-    are in :meth:`snapshots` and in ``state_dict()`` (``_extra_state``), for the caller to save.
+    Each ``update(t)`` advances every profile (a :class:`PowerEMA`, averaging at steps ``1, k+1, 2k+1, …`` for
+    ``k = update_every``); at steps that are multiples of ``snapshot_every`` (``None``: only when :meth:`snapshot`
+    is called) each profile's averaged weights are copied to CPU memory with the step ``t_i`` of the profile's last
+    update, which is what the solve uses. Nothing is written to disk: the snapshots are in :meth:`snapshots` and in
+    ``state_dict()`` (``_extra_state``), for the caller to save.
 
     :meth:`synthesize` solves EDM2's least-squares system over the snapshots up to a step, writes the synthesized
-    weights into ``averaged_model`` (so ``swapped_into`` evaluates them) and returns them with the fit error.
+    weights into ``averaged_model`` (so ``swapped_into`` evaluates them) and returns them with the fit error. Until
+    the first synthesis there is no average to evaluate: ``averaged_model``, ``ema_model``, calling the averager and
+    ``swapped_into`` raise ``RuntimeError`` instead of serving the weights the model had at construction.
 
     Give ``sigma_rels`` (each in (0, 0.3003]) or ``gammas`` (each > −0.5), default ``sigma_rels=(0.05, 0.28)``.
     """
@@ -88,30 +92,43 @@ class PostHocEMA(Averager):
         snapshot_every: int | None,
         update_every: int = 1,
         buffers: BufferPolicy = "average",
+        dtype: torch.dtype | None = None,
     ) -> None:
         gammas = _profile_gammas(sigma_rels, gammas)
-        check_int("update_every", update_every, 1)
+        update_every = check_int("update_every", update_every, 1)
         if snapshot_every is not None and check_int("snapshot_every", snapshot_every, 1) % update_every != 0:
             raise ValueError(f"snapshot_every must be a multiple of update_every={update_every}, got {snapshot_every}")
-        super().__init__(model, buffers=buffers)
-        self.snapshot_every = snapshot_every
+        super().__init__(model, buffers=buffers, dtype=dtype)
+        self.snapshot_every = None if snapshot_every is None else int(snapshot_every)
         self.update_every = update_every
         self.profiles = nn.ModuleList(
-            PowerEMA(model, gamma=g, update_every=update_every, buffers=buffers) for g in gammas
+            PowerEMA(model, gamma=g, update_every=update_every, buffers=buffers, dtype=dtype) for g in gammas
         )
         self._snapshots: list[Snapshot] = []
         self.fit_error: float | None = None  # of the last synthesis
+        self._register_counter("synthesized", False)
+
+    @property
+    def averaged_model(self) -> nn.Module:
+        """The last synthesized average (``RuntimeError`` before any :meth:`synthesize`)."""
+        if not self._counts.synthesized:
+            raise RuntimeError(
+                "PostHocEMA holds no average until synthesize(sigma_rel=...) is called; "
+                "its snapshots are in snapshots(), its running profiles in profiles"
+            )
+        return self._modules["averaged_model"]
 
     @property
     def gammas(self) -> list[float]:
         return [profile.gamma for profile in self.profiles]
 
-    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
-        self._step += 1
+    def _weight(self, last: int, step: int) -> None:
         for profile in self.profiles:
-            profile.update()
-        if self.snapshot_every is not None and self._step % self.snapshot_every == 0:
+            profile.update(step)
+        every = self.snapshot_every
+        if every is not None and step // every != last // every:
             self.snapshot()
+        return None  # the profiles hold the averages; this one's own copy is only written by synthesize()
 
     def snapshot(self) -> None:
         """Store a CPU copy of every profile's average with its last update step (skipped if already stored)."""
@@ -170,14 +187,16 @@ class PostHocEMA(Averager):
             torch._foreach_add_(sums, [snap["state"][k] for k in names], alpha=weight)
         result = {k: v.clone() for k, v in latest["state"].items()}
         result.update({k: s.to(latest["state"][k].dtype) for k, s in zip(names, sums)})
-        self.averaged_model.load_state_dict(result)
+        self._modules["averaged_model"].load_state_dict(result)
+        self._counts.synthesized = True
         self.fit_error = error
         return result, error
 
     def _averaged_names(self, state: dict[str, torch.Tensor]) -> list[str]:
-        named = list(self.averaged_model.named_parameters())
+        averaged = self._modules["averaged_model"]
+        named = list(averaged.named_parameters())
         if self.buffer_policy == "average":
-            named += list(self.averaged_model.named_buffers())
+            named += list(averaged.named_buffers())
         return [name for name, t in named if t.is_floating_point() and name in state]
 
 
@@ -186,11 +205,9 @@ def _profile_gammas(sigma_rels: Sequence[float] | None, gammas: Sequence[float] 
         raise ValueError(f"give sigma_rels or gammas, not both, got sigma_rels={sigma_rels}, gammas={gammas}")
     if gammas is None:
         gammas = [sigma_rel_to_gamma(float(s)) for s in (DEFAULT_SIGMA_RELS if sigma_rels is None else sigma_rels)]
-    gammas = [float(g) for g in gammas]
+    gammas = [check_number("gammas", g, low=-0.5, high=GAMMA_MAX, low_open=True) for g in gammas]
     if len(gammas) < 2:
         raise ValueError(f"post-hoc EMA needs at least two profiles, got {len(gammas)}: {gammas}")
     if len(set(gammas)) != len(gammas):
         raise ValueError(f"the profiles' gammas must differ, got {gammas}")
-    if min(gammas) <= -0.5:
-        raise ValueError(f"gammas must be > -0.5 for post-hoc synthesis, got {gammas}")
     return gammas

@@ -38,6 +38,6 @@ def half_life(decay: float) -> float:
 
 def decay_from_half_life(half_life_updates: float) -> float:
     """Inverse of :func:`half_life`: ``d = 0.5^(1/h)``."""
-    if half_life_updates <= 0:
-        raise ValueError(f"half-life must be > 0 updates, got {half_life_updates}")
+    if not (math.isfinite(half_life_updates) and half_life_updates > 0):
+        raise ValueError(f"half-life must be a finite number > 0 of updates, got {half_life_updates}")
     return 0.5 ** (1.0 / half_life_updates)

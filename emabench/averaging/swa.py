@@ -9,20 +9,22 @@ from typing import Literal
 import torch
 from torch import nn
 
-from emabench.averaging.base import Averager, BufferPolicy, check_int
+from emabench.averaging.base import Averager, BufferPolicy
+from emabench.averaging.checks import check_int, check_number
 
 
 class SWA(Averager):
     """Equal-weight average of snapshots (Izmailov et al. 2018; Polyak–Ruppert averaging with ``every=1``).
 
-    With ``t`` the number of ``update()`` calls so far (this one included), a snapshot is taken when
-    ``t ≥ start_step`` and ``(t − start_step) % every == 0``:
+    With ``t`` the optimizer step (passed to ``update(t)``, or the number of calls), a snapshot is taken at the
+    steps with ``t ≥ start_step`` and ``(t − start_step) % every == 0``:
 
         ``W ← W + (θ − W)/(n + 1)``,  ``n ← n + 1``
 
     so the first snapshot copies (``n = 0``) and ``W`` is the mean of the ``n`` snapshots, exactly as torch
     ``AveragedModel(model, multi_avg_fn=get_swa_multi_avg_fn())`` (θ = 1, 2, 3 → 2.0). Before the first snapshot
-    ``averaged_model`` keeps the weights the model had at construction, as torch's does.
+    ``averaged_model`` keeps the weights the model had at construction, as torch's does. The mean is kept in
+    ``dtype`` (at least float32 by default: in bfloat16 ``(θ − W)/(n + 1)`` rounds away after ~50 snapshots).
 
     Examples: Polyak averaging from step T0 is ``SWA(model, start_step=T0)``; SWA over the last epochs with one
     snapshot per epoch is ``SWA(model, start_step=swa_start_epoch * steps_per_epoch, every=steps_per_epoch)``.
@@ -32,11 +34,17 @@ class SWA(Averager):
     """
 
     def __init__(
-        self, model: nn.Module, *, start_step: int = 0, every: int = 1, buffers: BufferPolicy = "copy"
+        self,
+        model: nn.Module,
+        *,
+        start_step: int = 0,
+        every: int = 1,
+        buffers: BufferPolicy = "copy",
+        dtype: torch.dtype | None = None,
     ) -> None:
-        check_int("start_step", start_step, 0)
-        check_int("every", every, 1)
-        super().__init__(model, buffers=buffers)
+        start_step = check_int("start_step", start_step, 0)
+        every = check_int("every", every, 1)
+        super().__init__(model, buffers=buffers, dtype=dtype)
         self.start_step = start_step
         self.every = every
         self._register_counter("n_averaged", 0)
@@ -44,20 +52,24 @@ class SWA(Averager):
     @property
     def n_averaged(self) -> int:
         """How many snapshots the average holds."""
-        return self._n_averaged
+        return self._counts.n_averaged
 
     @property
     def decay(self) -> float:
         """The weight ``n/(n + 1)`` kept on the average by the last snapshot (0 before and at the first)."""
-        return (self._n_averaged - 1) / self._n_averaged if self._n_averaged else 0.0
+        n = self._counts.n_averaged
+        return (n - 1) / n if n else 0.0
 
-    def update(self) -> None:  # autograd: handled by the tensor paths (base.py)
-        self._step += 1
-        t = self._step
-        if t < self.start_step or (t - self.start_step) % self.every != 0:
-            return
-        self._lerp_to_online(1.0 / (self._n_averaged + 1))  # weight 1 at n = 0: the first snapshot copies
-        self._n_averaged += 1
+    def _snapshots_until(self, step: int) -> int:
+        """How many snapshot steps ``start_step + j·every`` are ``≤ step``."""
+        return 0 if step < self.start_step else (step - self.start_step) // self.every + 1
+
+    def _weight(self, last: int, step: int) -> float | None:
+        if self._snapshots_until(step) == self._snapshots_until(last):
+            return None
+        n = self._counts.n_averaged
+        self._counts.n_averaged = n + 1
+        return 1.0 / (n + 1)  # 1.0 at n = 0: the first snapshot copies
 
 
 AnnealStrategy = Literal["cos", "linear"]
@@ -76,8 +88,8 @@ def swa_annealed_lr(
     check_int("anneal_epochs", anneal_epochs, 0)
     if strategy not in ("cos", "linear"):
         raise ValueError(f"strategy must be 'cos' or 'linear', got {strategy!r}")
-    if swa_lr < 0 or initial_lr < 0:
-        raise ValueError(f"learning rates must be >= 0, got initial_lr={initial_lr}, swa_lr={swa_lr}")
+    initial_lr = check_number("initial_lr", initial_lr, low=0.0)
+    swa_lr = check_number("swa_lr", swa_lr, low=0.0)
     x = 1.0 if anneal_epochs == 0 else min(1.0, epoch / anneal_epochs)
     alpha = (1.0 - math.cos(math.pi * x)) / 2.0 if strategy == "cos" else x
     return swa_lr * alpha + initial_lr * (1.0 - alpha)
