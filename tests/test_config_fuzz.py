@@ -55,7 +55,7 @@ def leaf_paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]
 SEED_PATHS = leaf_paths(SEED)
 AVERAGER_SPECS = [
     {"kind": "ema", "beta": 0.99, "update_after_step": 10, "inv_gamma": 1.0, "power": 0.75},
-    {"kind": "swa", "start_epoch": 3, "swa_lr": 1e-3},
+    {"kind": "swa", "start_epoch": 3},
     {"kind": "posthoc", "sigma_rels": [0.05, 0.2], "snapshot_every": 10, "targets": [0.1]},
     {"kind": "power_ema", "sigma_rel": 0.1},
     {"kind": "tf_ema", "half_life": {"value": 2, "unit": "epochs"}},

@@ -12,11 +12,12 @@ from torch import nn
 
 from emabench.averaging import EMA
 from emabench.config import Config, with_overrides
+from emabench.stack.layers import StackedLinear
 from emabench.tasks.data import make_dataset
-from emabench.tasks.metrics import regression_metrics
+from emabench.tasks.registry import get_task
 from emabench.train.control import PlateauScheduler
 from emabench.train.loop import Trainer
-from emabench.train.optim import StackedAdam
+from emabench.train.stepper import ReplicaStepper
 
 
 def seed_loop(cfg: Config) -> list[dict[str, float]]:
@@ -167,7 +168,8 @@ def test_same_seed_same_history(tiny_config):
 
 def test_init_is_xavier_normal_with_zero_bias(seed_config):
     trainer = Trainer([seed_config], make_dataset(seed_config.data))
-    for (fan_in, fan_out), (weight, bias) in zip(trainer.model.sizes, trainer.model.layers()):
+    for layer in [m for m in trainer.model.modules() if isinstance(m, StackedLinear)]:
+        fan_in, fan_out, weight, bias = layer.in_features, layer.out_features, layer.weight, layer.bias
         assert torch.count_nonzero(bias) == 0
         if fan_in * fan_out >= 1000:
             assert weight.std().item() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.1)
@@ -186,7 +188,7 @@ def test_metrics_match_sklearn():
     g = torch.Generator().manual_seed(0)
     target = torch.randn(50, 1, generator=g)
     pred = target + 0.3 * torch.randn(3, 50, 1, generator=g)
-    ours = regression_metrics(pred, target)
+    ours = get_task("regression").evaluate(pred, target)
     for r in range(3):
         y, p = target.numpy(), pred[r].numpy()
         assert ours["mse"][r].item() == pytest.approx(mean_squared_error(y, p), abs=1e-6)
@@ -199,20 +201,20 @@ def test_stacked_adam_equals_torch_adam(fused):
     torch.manual_seed(0)
     params = [torch.randn(3, 7, requires_grad=True), torch.randn(3, 2, 2, requires_grad=True)]
     lrs, wds = [1e-2, 3e-3, 1e-2], [1e-5, 0.0, 1e-5]  # replicas 0 and 2 share a group
-    ours = StackedAdam(params, lr=lrs, weight_decay=wds, betas=(0.9, 0.999), eps=1e-8)
+    ours = ReplicaStepper("adam", params, {"betas": (0.9, 0.999), "eps": 1e-8}, weight_decays=wds)
     twins = [[p[r].detach().clone().requires_grad_(True) for p in params] for r in range(3)]
     theirs = [torch.optim.Adam(t, lr=lr, weight_decay=wd, fused=fused) for t, lr, wd in zip(twins, lrs, wds)]
     for step in range(25):
         grads = [torch.sin(torch.arange(p.numel(), dtype=torch.float32).view_as(p) * (step + 1)) for p in params]
         for p, g in zip(params, grads):
             p.grad = g.clone()
-        ours.step()
+        ours.step(lrs)
         for r, (t, opt) in enumerate(zip(twins, theirs)):
             for tensor, g in zip(t, grads):
                 tensor.grad = g[r].clone()
             opt.step()
         if step == 10:
-            ours.set_lrs([1e-3, 1e-3, 1e-3])  # the plateau scheduler changes lrs between epochs
+            lrs = [1e-3, 1e-3, 1e-3]  # the plateau scheduler changes lrs between epochs
             for opt in theirs:
                 opt.param_groups[0]["lr"] = 1e-3
     for r in range(3):

@@ -66,7 +66,7 @@ def histories(root: Path) -> dict[str, str]:
 # --- resume equality ------------------------------------------------------------------------------------------------
 
 EVERY_AVERAGER = {
-    "swa": {"kind": "swa", "start_epoch": 3, "swa_lr": 5e-4, "anneal_epochs": 2},
+    "swa": {"kind": "swa", "start_epoch": 3},
     "posthoc": {"kind": "posthoc", "sigma_rels": [0.05, 0.2], "snapshot_every": 7, "targets": [0.1]},
     "tf": {"kind": "tf_ema", "beta": 0.9},
     "bias_corrected": {"kind": "bias_corrected_ema", "beta": 0.95},
@@ -89,7 +89,13 @@ def final_tensors(store: dict[str, dict[str, torch.Tensor]], key: str):
 
 def test_resume_is_bit_identical_with_every_averager(tiny_config: Config, tmp_path: Path):
     cfg = with_overrides(
-        tiny_config, {"train.max_epochs": 8, "train.early_stopping.patience": None, "averagers": EVERY_AVERAGER}
+        tiny_config,
+        {
+            "train.max_epochs": 8,
+            "train.early_stopping.patience": None,
+            "averagers": EVERY_AVERAGER,
+            "train.swa_lr": {"start_epoch": 3, "swa_lr": 5e-4, "anneal_epochs": 2},  # SWALR from the swa's start
+        },
     )
     store: dict[str, dict[str, torch.Tensor]] = {}
     straight = single.run(cfg, tmp_path / "straight", on_epoch=final_tensors(store, "straight"))

@@ -79,9 +79,8 @@ def test_shadow_beta_equals_the_run_at_that_beta_when_raw_drives_training(tiny_c
 
 def test_swa_lr_schedule_takes_over_from_its_start_epoch(tiny_config):
     raw = with_overrides(tiny_config, {"train.max_epochs": 7, "train.early_stopping.patience": None}).to_dict()
-    raw["averagers"] = {
-        "swa": {"kind": "swa", "start_epoch": 3, "swa_lr": 1e-4, "anneal_epochs": 2, "anneal_strategy": "linear"}
-    }
+    raw["averagers"] = {"swa": {"kind": "swa", "start_epoch": 3}}
+    raw["train"]["swa_lr"] = {"start_epoch": 3, "swa_lr": 1e-4, "anneal_epochs": 2, "anneal_strategy": "linear"}
     (history,) = engine_history([validate_config(raw)])
     lrs = [row["lr"] for row in history]  # lrs[i]: the lr used during epoch i + 1
     for index in range(3, 7):  # after epoch 3 (start_epoch) the SWA schedule sets the next epochs' lr
@@ -92,7 +91,7 @@ def test_swa_lr_schedule_takes_over_from_its_start_epoch(tiny_config):
 
 BAD = {
     "unknown kind": ({"x": {"kind": "lookahead", "beta": 0.9}}, "averagers.x"),
-    "beta out of range": ({"x": {"kind": "tf_ema", "beta": 1.0}}, "averagers.x.tf_ema.beta"),
+    "beta out of range": ({"x": {"kind": "tf_ema", "beta": 1.0}}, "averagers.x.beta"),
     "beta and half-life": (
         {"x": {"kind": "tf_ema", "beta": 0.9, "half_life": {"value": 3, "unit": "epochs"}}},
         "exactly one of beta or half_life",
@@ -101,7 +100,7 @@ BAD = {
     "sigma_rel too large": ({"x": {"kind": "power_ema", "sigma_rel": 0.5}}, "sigma_rel"),
     "one profile": (
         {"x": {"kind": "posthoc", "sigma_rels": [0.1], "snapshot_every": 10, "targets": [0.1]}},
-        "averagers.x.posthoc.sigma_rels",
+        "averagers.x.sigma_rels",
     ),
     "swa after max epochs": ({"x": {"kind": "swa", "start_epoch": 500}}, "averagers.x.start_epoch"),
     "reserved name": ({"raw": {"kind": "tf_ema", "beta": 0.9}}, "averager name 'raw'"),

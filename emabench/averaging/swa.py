@@ -102,10 +102,12 @@ def update_bn(batches: Iterable, model: nn.Module | Averager, device: torch.devi
     torch ``swa_utils.update_bn``: every BatchNorm layer's statistics are reset and re-estimated as the cumulative
     mean (``momentum=None``) over one pass of ``batches`` (each a tensor, or a list/tuple whose first item is the
     input), in train mode and without gradients. The layers' momenta and the model's ``training`` flag are restored
-    afterwards, also if a batch raises. A model without BatchNorm is left untouched.
+    afterwards, also if a batch raises. A model without BatchNorm is left untouched. Besides torch's BatchNorm
+    layers, any layer with ``running_mean``, ``momentum`` and ``reset_running_stats()`` counts (e.g. a stacked
+    BatchNorm keeping statistics per replica) and must treat ``momentum=None`` as a cumulative average.
     """
     target = model.averaged_model if isinstance(model, Averager) else model
-    momenta = {m: m.momentum for m in target.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    momenta = {m: m.momentum for m in target.modules() if _is_batchnorm(m)}
     if not momenta:
         return
     was_training = target.training
@@ -121,3 +123,9 @@ def update_bn(batches: Iterable, model: nn.Module | Averager, device: torch.devi
         for module, momentum in momenta.items():
             module.momentum = momentum
         target.train(was_training)
+
+
+def _is_batchnorm(module: nn.Module) -> bool:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return True
+    return all(hasattr(module, a) for a in ("running_mean", "momentum", "reset_running_stats"))

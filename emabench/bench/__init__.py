@@ -94,7 +94,7 @@ def bench_run(repeats: int = 5, epochs: int = 10, process_epochs: int = 100) -> 
         load_config(_seed_config()),
         {"device": "cpu", "train.max_epochs": 10_000, "train.early_stopping.patience": None},
     )
-    ours, theirs = Trainer([config], make_dataset(config.data)), SeedStudy(seed=config.seed)
+    ours, theirs = Trainer([config], make_dataset(config.data, config.task)), SeedStudy(seed=config.seed)
     ours.run_epoch(), theirs.epoch()  # warm-up: allocations, lazy initialisation
 
     def timed(step: Callable[[], object]) -> Callable[[], float]:
@@ -240,7 +240,7 @@ def _ema_share_of_step(repeats: int) -> Row:
     from emabench.train.loop import Trainer
 
     config = with_overrides(load_config(_seed_config()), {"device": "cpu"})
-    trainer = Trainer([config], make_dataset(config.data))
+    trainer = Trainer([config], make_dataset(config.data, config.task))
     trainer.run_epoch()
     trainer.run_epoch()  # past update_after_step: every update averages
     ema = trainer.averagers["ema"]
@@ -282,7 +282,7 @@ def _many_averagers_vs_one(repeats: int) -> Row:
     from emabench.train.loop import Trainer
 
     config = with_overrides(load_config(_seed_config().with_name("averagers.yaml")), {"device": "cpu"})
-    trainer = Trainer([config], make_dataset(config.data))
+    trainer = Trainer([config], make_dataset(config.data, config.task))
     for _ in range(3):
         trainer.run_epoch()  # past every warm-up and copy phase
     every, seed_only = list(trainer.averagers.values()), [trainer.averagers["ema"]]

@@ -5,53 +5,66 @@ one-line errors (:mod:`.validate`) and reading a file (:mod:`.load`). The public
 """
 
 from emabench.config.averager_specs import (
+    AdaptiveEMASpec,
     AveragerSpec,
     BiasCorrectedEMASpec,
+    BufferPolicy,
     ConstantEMASpec,
     HalfLife,
     PostHocSpec,
     PowerEMASpec,
+    ScheduledEMASpec,
     SWASpec,
     TFEMASpec,
     WarmupEMASpec,
 )
+from emabench.config.data_specs import DATA_SOURCES, DataSpec
 from emabench.config.load import load_config
+from emabench.config.model_specs import MODEL_NAMES, ModelSpec
 from emabench.config.overrides import apply_overrides, parse_override, with_overrides
-from emabench.config.schema import (
-    NAME_PATTERN,
-    RESERVED_MODEL_NAMES,
-    Config,
-    DataConfig,
+from emabench.config.schema import NAME_PATTERN, RESERVED_MODEL_NAMES, Config, EMAConfig
+from emabench.config.train_specs import (
+    OPTIMIZER_ARGUMENTS,
     EarlyStoppingConfig,
-    EMAConfig,
-    ModelConfig,
+    LRScheduleConfig,
     Monitor,
     OptimizerConfig,
     SchedulerConfig,
+    SWALRConfig,
+    TeacherConfig,
     TrainConfig,
 )
 from emabench.config.validate import format_validation_error, validate_config
 from emabench.config.yaml_io import dump_yaml, parse_yaml
 
 __all__ = [
+    "AdaptiveEMASpec",
+    "DATA_SOURCES",
+    "MODEL_NAMES",
     "NAME_PATTERN",
+    "OPTIMIZER_ARGUMENTS",
     "RESERVED_MODEL_NAMES",
     "AveragerSpec",
     "BiasCorrectedEMASpec",
+    "BufferPolicy",
     "Config",
     "ConstantEMASpec",
-    "DataConfig",
+    "DataSpec",
     "EarlyStoppingConfig",
     "EMAConfig",
     "HalfLife",
-    "ModelConfig",
+    "LRScheduleConfig",
+    "ModelSpec",
     "Monitor",
     "OptimizerConfig",
     "PostHocSpec",
     "PowerEMASpec",
+    "SWALRConfig",
+    "ScheduledEMASpec",
     "SWASpec",
     "SchedulerConfig",
     "TFEMASpec",
+    "TeacherConfig",
     "TrainConfig",
     "WarmupEMASpec",
     "apply_overrides",

@@ -12,6 +12,15 @@ from pydantic import Field, field_validator, model_validator
 
 from emabench.config.base import _Section
 
+BufferPolicy = Literal["average", "copy", "recalibrate"]
+# average: float buffers (BatchNorm running statistics) averaged like the weights (the seed's choice); copy: taken
+# from the live model at each update; recalibrate: re-estimated over the training data before each evaluation of
+# the averaged model (torch's update_bn), the right statistics for the averaged weights.
+
+
+class _AveragerSection(_Section):
+    buffers: BufferPolicy = "average"
+
 
 class HalfLife(_Section):
     """A decay horizon instead of a bare beta: the weight of a step halves after ``value`` steps/samples/epochs."""
@@ -20,7 +29,7 @@ class HalfLife(_Section):
     unit: Literal["steps", "samples", "epochs"]
 
 
-class _DecaySpec(_Section):
+class _DecaySpec(_AveragerSection):
     beta: float | None = Field(default=None, ge=0, lt=1)
     half_life: HalfLife | None = None
     update_every: int = Field(default=1, ge=1)
@@ -61,17 +70,60 @@ class BiasCorrectedEMASpec(_DecaySpec):
     kind: Literal["bias_corrected_ema"]
 
 
-class SWASpec(_Section):
+class ScheduledEMASpec(_AveragerSection):
+    """Seed 000's "small β early, larger later": the decay follows ``schedule``, a list of ``[start, decay]`` pairs
+    (the first starting at 0) in ``unit`` steps or epochs, piecewise ``constant`` or ``linear`` in between; the first
+    update copies. The decay actually used is recorded every epoch (``<name>_decay``)."""
+
+    kind: Literal["scheduled_ema"]
+    schedule: list[list[float]] = Field(min_length=1, max_length=1000)
+    unit: Literal["steps", "epochs"] = "epochs"
+    interpolation: Literal["constant", "linear"] = "constant"
+    update_every: int = Field(default=1, ge=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _pairs(cls, schedule: list[list[float]]) -> list[list[float]]:
+        if any(len(entry) != 2 for entry in schedule):
+            raise ValueError(f"every schedule entry is a [start, decay] pair, got {schedule}")
+        starts = [entry[0] for entry in schedule]
+        if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+            raise ValueError(f"schedule starts must begin at 0 and increase, got {starts}")
+        if not all(0 <= entry[1] < 1 for entry in schedule):
+            raise ValueError(f"schedule decays must be in [0, 1), got {[entry[1] for entry in schedule]}")
+        return schedule
+
+
+class AdaptiveEMASpec(_AveragerSection):
+    """Seed 000's adaptive β (:class:`emabench.averaging.AdaptiveEMA`): the decay climbs one rung of ``ladder``
+    after an epoch in which this average's validation loss improves on its best by more than ``threshold``
+    (relative), and descends one when the raw model's validation loss is below this average's by that margin."""
+
+    kind: Literal["adaptive_ema"]
+    ladder: list[float] = Field(default=[0.9, 0.99, 0.999, 0.9999], min_length=2, max_length=64)
+    start: int = Field(default=0, ge=0)
+    threshold: float = Field(default=0.0, ge=0, lt=1)
+    update_every: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _valid_ladder(self) -> AdaptiveEMASpec:
+        if not all(0 <= d < 1 for d in self.ladder) or any(b <= a for a, b in zip(self.ladder, self.ladder[1:])):
+            raise ValueError(f"ladder must be increasing decays in [0, 1), got {self.ladder}")
+        if self.start >= len(self.ladder):
+            raise ValueError(f"start must index the ladder (0 to {len(self.ladder) - 1}), got {self.start}")
+        return self
+
+
+class SWASpec(_AveragerSection):
     """Equal average of snapshots from the end of epoch ``start_epoch`` on, every ``every_steps`` optimizer steps
-    (``null``: once per epoch). With ``swa_lr`` the learning rate anneals to it over ``anneal_epochs`` (torch's
-    SWALR) from that epoch on, replacing the plateau scheduler — which changes the raw trajectory too."""
+    (``null``: once per epoch). Its learning-rate schedule (torch's SWALR) is ``train.swa_lr``, not part of the
+    averager: an averager only observes. Buffers default to ``copy`` (torch's ``AveragedModel`` leaves them to
+    ``update_bn``; ``recalibrate`` does that before each evaluation)."""
 
     kind: Literal["swa"]
     start_epoch: int = Field(ge=0)
     every_steps: int | None = Field(default=None, ge=1)
-    swa_lr: float | None = Field(default=None, gt=0)
-    anneal_epochs: int = Field(default=10, ge=0)
-    anneal_strategy: Literal["cos", "linear"] = "cos"
+    buffers: BufferPolicy = "copy"
 
 
 def _check_sigma_rel(value: float | None) -> float | None:
@@ -82,7 +134,7 @@ def _check_sigma_rel(value: float | None) -> float | None:
     return value
 
 
-class PowerEMASpec(_Section):
+class PowerEMASpec(_AveragerSection):
     """EDM2's power-function EMA ``β(t) = (1 − Δt/t)^(γ+1)``, by ``sigma_rel`` or ``gamma``."""
 
     kind: Literal["power_ema"]
@@ -102,7 +154,7 @@ class PowerEMASpec(_Section):
         return self
 
 
-class PostHocSpec(_Section):
+class PostHocSpec(_AveragerSection):
     """Post-hoc EMA (EDM2 Algorithm 3): track ≥ 2 power-EMA profiles, snapshot them every ``snapshot_every``
     steps, and synthesize each ``sigma_rel`` in ``targets`` after training (reported with its fit error)."""
 
@@ -121,6 +173,14 @@ class PostHocSpec(_Section):
 
 
 AveragerSpec = Annotated[
-    WarmupEMASpec | ConstantEMASpec | TFEMASpec | BiasCorrectedEMASpec | SWASpec | PowerEMASpec | PostHocSpec,
+    WarmupEMASpec
+    | ConstantEMASpec
+    | TFEMASpec
+    | BiasCorrectedEMASpec
+    | ScheduledEMASpec
+    | AdaptiveEMASpec
+    | SWASpec
+    | PowerEMASpec
+    | PostHocSpec,
     Field(discriminator="kind"),
 ]

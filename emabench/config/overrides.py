@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from emabench.config.fields import field_names, field_type, is_mapping, sections
 from emabench.config.schema import Config
 from emabench.config.validate import validate_config
 from emabench.config.yaml_io import parse_yaml
@@ -25,17 +26,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _check_key_path(path: list[str], text: str) -> None:
-    model: type[BaseModel] | None = Config
+    models: list[type[BaseModel]] = [Config]
     for depth, part in enumerate(path):
-        fields = model.model_fields if model is not None else {}
-        if part not in fields:
+        names = field_names(models)
+        if part not in names:
             where = ".".join(path[:depth]) or "the top level"
-            allowed = ", ".join(fields) or "nothing (not a section)"
+            allowed = ", ".join(names) or "nothing (not a section)"
             raise ConfigError(f"--set {text!r}: unknown key {part!r} in {where} (allowed: {allowed})")
-        annotation = fields[part].annotation
-        if getattr(annotation, "__origin__", None) is dict:
+        annotation = field_type(models, part)
+        if is_mapping(annotation):
             return  # a mapping of named entries (averagers): the validation of the whole config checks the rest
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        models = sections(annotation)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The experiment configuration: :class:`Config` and its sections, a typed schema.
 
-Every knob of the seed study is a field here; nothing that changes the experiment hides in code. Config keys equal
-field names, unknown keys are refused by name (see :mod:`emabench.config.validate` for the one-line errors).
+Every knob of an experiment is a field here; nothing that changes the experiment hides in code. Config keys equal
+field names, unknown keys are refused by name (see :mod:`emabench.config.validate` for the one-line errors). The
+sections live beside this module: ``data:`` in :mod:`.data_specs`, ``model:`` in :mod:`.model_specs`, ``train:`` in
+:mod:`.train_specs`, ``averagers:`` in :mod:`.averager_specs`.
 """
 
 from __future__ import annotations
@@ -11,101 +13,26 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from emabench.config.averager_specs import AveragerSpec, PostHocSpec, SWASpec
+from emabench.config.averager_specs import AveragerSpec, BufferPolicy, PostHocSpec, SWASpec
 from emabench.config.base import _Section
+from emabench.config.data_specs import CLASSIFICATION_ONLY, REGRESSION_ONLY, DataSpec
+from emabench.config.model_specs import ModelSpec
+from emabench.config.train_specs import TrainConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
-class DataConfig(_Section):
-    """sklearn ``make_regression`` data, scaled and split as seed 001 does."""
-
-    n_samples: int = Field(ge=10, le=10_000_000)  # upper bounds: what fits a machine, not a modelling choice
-    n_features: int = Field(ge=1, le=100_000)
-    n_informative: int | None = Field(default=None, ge=1)  # None: make_regression's default (10)
-    noise: float = Field(ge=0)
-    random_state: int = Field(ge=0)  # the data set is fixed across run seeds, as in the seed script
-    scale_x: bool  # StandardScaler on X, fit on all samples before the split (the seed's choice)
-    scale_y: bool
-    test_size: float = Field(gt=0, lt=1)
-    split_random_state: int = Field(ge=0)
-
-
-class ModelConfig(_Section):
-    """MLP: Linear → ReLU → Dropout per hidden layer, then Linear to one output."""
-
-    hidden_sizes: list[int] = Field(min_length=1, max_length=32)
-    dropout: float = Field(ge=0, lt=1)
-    init: Literal["xavier_normal", "xavier_uniform"]  # weights; biases start at zero
-
-    @field_validator("hidden_sizes")
-    @classmethod
-    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
-        if any(not 1 <= size <= 65536 for size in sizes):
-            raise ValueError(f"every hidden size must be in [1, 65536], got {sizes}")
-        return sizes
-
-
-class OptimizerConfig(_Section):
-    """Adam with L2 weight decay added to the gradient (``torch.optim.Adam`` semantics)."""
-
-    name: Literal["adam"]
-    lr: float = Field(gt=0)
-    betas: list[float] = Field(min_length=2, max_length=2)
-    eps: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, betas: list[float]) -> list[float]:
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"both betas must be in [0, 1), got {betas}")
-        return betas
-
-
-Monitor = str  # "raw", "ema" or the name of an averager evaluated every epoch (checked by Config)
-
-
-class SchedulerConfig(_Section):
-    """``ReduceLROnPlateau`` stepped once per epoch on the monitored model's validation loss."""
-
-    name: Literal["reduce_on_plateau", "none"]
-    monitor: Monitor
-    factor: float = Field(gt=0, lt=1)
-    patience: int = Field(ge=0)
-    threshold: float = Field(ge=0)
-    threshold_mode: Literal["rel", "abs"]
-    cooldown: int = Field(ge=0)
-    min_lr: float = Field(ge=0)
-
-
-class EarlyStoppingConfig(_Section):
-    """Stop after ``patience`` epochs without a new best monitored validation loss (``None``: never stop)."""
-
-    monitor: Monitor
-    patience: int | None = Field(ge=1)
-
-
-class TrainConfig(_Section):
-    batch_size: int = Field(ge=1)
-    max_epochs: int = Field(ge=1)
-    # A run whose training loss or monitored validation loss is not finite, or above this, is stopped and marked
-    # diverged (``null``: only non-finite). Targets are standardized, so an untrained model scores ~1.
-    diverged_above: float | None = Field(gt=0)
-    optimizer: OptimizerConfig
-    scheduler: SchedulerConfig
-    early_stopping: EarlyStoppingConfig
+RESERVED_MODEL_NAMES = ("raw", "ema")
 
 
 class EMAConfig(_Section):
     """The seed's EMA with warm-up: ``d = clamp(1 - (1 + e/inv_gamma)^-power, min_value, beta)``."""
 
-    beta: float = Field(ge=0, lt=1)
+    beta: float = Field(ge=0, lt=1)  # may differ between the runs of one stack
     update_after_step: int = Field(ge=0)
     update_every: int = Field(ge=1)
     inv_gamma: float = Field(gt=0)
     power: float = Field(gt=0)
     min_value: float = Field(ge=0, lt=1)
+    buffers: BufferPolicy = "average"  # float buffers (BatchNorm statistics): average, copy or recalibrate
 
     @model_validator(mode="after")
     def _min_below_beta(self) -> EMAConfig:
@@ -114,18 +41,26 @@ class EMAConfig(_Section):
         return self
 
 
-RESERVED_MODEL_NAMES = ("raw", "ema")
-
-
 class Config(_Section):
     name: str = Field(pattern=NAME_PATTERN)
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"]
-    data: DataConfig
-    model: ModelConfig
+    task: Literal["regression", "classification"] = "regression"
+    data: DataSpec
+    model: ModelSpec
     train: TrainConfig
     ema: EMAConfig
     averagers: dict[str, AveragerSpec] = Field(default_factory=dict)  # more averagers observing the same run, by name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_defaults(cls, raw: Any) -> Any:
+        """Configs written before tasks existed name no data source or model: they are seed 001's."""
+        if isinstance(raw, dict):
+            for section, key, value in (("data", "source", "make_regression"), ("model", "name", "mlp")):
+                if isinstance(raw.get(section), dict) and key not in raw[section]:
+                    raw = {**raw, section: {key: value, **raw[section]}}
+        return raw
 
     @field_validator("averagers")
     @classmethod
@@ -139,19 +74,21 @@ class Config(_Section):
         return averagers
 
     @model_validator(mode="after")
-    def _monitors_and_epochs(self) -> Config:
+    def _consistent(self) -> Config:
+        self._check_task()
         per_epoch = self.model_names(per_epoch_only=True)
-        for key, monitor in (
+        monitors = [
             ("train.scheduler.monitor", self.train.scheduler.monitor),
             ("train.early_stopping.monitor", self.train.early_stopping.monitor),
-        ):
-            if monitor not in per_epoch:
+        ]
+        if self.train.teacher is not None:
+            monitors.append(("train.teacher.averager", self.train.teacher.averager))
+        for key, monitor in monitors:
+            allowed = [m for m in per_epoch if not (key == "train.teacher.averager" and m == "raw")]
+            if monitor not in allowed:
                 raise ValueError(
-                    f"{key}: {monitor!r} is not a model evaluated every epoch (allowed: {', '.join(per_epoch)})"
+                    f"{key}: {monitor!r} is not a model evaluated every epoch (allowed: {', '.join(allowed)})"
                 )
-        with_lr = [n for n, s in self.averagers.items() if isinstance(s, SWASpec) and s.swa_lr is not None]
-        if len(with_lr) > 1:
-            raise ValueError(f"averagers: only one SWA may set swa_lr (the run has one learning rate), got {with_lr}")
         for name, spec in self.averagers.items():
             if isinstance(spec, SWASpec) and spec.start_epoch >= self.train.max_epochs:
                 raise ValueError(
@@ -159,6 +96,23 @@ class Config(_Section):
                     f"({self.train.max_epochs}), so SWA would never average"
                 )
         return self
+
+    def _check_task(self) -> None:
+        source = self.data.source
+        if self.task == "classification" and source in REGRESSION_ONLY:
+            raise ValueError(
+                f"task: 'classification' needs class labels, and data.source {source!r} has a continuous target"
+            )
+        if self.task == "regression" and source in CLASSIFICATION_ONLY:
+            raise ValueError(
+                f"task: 'regression' needs a continuous target, and data.source {source!r} gives class labels"
+            )
+        if self.task == "classification" and self.data.scale_y:
+            raise ValueError("data.scale_y: class labels are not scaled (allowed: false for classification)")
+        if self.task == "regression" and self.data.stratify:
+            raise ValueError("data.stratify: a regression target has no classes (allowed: null or false)")
+        if self.task == "regression" and self.train.label_smoothing > 0:
+            raise ValueError("train.label_smoothing: only for classification (allowed: 0.0 for regression)")
 
     def model_names(self, per_epoch_only: bool = False) -> list[str]:
         """``raw``, ``ema`` and the extra averagers (post-hoc ones only exist after training)."""

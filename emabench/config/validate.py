@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from emabench.config.fields import clean_location, field_names
 from emabench.config.schema import Config
 from emabench.errors import ConfigError
 
@@ -29,13 +30,14 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def _describe(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"]).encode("unicode_escape").decode("ascii")  # one line, always
+    loc, _ = clean_location(Config, error["loc"])
+    key = ".".join(str(part) for part in loc).encode("unicode_escape").decode("ascii")  # one line, always
     kind = error["type"]
     if not key:  # a whole-config check: its message names the keys involved
         return error["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        parent = _model_at(error["loc"][:-1])
-        allowed = f" (allowed: {', '.join(parent.model_fields)})" if parent is not None else ""
+        _, parents = clean_location(Config, loc[:-1])
+        allowed = f" (allowed: {', '.join(field_names(parents))})" if parents else ""
         return f"{key}: unknown key{allowed}"
     if kind == "missing":
         return f"{key}: missing required key"
@@ -43,14 +45,3 @@ def _describe(error: Any) -> str:
     if kind == "value_error":  # our validators already quote the offending value
         return f"{key}: {message}"
     return f"{key}: {message} (got {error.get('input')!r})"
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Config
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model

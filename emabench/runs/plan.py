@@ -15,7 +15,7 @@ from typing import Any, Literal
 from emabench.config import Config, validate_config, with_overrides
 from emabench.errors import ConfigError
 from emabench.runs.folder import RunFolder
-from emabench.train.loop import stack_key
+from emabench.train.build import stack_key
 
 Engine = Literal["auto", "vectorized", "process", "ray"]
 ENGINES: tuple[Engine, ...] = ("auto", "vectorized", "process", "ray")

@@ -13,7 +13,7 @@ from emabench.config import Config
 from emabench.errors import RunError
 from emabench.runs.folder import RunFolder
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, train_stack
-from emabench.train.loop import resolve_device
+from emabench.train.build import resolve_device
 
 
 def run(

@@ -21,7 +21,7 @@ from emabench.runs.plan import Engine, Unit, expand_grid, plan_units
 from emabench.runs.pool import run_in_pool
 from emabench.runs.sweep_folder import sweep_dir, write_sweep_spec
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, SweepWork
-from emabench.train.loop import resolve_device
+from emabench.train.build import resolve_device
 
 StackCallback = Callable[[list[RunOutcome]], None]
 

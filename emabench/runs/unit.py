@@ -178,7 +178,7 @@ def train_stack(
 def _start(configs: Sequence[Config], folders: Sequence[RunFolder], resume: bool, plots: bool) -> _Stack:
     """A stack fresh (folders started: cleared, configs written) or from each folder's checkpoint (its history cut
     back to the checkpoint's epoch), with the histories and wall time so far."""
-    dataset = make_dataset(configs[0].data)
+    dataset = make_dataset(configs[0].data, configs[0].task)
     if not resume:
         trainer = Trainer(configs, dataset)  # validates the device before anything is written
         for folder, config in zip(folders, configs):

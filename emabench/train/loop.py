@@ -1,64 +1,42 @@
-"""The training loop of seed 001, for one run or R stacked runs at once. No disk I/O: it returns history rows.
+"""The training loop, for one run or R stacked runs at once. No disk I/O: it returns history rows.
 
 Per epoch, for every replica r (its own ``torch.Generator`` seeded with its config's ``seed``):
-1. draw a fresh permutation of the training set and the epoch's dropout masks from generator r;
-2. for each batch of ``batch_size`` consecutive samples of that order (the last partial batch kept): forward with
-   dropout, MSE loss, backward, Adam step, then ``update()`` of every averager — the seed's ``train_one_epoch``;
-3. evaluate the raw model and every averaged model on the whole validation set without dropout;
-4. step ReduceLROnPlateau (or the SWA schedule) and early stopping on the monitored model's validation loss.
+1. draw a fresh permutation of the training set and the epoch's dropout masks from generator r (:mod:`.batches`);
+2. for each batch of ``batch_size`` consecutive samples of that order (the last partial batch kept): forward,
+   the task's loss (plus ``λ·MSE(student, teacher)`` with an EMA teacher), backward by autograd (over
+   ``grad_accumulation`` micro-batches), one optimizer step (:mod:`.stepper`: per-replica lr, weight decay,
+   clipping), then ``update(step)`` of every averager — the seed's ``train_one_epoch``;
+3. evaluate the raw model and every averaged model on the whole validation set, in eval mode;
+4. step ReduceLROnPlateau and early stopping on the monitored model's validation loss (:mod:`.control`).
 
-Replicas share the data and the architecture and differ in anything else that is per replica (seed, lr, weight
-decay, dropout, the seed EMA's beta, scheduler and early-stopping settings, max epochs). A replica that stops keeps
-its history up to its stop epoch, exactly as if it had run alone, and is then dropped from the stack.
+Replicas share the data and the architecture and differ in anything listed in
+:data:`emabench.train.build.PER_REPLICA`. The stacked loss is the *sum* of the per-replica mean losses, so each
+replica's gradient is its own run's. A replica that stops keeps its history up to its stop epoch, exactly as if it
+had run alone, and is then dropped from the stack.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from emabench.averaging import Averager, PostHocEMA, swa_annealed_lr
-from emabench.averaging.schedules import half_life
-from emabench.config import Config, PostHocSpec, SWASpec
+from emabench.averaging import half_life, swa_annealed_lr
+from emabench.config import Config
 from emabench.errors import ConfigError
-from emabench.stack import rows as replica_rows
-from emabench.stack.mlp import StackedMLP
 from emabench.tasks.data import Dataset
-from emabench.tasks.metrics import regression_metrics
-from emabench.train.averagers import build_all, decay_of, has_average, is_per_epoch, update_all
+from emabench.tasks.registry import get_task
+from emabench.train import averagers as averaging
+from emabench.train import build, checkpoint
+from emabench.train.batches import draw_epoch, micro_batches
 from emabench.train.control import EarlyStopping, PlateauScheduler
-from emabench.train.optim import StackedAdam
 
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` → CUDA when available (as the seed script), else CPU; ``cuda`` without CUDA is an error."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was requested but CUDA is not available here (allowed: auto, cpu)")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def stack_key(cfg: Config) -> tuple[Any, ...]:
-    """What replicas must share to train as one stacked model; everything else may differ per replica."""
-    opt = cfg.train.optimizer
-    return (
-        cfg.device,
-        cfg.data.model_dump_json(),
-        tuple(cfg.model.hidden_sizes),
-        cfg.model.init,
-        cfg.train.batch_size,
-        opt.name,
-        tuple(opt.betas),
-        opt.eps,
-        cfg.train.scheduler.name,
-        cfg.ema.model_dump_json(exclude={"beta"}),
-        repr(cfg.averagers),
-    )
+EVAL_CHUNK = 4096  # validation samples per forward pass (bounds memory for big stacks and data sets)
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -78,35 +56,47 @@ class Trainer:
     def __init__(self, configs: Sequence[Config], dataset: Dataset) -> None:
         if not configs:
             raise ValueError("Trainer needs at least one config")
-        if len({stack_key(c) for c in configs}) != 1:
-            raise ConfigError("these configs cannot share one stacked model (they differ in data or architecture)")
+        if len({build.stack_key(c) for c in configs}) != 1:
+            raise ConfigError(
+                "these configs cannot share one stacked model (they differ in more than per-run settings)"
+            )
+        first = configs[0]
         self.configs = list(configs)  # per stack position; ``ids`` maps positions to the original replica numbers
         self.replicas = len(configs)
         self.ids = list(range(self.replicas))
-        first = configs[0]
-        self.device = resolve_device(first.device)
+        self.active = [True] * self.replicas  # by original replica number
+        self.task = get_task(first.task, smoothing_kind=first.train.label_smoothing_kind)
+        self.device = build.resolve_device(first.device)
         self.data = dataset.to(self.device)
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
-        self.model = StackedMLP(dataset.n_features, first.model.hidden_sizes, self.replicas)
-        self.model.reset_parameters(self.generators, first.model.init)
-        self.model.to(self.device)
-        self.model.pack()  # .to() moves each tensor on its own; one buffer again
-        opt = first.train.optimizer
-        self.optimizer = StackedAdam(
-            list(self.model.parameters()),
-            lr=[c.train.optimizer.lr for c in configs],
-            weight_decay=[c.train.optimizer.weight_decay for c in configs],
-            betas=(opt.betas[0], opt.betas[1]),
-            eps=opt.eps,
-        )
-        self.averagers = build_all(self.model, configs, n_train=dataset.x_train.shape[0])
-        self.schedulers = [_plateau(c) for c in configs]
+        outputs = self.task.outputs(dataset.n_classes)
+        self.model = build.build_model(configs, dataset.sample_shape, outputs, self.generators).to(self.device)
+        self.model.pack()  # after .to(): one buffer for the parameters, one for their gradients
+        self.stepper = build.build_stepper(configs, self.model)
+        self.averagers = averaging.build_all(self.model, configs, n_train=dataset.n_train)
+        self.recalibrated = averaging.recalibrated(first)
+        self.schedule, self.schedule_unit = build.lr_schedule(first, dataset.n_train)
+        self.plateaus = [_plateau(c) for c in configs]
         self.stoppers = [EarlyStopping(c.train.early_stopping.patience) for c in configs]
         self.swa_lr_start: list[float | None] = [None] * self.replicas  # lr when the SWA schedule took over
         self.epoch = 0
-        self.active = [True] * self.replicas  # by original replica number
-        self._buffers: tuple[torch.Tensor, list[torch.Tensor]] | None = None
-        self._keep = torch.tensor([1.0 - c.model.dropout for c in configs]).view(-1, 1, 1)
+        self.step = 0  # optimizer steps taken
+        self._last_lrs = [c.train.optimizer.lr for c in configs]  # the lrs of the last optimizer step
+        self.scaler = torch.amp.GradScaler(self.device.type) if first.train.precision == "fp16" else None
+        self._refresh_per_replica()
+
+    # --- per-replica settings as tensors (rebuilt when the stack shrinks) --------------------------------------------
+    def _refresh_per_replica(self) -> None:
+        def vector(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=self.device)
+
+        self._keep = torch.tensor([1.0 - c.model.dropout for c in self.configs])
+        smoothing = [c.train.label_smoothing for c in self.configs]
+        self._smoothing = vector(smoothing) if any(smoothing) else None
+        teacher = self.configs[0].train.teacher
+        self._teacher = (
+            None if teacher is None else (teacher.averager, vector([c.train.teacher.weight for c in self.configs]))
+        )
 
     @property
     def done(self) -> bool:
@@ -114,71 +104,121 @@ class Trainer:
 
     @property
     def step_count(self) -> int:
-        return self.optimizer.step_count
+        return self.step
+
+    # --- learning rates -------------------------------------------------------------------------------------------
+    def lrs(self) -> list[float]:
+        """Each replica's learning rate for the next optimizer step: ``plateau_r.lr · schedule(t)``, or, after the
+        SWA start epoch, torch SWALR's annealing from the lr in use at the end of that epoch to ``swa_lr``."""
+        swa = self.configs[0].train.swa_lr
+        if swa is None or self.epoch <= swa.start_epoch:
+            t = self.epoch - 1 if self.schedule_unit == "epoch" else self.step
+            factor = self.schedule.factor(t)
+            return [plateau.lr * factor for plateau in self.plateaus]
+        out = []
+        for position, last in enumerate(self._last_lrs):
+            start = self.swa_lr_start[position]
+            if start is None:
+                start = self.swa_lr_start[position] = last
+            out.append(
+                swa_annealed_lr(
+                    self.epoch - swa.start_epoch,
+                    initial_lr=start,
+                    swa_lr=swa.swa_lr,
+                    anneal_epochs=swa.anneal_epochs,
+                    strategy=swa.anneal_strategy,
+                )
+            )
+        return out
 
     # --- one epoch ------------------------------------------------------------------------------------------------
-    def _epoch_batches(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """The epoch's shuffled inputs ``(R, n, in)``, targets ``(R, n, 1)`` and dropout masks ``(R, n, h)``.
-
-        Per replica, in this order from its generator: ``randperm(n)``, then ``rand(n, h)`` per hidden layer (the
-        mask is ``(u < 1−p)/(1−p)``: a fresh Bernoulli(1−p)/(1−p) mask per sample, as ``nn.Dropout(p)``). Buffers
-        are reused across epochs.
-        """
-        n = self.data.x_train.shape[0]
-        if self._buffers is None:
-            hidden = self.configs[0].model.hidden_sizes
-            positions = len(self.configs)
-            self._buffers = (
-                torch.empty(positions, n, dtype=torch.long),
-                [torch.empty(positions, n, h) for h in hidden],
-            )
-        perm, masks = self._buffers
-        for r, generator in enumerate(self.generators):
-            torch.randperm(n, generator=generator, out=perm[r])
-            for mask in masks:
-                mask[r].uniform_(generator=generator)
-        on_device = [(m < self._keep).to(m.dtype).div_(self._keep).to(self.device, non_blocking=True) for m in masks]
-        index = perm.to(self.device, non_blocking=True).view(-1)
-        xs = self.data.x_train.index_select(0, index).view(len(self.configs), n, -1)
-        ys = self.data.y_train.index_select(0, index).view(len(self.configs), n, -1)
-        return xs, ys, on_device
-
-    def _train_one_epoch(self) -> torch.Tensor:
-        xs, ys, masks = self._epoch_batches()
-        n, batch_size = xs.shape[1], self.configs[0].train.batch_size
+    def _train_one_epoch(self) -> tuple[torch.Tensor, float]:
+        """Train every replica for one epoch; its mean training loss ``(R,)`` and the lr of its last step."""
+        train = self.configs[0].train
+        mask_shapes = [d.sample_shape for d in self.model.dropouts()]
+        order = draw_epoch(self.generators, self.data.x_train, self.data.y_train, mask_shapes, self._keep)
         loss_sum = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
-        averagers = list(self.averagers.values())
-        batches = zip(
-            xs.split(batch_size, dim=1), ys.split(batch_size, dim=1), *(m.split(batch_size, 1) for m in masks)
-        )
-        for x, y, *batch_masks in batches:
-            losses = self.model.loss_and_grad(x, y, batch_masks)
-            self.optimizer.step()
-            update_all(averagers)
-            loss_sum.add_(losses, alpha=x.shape[1])  # no .item(): one sync per epoch, not per step
-        return loss_sum / n
+        self.model.train()
+        lrs: list[float] = []
+        for x, y, masks in order.batches(train.batch_size):
+            losses = self._backward(x, y, masks, train.grad_accumulation)
+            lrs = self._last_lrs = self.lrs()
+            self.stepper.step(lrs, scaler=self.scaler)
+            self.step += 1
+            for averager in self.averagers.values():
+                averager.update(self.step)
+            loss_sum.add_(losses.detach(), alpha=x.shape[1])  # no .item(): one host sync per epoch, not per step
+        for dropout in self.model.dropouts():
+            dropout.mask = None
+        return loss_sum / self.data.n_train, lrs
 
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], parts: int) -> torch.Tensor:
+        """Gradients of the batch's mean loss into ``.grad`` (accumulated over micro-batches); per-replica loss."""
+        self.stepper.zero_grad()
+        size = x.shape[1]
+        total = torch.zeros(len(self.configs), device=self.device)
+        for start, end in micro_batches(size, parts):
+            for dropout, mask in zip(self.model.dropouts(), masks):
+                dropout.mask = mask[:, start:end]
+            with self._autocast():
+                out = self.model(x[:, start:end])
+                loss = self.task.loss(out, y[:, start:end], self._smoothing)
+                if self._teacher is not None:
+                    loss = loss + self._teacher_term(out, x[:, start:end])
+            weight = (end - start) / size
+            scaled = loss.sum() * weight
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            total += loss.detach().float() * weight
+        return total
+
+    def _teacher_term(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``λ_r · mean((student − teacher)²)`` with the teacher averager's model in eval mode, no gradient."""
+        name, weight = self._teacher
+        with torch.no_grad():
+            teacher = self.averagers[name].averaged_model(x)
+        return weight * (out.float() - teacher.float()).square().flatten(1).mean(1)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        precision = self.configs[0].train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+
+    # --- evaluation -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, torch.Tensor]]:
         """Validation metrics ``{model: {metric: (R,)}}`` for the raw and every per-epoch averaged model."""
-        x, y = self.data.x_val, self.data.y_val
-        results = {"raw": regression_metrics(self.model(x), y)}
+        results = {"raw": self._metrics(self.model)}
         for name, averager in self.averagers.items():
-            if not is_per_epoch(averager):
+            if not averaging.is_per_epoch(averager):
                 continue
-            if has_average(averager):
-                results[name] = regression_metrics(averager.averaged_model(x), y)
-            else:
+            if not averaging.has_average(averager):  # SWA before its first snapshot
                 results[name] = {k: torch.full_like(v, math.nan) for k, v in results["raw"].items()}
+                continue
+            if name in self.recalibrated:
+                averaging.recalibrate(averager, self._training_batches())
+            results[name] = self._metrics(averager.averaged_model)
+        self.model.train()
         return results
+
+    def _metrics(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        was_training = model.training
+        model.eval()
+        with self._autocast():
+            out = torch.cat([model(chunk).float() for chunk in self.data.x_val.split(EVAL_CHUNK)], dim=1)
+        model.train(was_training)
+        return self.task.evaluate(out, self.data.y_val)
+
+    def _training_batches(self) -> Iterator[torch.Tensor]:
+        """The training inputs in their stored order, in batches (BatchNorm re-estimation for ``recalibrate``)."""
+        yield from self.data.x_train.split(self.configs[0].train.batch_size)
 
     def run_epoch(self) -> list[EpochRecord]:
         """Train and evaluate one epoch; return a record for every replica that was active in it."""
         if self.done:
             return []
         self.epoch += 1
-        lrs = list(self.optimizer.lrs)
-        train_loss = self._train_one_epoch()
+        train_loss, lrs = self._train_one_epoch()
         metrics = self.evaluate()
         names = [(model, metric) for model in metrics for metric in metrics[model]]
         table = torch.stack([train_loss.double()] + [metrics[m][k] for m, k in names]).cpu().tolist()
@@ -194,15 +234,16 @@ class Trainer:
             reason = self._control(position, row)
             extra = self._final_extra(position) if reason is not None else {}
             records.append(EpochRecord(replica, row, reason, extra))
-        self.optimizer.set_lrs(self._next_lrs(lrs))
+        for name, averager in self.averagers.items():
+            averaging.observe(averager, name, metrics)  # adaptive rules read this epoch's validation losses
         self._drop_stopped()
         return records
 
     def _decays(self) -> dict[str, list[float]]:
         out = {}
         for name, averager in self.averagers.items():
-            decay = decay_of(averager)
-            if decay is None or not is_per_epoch(averager):
+            decay = averaging.decay_of(averager)
+            if decay is None or not averaging.is_per_epoch(averager):
                 continue
             out[name] = decay.tolist() if isinstance(decay, torch.Tensor) else [float(decay)] * len(self.ids)
         return out
@@ -212,13 +253,14 @@ class Trainer:
         """Scheduler and early stopping for one replica; returns why it stops after this epoch, if it does."""
         train = self.configs[position].train
         watched = [row["train_loss"], row["raw_val_loss"], row[f"{train.early_stopping.monitor}_val_loss"]]
-        reason = None
         limit = train.diverged_above if train.diverged_above is not None else math.inf
+        reason = None
         if not all(math.isfinite(v) and v <= limit for v in watched):
             reason = "diverged"
         else:
-            if train.scheduler.name != "none" and not self._in_swa(self.epoch):
-                self.schedulers[position].step(row[f"{train.scheduler.monitor}_val_loss"])
+            swa = train.swa_lr
+            if train.scheduler.name != "none" and (swa is None or self.epoch < swa.start_epoch):
+                self.plateaus[position].step(row[f"{train.scheduler.monitor}_val_loss"])
             if self.stoppers[position].step(row[f"{train.early_stopping.monitor}_val_loss"], self.epoch):
                 reason = "early_stopping"
             elif self.epoch >= train.max_epochs:
@@ -227,79 +269,19 @@ class Trainer:
             self.active[self.ids[position]] = False
         return reason
 
-    def _swa_schedule(self) -> SWASpec | None:
-        specs = [s for s in self.configs[0].averagers.values() if isinstance(s, SWASpec) and s.swa_lr is not None]
-        return specs[0] if specs else None
-
-    def _in_swa(self, epoch: int) -> bool:
-        spec = self._swa_schedule()
-        return spec is not None and epoch >= spec.start_epoch
-
-    def _next_lrs(self, lrs: list[float]) -> list[float]:
-        """The plateau schedulers' lrs; once SWA's schedule takes over, torch SWALR's annealing to ``swa_lr``."""
-        spec = self._swa_schedule()
-        if spec is None or self.epoch < spec.start_epoch:
-            return [s.lr for s in self.schedulers]
-        out = []
-        for position, lr in enumerate(lrs):
-            start = self.swa_lr_start[position] = self.swa_lr_start[position] or lr
-            out.append(
-                swa_annealed_lr(
-                    self.epoch - spec.start_epoch + 1,
-                    initial_lr=start,
-                    swa_lr=spec.swa_lr,
-                    anneal_epochs=spec.anneal_epochs,
-                    strategy=spec.anneal_strategy,
-                )
-            )
-        return out
-
     @torch.no_grad()
     def _final_extra(self, position: int) -> dict[str, dict[str, float]]:
         """Post-hoc EMA at this replica's stop step: synthesize every target ``sigma_rel`` and evaluate it."""
         extra = {}
-        for name, spec in self.configs[0].averagers.items():
-            if not isinstance(spec, PostHocSpec):
-                continue
-            averager = self.averagers[name]
-            assert isinstance(averager, PostHocEMA)
-            for target in spec.targets:
-                model_name = f"{name}_{target:g}"
-                # the profiles at this stop step join the periodic snapshots for this synthesis only, so the
-                # result neither lags behind the last snapshot nor depends on when other replicas stopped
-                with averager.current_snapshot():
-                    _, fit_error = averager.synthesize(sigma_rel=target, step=self.step_count)
-                result = regression_metrics(averager.averaged_model(self.data.x_val), self.data.y_val)
-                extra[model_name] = {k: float(v[position]) for k, v in result.items()} | {"fit_error": fit_error}
+        for model_name, averager, fit_error in averaging.synthesized(self.configs[0], self.averagers, self.step):
+            result = self._metrics(averager.averaged_model)
+            extra[model_name] = {k: float(v[position]) for k, v in result.items()} | {"fit_error": fit_error}
         return extra
 
     # --- checkpoints (the caller saves and loads them: no disk I/O here) ---------------------------------------------
     def replica_state(self, position: int) -> dict[str, Any]:
-        """Everything that continues the replica at stack ``position`` on its own, after a finished epoch.
-
-        Plain types only (tensors on the CPU, numbers, strings, lists, dicts), so ``torch.load(weights_only=True)``
-        reads it back. Per-replica tensors (leading dim = the stack size) are cut to their row ``[position]``
-        (kept as a leading dim of 1, listed under ``rows``); counters and other shared values are kept as they are.
-        """
-        size = len(self.ids)
-        averagers = {
-            name: replica_rows.averager_rows(averager, position, size) for name, averager in self.averagers.items()
-        }
-        return {
-            "epoch": self.epoch,
-            "model": replica_rows.rows(self.model.state_dict(), position, size),
-            "optimizer": {
-                "lr": self.optimizer.lrs[position],
-                "step": self.optimizer.step_t.detach().to("cpu", copy=True),
-                "exp_avg": [replica_rows.row(t, position) for t in self.optimizer.exp_avg],
-                "exp_avg_sq": [replica_rows.row(t, position) for t in self.optimizer.exp_avg_sq],
-            },
-            "averagers": averagers,
-            "scheduler": self.schedulers[position].state_dict(),
-            "early_stopping": self.stoppers[position].state_dict(),
-            "swa_lr_start": self.swa_lr_start[position],
-            "generator": self.generators[position].get_state(),
-        }
+        """Everything that continues the replica at stack ``position`` on its own (see :mod:`.checkpoint`)."""
+        return checkpoint.replica_state(self, position)
 
     @classmethod
     def resume(cls, configs: Sequence[Config], dataset: Dataset, states: Sequence[dict[str, Any]]) -> Trainer:
@@ -308,39 +290,8 @@ class Trainer:
         Stacked replicas are independent, so a replica continues here exactly as it would have in its old stack.
         """
         trainer = cls(configs, dataset)
-        trainer.load_replica_states(states)
+        checkpoint.load_replica_states(trainer, states)
         return trainer
-
-    @torch.no_grad()
-    def load_replica_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Load one :meth:`replica_state` per stack position into a freshly built trainer (in place: the averagers
-        keep observing the same parameter tensors). Raises ``ValueError`` if the states do not fit these configs."""
-        if len(states) != len(self.ids) or self.epoch != 0:
-            raise ValueError(f"need one state per replica of a fresh trainer ({len(self.ids)}), got {len(states)}")
-        epochs = {int(s["epoch"]) for s in states}
-        if len(epochs) != 1:
-            raise ValueError(f"replicas saved after different epochs cannot share a stack: {sorted(epochs)}")
-        try:
-            self.model.load_state_dict(replica_rows.stack_rows([s["model"] for s in states]))
-            optimizer = [s["optimizer"] for s in states]
-            self.optimizer.load_state_dict(
-                {
-                    "lrs": [o["lr"] for o in optimizer],
-                    "step": replica_rows.shared([o["step"] for o in optimizer], "optimizer step"),
-                    "exp_avg": [torch.cat(rows) for rows in zip(*(o["exp_avg"] for o in optimizer))],
-                    "exp_avg_sq": [torch.cat(rows) for rows in zip(*(o["exp_avg_sq"] for o in optimizer))],
-                }
-            )
-            for name, averager in self.averagers.items():
-                replica_rows.load_averager_rows(averager, [s["averagers"][name] for s in states])
-        except (KeyError, RuntimeError) as err:  # a missing entry or a shape that does not fit this config
-            raise ValueError(f"the saved state does not fit this config: {err}") from None
-        for position, state in enumerate(states):
-            self.schedulers[position].load_state_dict(dict(state["scheduler"]))
-            self.stoppers[position].load_state_dict(dict(state["early_stopping"]))
-            self.swa_lr_start[position] = state["swa_lr_start"]
-            self.generators[position].set_state(state["generator"])
-        self.epoch = epochs.pop()
 
     # --- compaction -----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -351,38 +302,18 @@ class Trainer:
             return
         index = torch.tensor(keep, device=self.device)
         old = len(self.ids)
-        for root in [self.model, *self.averagers.values()]:
-            for module in root.modules():
-                if isinstance(module, StackedMLP):  # the model, and every averaged copy of it
-                    module.select_replicas(index)
-        self.optimizer.select(index)
+        self.model.select_replicas(index)
+        self.stepper.select(index)
         for averager in self.averagers.values():
-            _select_averager_extras(averager, index, old)
-            for module in averager.modules():
-                if isinstance(module, Averager):
-                    module.refresh()
+            averaging.select_replicas(averager, index, old)
         self.configs = [self.configs[p] for p in keep]
         self.generators = [self.generators[p] for p in keep]
-        self.schedulers = [self.schedulers[p] for p in keep]
+        self.plateaus = [self.plateaus[p] for p in keep]
         self.stoppers = [self.stoppers[p] for p in keep]
         self.swa_lr_start = [self.swa_lr_start[p] for p in keep]
+        self._last_lrs = [self._last_lrs[p] for p in keep]
         self.ids = [self.ids[p] for p in keep]
-        self._keep = self._keep[index.cpu()]
-        self._buffers = None
-
-
-def _select_averager_extras(averager: Any, index: torch.Tensor, old: int) -> None:
-    """Per-replica state outside parameters and buffers: a tensor ``beta`` and post-hoc snapshots."""
-    for module in averager.modules():
-        beta = getattr(module, "beta", None)
-        if isinstance(beta, torch.Tensor) and beta.dim() == 1 and beta.shape[0] == old:
-            module.beta = beta[index.to(beta.device)]
-        if isinstance(module, PostHocEMA):
-            for snapshot in module._snapshots:
-                snapshot["state"] = {
-                    k: v.index_select(0, index.to(v.device)) if v.dim() >= 1 and v.shape[0] == old else v
-                    for k, v in snapshot["state"].items()
-                }
+        self._refresh_per_replica()
 
 
 def _plateau(cfg: Config) -> PlateauScheduler:

@@ -1,0 +1,98 @@
+"""Where a run's samples come from (``data:``), one section per source, discriminated by ``source``.
+
+Every source ends the same way: optional StandardScaler on the inputs (and, for regression, the target) fit on all
+samples before the split (seed 001's choice), then a train/validation split (``test_size``, ``split_random_state``;
+stratified by class for classification unless ``stratify: false``). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from emabench.config.base import _Section
+
+
+class _Split(_Section):
+    scale_x: bool = True  # StandardScaler on the inputs, fit on all samples before the split (the seed's choice)
+    scale_y: bool = False  # StandardScaler on a regression target (the seed scales it)
+    test_size: float = Field(gt=0, lt=1)
+    split_random_state: int = Field(ge=0)
+    stratify: bool | None = None  # None: stratified for classification, plain for regression (sklearn's choice)
+
+
+class MakeRegressionData(_Split):
+    """sklearn ``make_regression`` (seed 001), restated in numpy and bit-identical to scikit-learn."""
+
+    source: Literal["make_regression"]
+    n_samples: int = Field(ge=10, le=10_000_000)  # upper bounds: what fits a machine, not a modelling choice
+    n_features: int = Field(ge=1, le=100_000)
+    n_informative: int | None = Field(default=None, ge=1)  # None: make_regression's default (10)
+    noise: float = Field(ge=0)
+    random_state: int = Field(ge=0)  # the data set is fixed across run seeds, as in the seed script
+
+
+class MakeClassificationData(_Split):
+    """sklearn ``make_classification`` with its arguments (defaults as scikit-learn's)."""
+
+    source: Literal["make_classification"]
+    n_samples: int = Field(ge=10, le=10_000_000)
+    n_features: int = Field(default=20, ge=1, le=100_000)
+    n_informative: int = Field(default=2, ge=1)
+    n_redundant: int = Field(default=2, ge=0)
+    n_classes: int = Field(default=2, ge=2, le=1000)
+    n_clusters_per_class: int = Field(default=2, ge=1)
+    class_sep: float = Field(default=1.0, gt=0)
+    flip_y: float = Field(default=0.01, ge=0, le=1)
+    random_state: int = Field(ge=0)
+
+
+class DiabetesData(_Split):
+    """scikit-learn's bundled ``load_diabetes``: 442 patients × 10 features, a disease-progression target."""
+
+    source: Literal["diabetes"]
+
+
+class DigitsData(_Split):
+    """scikit-learn's bundled ``load_digits``: 1,797 handwritten digits as 8×8 images (16 grey levels), 10 classes —
+    seed 003's task at the size that ships with scikit-learn."""
+
+    source: Literal["digits"]
+
+
+class CSVData(_Split):
+    """A local CSV file with a header row: numeric ``features`` (default: every column but ``target``)."""
+
+    source: Literal["csv"]
+    path: str = Field(min_length=1, max_length=4096)
+    target: str = Field(min_length=1)
+    features: list[str] | None = Field(default=None, min_length=1)
+
+
+class IDXData(_Split):
+    """MNIST-format IDX files at a local path (seed 003's data set when you have it): unsigned-byte images
+    ``(n, rows, cols)`` and labels ``(n,)``, optionally gzip-compressed; ``limit`` keeps the first samples."""
+
+    source: Literal["idx"]
+    images: str = Field(min_length=1, max_length=4096)
+    labels: str = Field(min_length=1, max_length=4096)
+    limit: int | None = Field(default=None, ge=10)
+
+
+class FunctionData(_Split):
+    """A function of yours, ``"package.module:function"`` (importable from where emabench runs), called with
+    ``kwargs`` and returning ``(x, y)``: ``x`` ``(n, features…)``, ``y`` ``(n,)`` numbers or class labels."""
+
+    source: Literal["function"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", max_length=300)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+DataSpec = Annotated[
+    MakeRegressionData | MakeClassificationData | DiabetesData | DigitsData | CSVData | IDXData | FunctionData,
+    Field(discriminator="source"),
+]
+DATA_SOURCES = ("make_regression", "make_classification", "diabetes", "digits", "csv", "idx", "function")
+CLASSIFICATION_ONLY = ("make_classification", "digits", "idx")
+REGRESSION_ONLY = ("make_regression", "diabetes")

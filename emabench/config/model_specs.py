@@ -1,0 +1,66 @@
+"""The network (``model:``), discriminated by ``name``: a stacked ``mlp`` or ``lenet``, or your own ``custom``
+``nn.Module``. Stacked models train many runs as one (:mod:`emabench.stack`); a custom model trains one run per
+process (sweeps of it spread over worker processes or Ray)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from emabench.config.base import _Section
+
+Activation = Literal["relu", "gelu", "silu", "tanh"]
+Init = Literal["xavier_normal", "xavier_uniform", "kaiming_uniform", "torch_default"]
+
+
+class MLPModel(_Section):
+    """``(Linear → [norm] → activation → Dropout) × len(hidden_sizes) → Linear`` (seed 001: [64, 32], relu, 0.2)."""
+
+    name: Literal["mlp"]
+    hidden_sizes: list[int] = Field(min_length=1, max_length=32)
+    activation: Activation = "relu"
+    dropout: float = Field(ge=0, lt=1)  # may differ per run of a stack
+    norm: Literal["none", "batch", "layer"] = "none"
+    init: Init  # weights; biases start at zero (torch_default: nn.Linear's own init, biases included)
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
+        if any(not 1 <= size <= 65536 for size in sizes):
+            raise ValueError(f"every hidden size must be in [1, 65536], got {sizes}")
+        return sizes
+
+
+class LeNetModel(_Section):
+    """Seed 003's LeNet (PaddlePaddle's): two convolutions with max-pooling, then linear layers ``fc_sizes``
+    (Paddle's has no activation between them: ``fc_activation: none``). Needs image data (digits, idx)."""
+
+    name: Literal["lenet"]
+    channels: list[int] = Field(default=[6, 16], min_length=2, max_length=2)
+    fc_sizes: list[int] = Field(default=[120, 84], min_length=1, max_length=8)
+    activation: Activation = "relu"
+    fc_activation: Literal["none", "relu", "gelu", "silu", "tanh"] = "none"
+    dropout: float = Field(default=0.0, ge=0, lt=1)  # after each hidden linear layer
+    init: Init = "torch_default"
+
+    @field_validator("channels", "fc_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
+        if any(not 1 <= size <= 4096 for size in sizes):
+            raise ValueError(f"every size must be in [1, 4096], got {sizes}")
+        return sizes
+
+
+class CustomModel(_Section):
+    """Your own ``nn.Module``: ``factory`` is ``"package.module:function"``, called as ``function(**kwargs)`` with
+    torch's global generator seeded by the run's ``seed``; the module maps ``(B, *sample_shape)`` to
+    ``(B, outputs)`` (1 for regression, the number of classes for classification)."""
+
+    name: Literal["custom"]
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", max_length=300)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+ModelSpec = Annotated[MLPModel | LeNetModel | CustomModel, Field(discriminator="name")]
+MODEL_NAMES = ("mlp", "lenet", "custom")

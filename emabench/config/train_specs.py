@@ -1,0 +1,150 @@
+"""How a run trains (``train:``): batches, optimizer, learning-rate schedule, plateau scheduler, early stopping and
+the seeds' training tricks (gradient accumulation and clipping, label smoothing, mixed precision, an EMA teacher)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from emabench.config.base import _Section
+
+OPTIMIZER_ARGUMENTS = {  # which optional optimizer fields each torch optimizer takes
+    "sgd": ("momentum", "dampening", "nesterov"),
+    "rmsprop": ("alpha", "eps", "momentum", "centered"),
+    "adam": ("betas", "eps"),
+    "nadam": ("betas", "eps", "momentum_decay"),
+    "adamax": ("betas", "eps"),
+    "adamw": ("betas", "eps"),
+    "radam": ("betas", "eps"),
+}
+
+
+class OptimizerConfig(_Section):
+    """A ``torch.optim`` optimizer by name, with torch's own arguments; ``null`` leaves an argument at torch's
+    default. ``weight_decay`` is L2 added to the gradient, except for ``adamw`` (decoupled, ``θ ← θ(1 − lr·λ)``).
+    ``lr`` and ``weight_decay`` may differ between the runs of one stack."""
+
+    name: Literal["sgd", "rmsprop", "adam", "nadam", "adamax", "adamw", "radam"]
+    lr: float = Field(gt=0, le=1e3)
+    weight_decay: float = Field(ge=0, le=1e3)
+    betas: list[float] | None = Field(default=None, min_length=2, max_length=2)  # adam, nadam, adamax, adamw, radam
+    eps: float | None = Field(default=None, gt=0, le=1)  # rmsprop and the adam family
+    momentum: float | None = Field(default=None, ge=0, lt=1)  # sgd, rmsprop
+    dampening: float | None = Field(default=None, ge=0, le=1)  # sgd
+    nesterov: bool | None = None  # sgd (needs momentum > 0 and dampening 0)
+    alpha: float | None = Field(default=None, gt=0, lt=1)  # rmsprop's smoothing constant
+    centered: bool | None = None  # rmsprop
+    momentum_decay: float | None = Field(default=None, ge=0, le=1)  # nadam
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: list[float] | None) -> list[float] | None:
+        if betas is not None and not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"both betas must be in [0, 1), got {betas}")
+        return betas
+
+    @model_validator(mode="after")
+    def _arguments_of_this_optimizer(self) -> OptimizerConfig:
+        taken = OPTIMIZER_ARGUMENTS[self.name]
+        for field in ("betas", "eps", "momentum", "dampening", "nesterov", "alpha", "centered", "momentum_decay"):
+            if getattr(self, field) is not None and field not in taken:
+                users = ", ".join(n for n, args in OPTIMIZER_ARGUMENTS.items() if field in args)
+                raise ValueError(
+                    f"{field}: {self.name} does not take {field} (taken by {users}); set it to null or leave it out"
+                )
+        if self.nesterov and not ((self.momentum or 0) > 0 and not self.dampening):
+            raise ValueError("nesterov: needs momentum > 0 and dampening 0 (torch's rule)")
+        return self
+
+
+class LRScheduleConfig(_Section):
+    """The learning rate as ``lr · factor(t)``, ``t`` counting epochs or optimizer steps (``per``); each shape is
+    torch's ``lr_scheduler`` of that name (``cosine``: CosineAnnealingLR, ``linear``: LinearLR, ``polynomial``:
+    PolynomialLR, ``step``: StepLR), over the whole run (``max_epochs``), after an optional linear warm-up of
+    ``warmup`` units from ``warmup_start`` to 1 (LinearLR, then the shape over the remaining units)."""
+
+    name: Literal["constant", "cosine", "linear", "polynomial", "step"] = "constant"
+    per: Literal["epoch", "step"] = "epoch"
+    warmup: int = Field(default=0, ge=0)
+    warmup_start: float = Field(default=0.1, gt=0, le=1)
+    final: float = Field(default=0.0, ge=0, le=1)  # factor reached at the end (cosine, linear, polynomial)
+    power: float = Field(default=1.0, gt=0, le=100)  # polynomial
+    step_size: int = Field(default=30, ge=1)  # step: multiply by gamma every step_size units
+    gamma: float = Field(default=0.1, gt=0, le=1)
+
+
+class SWALRConfig(_Section):
+    """torch ``SWALR``: after epoch ``start_epoch`` the learning rate anneals from the one in use to ``swa_lr`` over
+    ``anneal_epochs`` (cos or linear), replacing the schedule and the plateau scheduler (an SWA averager with the
+    same ``start_epoch`` then averages that phase)."""
+
+    start_epoch: int = Field(ge=1)
+    swa_lr: float = Field(gt=0)
+    anneal_epochs: int = Field(default=10, ge=0)
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+
+
+Monitor = str  # "raw", "ema" or the name of an averager evaluated every epoch (checked by Config)
+
+
+class SchedulerConfig(_Section):
+    """``ReduceLROnPlateau`` stepped once per epoch on the monitored model's validation loss, multiplying whatever
+    ``lr_schedule`` gives (``name: none`` turns it off)."""
+
+    name: Literal["reduce_on_plateau", "none"]
+    monitor: Monitor
+    factor: float = Field(gt=0, lt=1)
+    patience: int = Field(ge=0)
+    threshold: float = Field(ge=0)
+    threshold_mode: Literal["rel", "abs"]
+    cooldown: int = Field(ge=0)
+    min_lr: float = Field(ge=0)
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop after ``patience`` epochs without a new best monitored validation loss (``None``: never stop)."""
+
+    monitor: Monitor
+    patience: int | None = Field(ge=1)
+
+
+class TeacherConfig(_Section):
+    """Seed 000's EMA teacher: ``loss = task loss + weight · MSE(student output, teacher output)`` (logits for
+    classification), the teacher being the averaged model of ``averager`` (``ema`` or any per-epoch averager)
+    in eval mode, without gradient. ``weight`` may differ between the runs of one stack."""
+
+    averager: str = Field(min_length=1)
+    weight: float = Field(ge=0, le=1e6)
+
+
+class TrainConfig(_Section):
+    batch_size: int = Field(ge=1, le=10_000_000)
+    max_epochs: int = Field(ge=1, le=1_000_000)
+    # A run whose training loss or monitored validation loss is not finite, or above this, is stopped and marked
+    # diverged (``null``: only non-finite). Targets are standardized, so an untrained model scores ~1.
+    diverged_above: float | None = Field(gt=0)
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    early_stopping: EarlyStoppingConfig
+    lr_schedule: LRScheduleConfig = LRScheduleConfig()
+    swa_lr: SWALRConfig | None = None
+    grad_accumulation: int = Field(default=1, ge=1, le=4096)  # micro-batches per batch (same batch, less memory)
+    grad_clip_norm: float | None = Field(default=None, gt=0)  # clip each run's gradient 2-norm (clip_grad_norm_)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)  # classification; may differ between runs of a stack
+    label_smoothing_kind: Literal["seed", "torch"] = "seed"  # seed 004's ε/(K−1) or torch's ε/K spreading
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 (with a grad scaler) needs CUDA
+    teacher: TeacherConfig | None = None
+
+    @model_validator(mode="after")
+    def _batches(self) -> TrainConfig:
+        if self.grad_accumulation > self.batch_size:
+            raise ValueError(
+                f"grad_accumulation ({self.grad_accumulation}) must not exceed batch_size ({self.batch_size}): "
+                "it splits each batch into that many micro-batches"
+            )
+        if self.lr_schedule.per == "epoch" and self.lr_schedule.warmup >= self.max_epochs:
+            raise ValueError(f"lr_schedule.warmup ({self.lr_schedule.warmup} epochs) must be below max_epochs")
+        if self.swa_lr is not None and self.swa_lr.start_epoch >= self.max_epochs:
+            raise ValueError(f"swa_lr.start_epoch ({self.swa_lr.start_epoch}) must be below max_epochs")
+        return self

@@ -1,0 +1,199 @@
+"""Config → the pieces a trainer runs: the (stacked) model, the optimizer stepper and the learning-rate schedule.
+
+What replicas of one stack share and what may differ per replica is decided here (:func:`stack_key`): anything not
+listed in :data:`PER_REPLICA` must be equal for configs to train as one stacked model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from emabench.config import OPTIMIZER_ARGUMENTS, Config
+from emabench.errors import ConfigError
+from emabench.stack import models
+from emabench.tasks.sources import import_callable
+from emabench.train.schedules import Schedule
+from emabench.train.stepper import ReplicaStepper
+
+# Dotted config keys that may differ between the replicas of one stack (everything else is shared).
+PER_REPLICA = (
+    "name",
+    "seed",
+    "model.dropout",
+    "ema.beta",
+    "train.optimizer.lr",
+    "train.optimizer.weight_decay",
+    "train.grad_clip_norm",
+    "train.label_smoothing",
+    "train.teacher.weight",
+    "train.diverged_above",
+    "train.max_epochs",  # unless a learning-rate schedule is sized by it (see stack_key)
+    "train.scheduler",
+    "train.early_stopping",
+)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` → CUDA when available (as the seed script), else CPU; ``cuda`` without CUDA is an error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was requested but CUDA is not available here (allowed: auto, cpu)")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def stack_key(config: Config) -> str:
+    """What replicas must share to train as one stacked model (a custom model or fp16 never stacks)."""
+    raw = config.to_dict()
+    for key in PER_REPLICA:
+        *parents, last = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+        if key == "train.scheduler" and isinstance(node, dict):  # plateau settings differ; whether there is one not
+            node["scheduler"] = config.train.scheduler.name
+    if config.model.name == "custom" or config.train.precision == "fp16":
+        raw["seed"] = config.seed  # one run per unit: a user's module is not stacked; fp16's grad scaler couples
+    if config.train.lr_schedule.name != "constant" or config.train.swa_lr is not None:
+        raw["max_epochs"] = config.train.max_epochs  # the schedule's length
+    return json.dumps(raw, sort_keys=True, default=str)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return math.ceil(n_train / batch_size)
+
+
+def lr_schedule(config: Config, n_train: int) -> tuple[Schedule, str]:
+    """The shared schedule and its unit (``epoch`` or ``step``), sized to ``max_epochs``."""
+    spec = config.train.lr_schedule
+    total = config.train.max_epochs
+    if spec.per == "step":
+        total *= steps_per_epoch(n_train, config.train.batch_size)
+    schedule = Schedule(
+        spec.name,
+        total=total,
+        final=spec.final,
+        power=spec.power,
+        step_size=spec.step_size,
+        gamma=spec.gamma,
+        warmup=spec.warmup,
+        warmup_start=spec.warmup_start,
+    )
+    return schedule, spec.per
+
+
+def build_model(
+    configs: Sequence[Config], sample_shape: Sequence[int], outputs: int, generators: Sequence[torch.Generator]
+) -> nn.Module:
+    """The stacked network of ``model`` (one replica per config) with every replica initialised from its generator,
+    or the user's module (``custom``) as a stack of one."""
+    spec, replicas = configs[0].model, len(configs)
+    if spec.name == "custom":
+        return custom_model(spec.factory, spec.kwargs, sample_shape, outputs, configs[0].seed)
+    dropout = any(c.model.dropout > 0 for c in configs)  # masks of 1 for replicas with p = 0
+    if spec.name == "mlp":
+        net = models.mlp(
+            replicas,
+            sample_shape,
+            outputs,
+            spec.hidden_sizes,
+            activation=spec.activation,
+            norm=spec.norm,
+            dropout=dropout,
+        )
+    else:
+        net = models.lenet(
+            replicas,
+            sample_shape,
+            outputs,
+            channels=spec.channels,
+            fc_sizes=spec.fc_sizes,
+            activation=spec.activation,
+            fc_activation=spec.fc_activation,
+            dropout=dropout,
+        )
+    models.init_parameters(net, generators, spec.init)
+    return net
+
+
+class SingleModel(nn.Module):
+    """A user's ``nn.Module`` trained by the same loop as a stack of one: input ``(1, B, …)`` or ``(B, …)``, output
+    ``(1, B, outputs)``. Its parameters keep their own shapes (no replica dimension)."""
+
+    def __init__(self, module: nn.Module, sample_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.module = module
+        self.sample_shape = tuple(sample_shape)
+        self.replicas = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) == self.sample_shape:
+            return self.module(x).unsqueeze(0)
+        return self.module(x[0]).unsqueeze(0)
+
+    def dropouts(self) -> list[nn.Module]:
+        return []  # the module's own nn.Dropout layers draw from torch's global generator (seeded per run)
+
+    @torch.no_grad()
+    def pack(self) -> None:
+        """Pre-set gradients (one buffer when the parameters share a dtype), so backward accumulates in place."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        grads = [torch.zeros_like(p) for p in params]
+        models.pack_(grads)
+        for param, grad in zip(params, grads):
+            param.grad = grad
+
+
+def custom_model(
+    factory: str, kwargs: dict[str, Any], sample_shape: Sequence[int], outputs: int, seed: int
+) -> SingleModel:
+    """Call ``factory(**kwargs)`` with torch's global generator seeded by ``seed`` and check one forward pass."""
+    build = import_callable(factory, "model.factory")
+    torch.manual_seed(seed)
+    try:
+        module = build(**kwargs)
+    except Exception as err:  # the user's code
+        raise ConfigError(f"model.factory: {factory} raised {type(err).__name__}: {err}") from None
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"model.factory: {factory} must return a torch.nn.Module, got {type(module).__name__}")
+    probe = torch.zeros(2, *sample_shape)
+    try:
+        with torch.no_grad():
+            out = module.eval()(probe)
+    except Exception as err:
+        raise ConfigError(
+            f"model.factory: {factory}'s module fails on a batch of shape {tuple(probe.shape)} "
+            f"({type(err).__name__}: {str(err)[:200]})"
+        ) from None
+    module.train()
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, outputs):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(
+            f"model.factory: {factory}'s module must map (B, *{tuple(sample_shape)}) to (B, {outputs}), got {got}"
+        )
+    return SingleModel(module, sample_shape)
+
+
+def build_stepper(configs: Sequence[Config], model: nn.Module) -> ReplicaStepper:
+    """torch's optimizer of ``train.optimizer.name`` over the model's parameters, lr and weight decay per replica."""
+    spec = configs[0].train.optimizer
+    options = {k: getattr(spec, k) for k in OPTIMIZER_ARGUMENTS[spec.name] if getattr(spec, k) is not None}
+    if "betas" in options:
+        options["betas"] = tuple(options["betas"])
+    clips = [c.train.grad_clip_norm for c in configs]
+    return ReplicaStepper(
+        spec.name,
+        [p for p in model.parameters() if p.requires_grad],
+        options,
+        weight_decays=[c.train.optimizer.weight_decay for c in configs],
+        clip_norms=None if all(c is None for c in clips) else [math.inf if c is None else c for c in clips],
+        stacked=not isinstance(model, SingleModel),
+    )
