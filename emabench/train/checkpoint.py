@@ -21,12 +21,11 @@ Trainer = Any  # emabench.train.loop.Trainer, which imports this module (so not 
 def replica_state(trainer: Trainer, position: int) -> dict[str, Any]:
     """Everything that continues the replica at stack ``position`` on its own, after a finished epoch."""
     size = len(trainer.ids)
-    optimizer = trainer.stepper.optimizer.state_dict()["state"]
     state: dict[str, Any] = {
         "epoch": trainer.epoch,
         "step": trainer.step,
         "model": rows.rows(trainer.model.state_dict(), position, size),
-        "optimizer": {str(i): rows.rows(s, position, size) for i, s in optimizer.items()},
+        "optimizer": [rows.rows(view, position, size) for view in trainer.stepper.state_views()],
         "averagers": {
             name: rows.averager_rows(averager, position, size) for name, averager in trainer.averagers.items()
         },
@@ -54,9 +53,7 @@ def load_replica_states(trainer: Trainer, states: Sequence[dict[str, Any]]) -> N
         raise ValueError(f"replicas saved after different epochs cannot share a stack: {sorted(epochs)}")
     try:
         trainer.model.load_state_dict(rows.stack_rows([s["model"] for s in states]))
-        optimizer = trainer.stepper.optimizer
-        saved = {int(i): rows.stack_rows([s["optimizer"][i] for s in states]) for i in states[0]["optimizer"]}
-        optimizer.load_state_dict({"state": saved, "param_groups": optimizer.state_dict()["param_groups"]})
+        trainer.stepper.load_state_views([rows.stack_rows(parts) for parts in zip(*(s["optimizer"] for s in states))])
         for name, averager in trainer.averagers.items():
             rows.load_averager_rows(averager, [s["averagers"][name] for s in states])
         for position, state in enumerate(states):

@@ -28,6 +28,7 @@ import torch
 from emabench.averaging import half_life, swa_annealed_lr
 from emabench.config import Config
 from emabench.errors import ConfigError
+from emabench.stack import fast_mlp
 from emabench.tasks.data import Dataset
 from emabench.tasks.registry import get_task
 from emabench.train import averagers as averaging
@@ -53,7 +54,7 @@ class EpochRecord:
 class Trainer:
     """Holds the state of R stacked runs; :meth:`run_epoch` advances every still-active replica by one epoch."""
 
-    def __init__(self, configs: Sequence[Config], dataset: Dataset) -> None:
+    def __init__(self, configs: Sequence[Config], dataset: Dataset, *, fast_paths: bool = True) -> None:
         if not configs:
             raise ValueError("Trainer needs at least one config")
         if len({build.stack_key(c) for c in configs}) != 1:
@@ -83,6 +84,15 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self._last_lrs = [c.train.optimizer.lr for c in configs]  # the lrs of the last optimizer step
         self.scaler = torch.amp.GradScaler(self.device.type) if first.train.precision == "fp16" else None
+        train, spec = first.train, first.model
+        extras = train.teacher is not None or train.precision != "fp32" or train.grad_accumulation > 1
+        self.fast = fast_paths and fast_mlp.covers(
+            self.model,
+            task=first.task,
+            activation=getattr(spec, "activation", ""),
+            norm=getattr(spec, "norm", ""),
+            extras=extras,
+        )  # the seed's network: its gradient written out (tested equal to autograd), see stack/fast_mlp.py
         self._refresh_per_replica()
 
     # --- per-replica settings as tensors (rebuilt when the stack shrinks) --------------------------------------------
@@ -154,6 +164,10 @@ class Trainer:
 
     def _backward(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], parts: int) -> torch.Tensor:
         """Gradients of the batch's mean loss into ``.grad`` (accumulated over micro-batches); per-replica loss."""
+        if self.fast:
+            for dropout, mask in zip(self.model.dropouts(), masks):
+                dropout.mask = mask
+            return fast_mlp.loss_and_grad(self.model, x, y)
         self.stepper.zero_grad()
         size = x.shape[1]
         total = torch.zeros(len(self.configs), device=self.device)

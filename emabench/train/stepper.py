@@ -71,7 +71,8 @@ class ReplicaStepper:
     ) -> None:
         self.name = name
         self.params = list(params)
-        self.optimizer = build_optimizer(name, self.params, options)
+        self._flat = _flat_leaf(self.params) if stacked else None
+        self.optimizer = build_optimizer(name, self._targets(), options)
         self.weight_decays = [float(w) for w in weight_decays]
         self.clip_norms = None if clip_norms is None else [float(c) for c in clip_norms]
         self.stacked = stacked
@@ -80,6 +81,11 @@ class ReplicaStepper:
     @property
     def replicas(self) -> int:
         return self.params[0].shape[0] if self.stacked else 1
+
+    def _targets(self) -> list[torch.Tensor]:
+        """What the torch optimizer steps: the parameters' one buffer when they lie in one (a single tensor: torch's
+        per-parameter bookkeeping costs more than the arithmetic at this size), else the parameters themselves."""
+        return [self._flat[0]] if self._flat is not None else self.params
 
     @torch.no_grad()
     def zero_grad(self) -> None:
@@ -152,18 +158,75 @@ class ReplicaStepper:
         scale = (limits / (squares.sqrt() + 1e-6)).clamp(max=1.0)
         torch._foreach_mul_(grads, _rows(scale, grads))
 
+    def state_views(self) -> list[dict[str, Any]]:
+        """The optimizer's state per parameter: tensors shaped like the parameter (views into the one buffer's
+        state when the optimizer steps the buffer), shared scalars (step counts) as they are."""
+        if self._flat is None:
+            return [dict(self.optimizer.state.get(p, {})) for p in self.params]
+        flat, offsets, shapes = self._flat
+        state = self.optimizer.state.get(flat, {})
+        return [
+            {
+                key: value[o : o + shape.numel()].view(shape) if _per_element(value, flat) else value
+                for key, value in state.items()
+            }
+            for o, shape in zip(offsets, shapes)
+        ]
+
+    @torch.no_grad()
+    def load_state_views(self, views: Sequence[dict[str, Any]]) -> None:
+        """Inverse of :meth:`state_views` (each tensor moved to its parameter's device and dtype, step counts kept)."""
+        if not views or not views[0]:
+            return
+        if self._flat is None:
+            for param, view in zip(self.params, views):
+                self.optimizer.state[param] = {k: _like(v, param) for k, v in view.items()}
+            return
+        flat = self._flat[0]
+        state = {}
+        for key, value in views[0].items():
+            if isinstance(value, torch.Tensor) and value.dim() >= 1:
+                state[key] = _like(torch.cat([view[key].reshape(-1) for view in views]), flat)
+            else:
+                state[key] = value.clone() if isinstance(value, torch.Tensor) else value
+        self.optimizer.state[flat] = state
+
     @torch.no_grad()
     def select(self, index: torch.Tensor) -> None:
-        """Keep the optimizer state of the replicas at ``index`` (after the parameters were cut the same way)."""
+        """Keep the optimizer state of the replicas at ``index`` (after the model cut and re-packed its parameters:
+        the parameter objects are the same, their storage is new)."""
         rows = index.tolist()
-        state = self.optimizer.state
-        for param in self.params:  # the same Parameter objects: the model swapped their .data
-            if param in state:
-                state[param] = {k: _cut(v, index) for k, v in state[param].items()}
+        kept = [{k: _cut(v, index) for k, v in view.items()} for view in self.state_views()]
+        self._flat = _flat_leaf(self.params)
+        self.optimizer.state.clear()
+        self.optimizer.param_groups[0]["params"] = self._targets()
+        self.load_state_views(kept)
         self.weight_decays = [self.weight_decays[r] for r in rows]
         if self.clip_norms is not None:
             self.clip_norms = [self.clip_norms[r] for r in rows]
         self._previous = None
+
+
+def _flat_leaf(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[int], list[torch.Size]] | None:
+    """A leaf tensor over the one buffer the parameters tile (its ``.grad`` over their gradients' buffer, laid out
+    alike), each parameter's offset in it and its shape; ``None`` when they are not packed that way."""
+    flat = flat_view(params)
+    grads = flat_view([p.grad for p in params]) if all(p.grad is not None for p in params) else None
+    if flat is None or grads is None or flat[1] != grads[1]:
+        return None
+    leaf, offsets = flat
+    leaf.grad = grads[0]
+    return leaf, offsets, [p.shape for p in params]
+
+
+def _per_element(value: Any, flat: torch.Tensor) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 1 and value.numel() == flat.numel()
+
+
+def _like(value: Any, param: torch.Tensor) -> Any:
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return value.clone() if isinstance(value, torch.Tensor) else value  # a step count keeps its own dtype
+    return value.to(device=param.device, dtype=param.dtype)
 
 
 def _rows(values: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
