@@ -57,7 +57,12 @@ def test_training_with_and_without_the_fast_path_agree(tiny_config) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"model.norm": "batch"}, {"model.activation": "gelu"}, {"train.grad_accumulation": 2}, {"train.precision": "bf16"}],
+    [
+        {"model.norm": "batch"},
+        {"model.activation": "gelu"},
+        {"train.grad_accumulation": 2},
+        {"train.precision": "bf16"},
+    ],
 )
 def test_what_the_fast_path_does_not_cover_goes_through_autograd(tiny_config, change) -> None:
     config = with_overrides(tiny_config, change)

@@ -81,11 +81,12 @@ class IDXData(_Split):
 
 
 class FunctionData(_Split):
-    """A function of yours, ``"package.module:function"`` (importable from where emabench runs), called with
-    ``kwargs`` and returning ``(x, y)``: ``x`` ``(n, features…)``, ``y`` ``(n,)`` numbers or class labels."""
+    """A function of yours, ``"package.module:function"`` (importable, or under the current directory) or
+    ``"path/to/file.py:function"``, called with ``kwargs`` and returning ``(x, y)``: ``x`` ``(n, features…)``,
+    ``y`` ``(n,)`` numbers or class labels."""
 
     source: Literal["function"]
-    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", max_length=300)
+    function: str = Field(pattern=r"^[^:]+:[A-Za-z_][\w.]*$", max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -53,12 +53,13 @@ class LeNetModel(_Section):
 
 
 class CustomModel(_Section):
-    """Your own ``nn.Module``: ``factory`` is ``"package.module:function"``, called as ``function(**kwargs)`` with
+    """Your own ``nn.Module``: ``factory`` is ``"package.module:function"`` or ``"path/to/file.py:function"`` (relative
+    to the current directory), called as ``function(**kwargs)`` with
     torch's global generator seeded by the run's ``seed``; the module maps ``(B, *sample_shape)`` to
     ``(B, outputs)`` (1 for regression, the number of classes for classification)."""
 
     name: Literal["custom"]
-    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", max_length=300)
+    factory: str = Field(pattern=r"^[^:]+:[A-Za-z_][\w.]*$", max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -3,9 +3,9 @@ the seeds' training tricks (gradient accumulation and clipping, label smoothing,
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from emabench.config.base import _Section
 
@@ -20,10 +20,18 @@ OPTIMIZER_ARGUMENTS = {  # which optional optimizer fields each torch optimizer 
 }
 
 
+ARGUMENT_FIELDS = ("betas", "eps", "momentum", "dampening", "nesterov", "alpha", "centered", "momentum_decay")
+
+
 class OptimizerConfig(_Section):
     """A ``torch.optim`` optimizer by name, with torch's own arguments; ``null`` leaves an argument at torch's
     default. ``weight_decay`` is L2 added to the gradient, except for ``adamw`` (decoupled, ``θ ← θ(1 − lr·λ)``).
-    ``lr`` and ``weight_decay`` may differ between the runs of one stack."""
+    ``lr`` and ``weight_decay`` may differ between the runs of one stack.
+
+    ``by_name`` holds settings that apply only when ``name`` is that optimizer (they win over the fields above), so
+    that one config swept over ``name`` trains each optimizer with its own learning rate and arguments:
+    ``by_name: {sgd: {lr: 0.03, momentum: 0.9}}``. The training uses :meth:`resolved`.
+    """
 
     name: Literal["sgd", "rmsprop", "adam", "nadam", "adamax", "adamw", "radam"]
     lr: float = Field(gt=0, le=1e3)
@@ -36,6 +44,7 @@ class OptimizerConfig(_Section):
     alpha: float | None = Field(default=None, gt=0, lt=1)  # rmsprop's smoothing constant
     centered: bool | None = None  # rmsprop
     momentum_decay: float | None = Field(default=None, ge=0, le=1)  # nadam
+    by_name: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("betas")
     @classmethod
@@ -46,16 +55,46 @@ class OptimizerConfig(_Section):
 
     @model_validator(mode="after")
     def _arguments_of_this_optimizer(self) -> OptimizerConfig:
+        for name, settings in self.by_name.items():
+            if name not in OPTIMIZER_ARGUMENTS:
+                raise ValueError(f"by_name.{name}: not an optimizer (allowed: {', '.join(OPTIMIZER_ARGUMENTS)})")
+            allowed = ("lr", "weight_decay", *OPTIMIZER_ARGUMENTS[name])
+            unknown = [key for key in settings if key not in allowed]
+            if unknown:
+                raise ValueError(
+                    f"by_name.{name}.{unknown[0]}: {name} does not take it (allowed: {', '.join(allowed)})"
+                )
+        for name, settings in self.by_name.items():  # each entry with the fields' own bounds
+            values = self.model_dump() | {"name": name, **{f: None for f in ARGUMENT_FIELDS}} | dict(settings)
+            try:
+                OptimizerConfig.model_validate(values | {"by_name": {}})
+            except ValidationError as err:
+                first = err.errors(include_url=False)[0]
+                message = first["msg"].removeprefix("Value error, ")
+                if first["loc"]:
+                    where = ".".join(str(part) for part in first["loc"])
+                    raise ValueError(f"by_name.{name}.{where}: {message} (got {first.get('input')!r})") from None
+                raise ValueError(f"by_name.{name}: {message}") from None
+        resolved = self.resolved()
         taken = OPTIMIZER_ARGUMENTS[self.name]
-        for field in ("betas", "eps", "momentum", "dampening", "nesterov", "alpha", "centered", "momentum_decay"):
-            if getattr(self, field) is not None and field not in taken:
+        for field in ARGUMENT_FIELDS:
+            if getattr(resolved, field) is not None and field not in taken:
                 users = ", ".join(n for n, args in OPTIMIZER_ARGUMENTS.items() if field in args)
                 raise ValueError(
-                    f"{field}: {self.name} does not take {field} (taken by {users}); set it to null or leave it out"
+                    f"{field}: {self.name} does not take {field} (taken by {users}); set it to null or leave it "
+                    f"out, or give it under by_name.<optimizer>"
                 )
-        if self.nesterov and not ((self.momentum or 0) > 0 and not self.dampening):
+        if resolved.nesterov and not ((resolved.momentum or 0) > 0 and not resolved.dampening):
             raise ValueError("nesterov: needs momentum > 0 and dampening 0 (torch's rule)")
         return self
+
+    def resolved(self) -> OptimizerConfig:
+        """The settings in force: the fields with ``by_name[name]`` applied (``by_name`` itself emptied)."""
+        chosen = self.by_name.get(self.name)
+        if not chosen and not self.by_name:
+            return self
+        values = self.model_dump() | dict(chosen or {}) | {"by_name": {}}
+        return OptimizerConfig.model_validate(values)
 
 
 class LRScheduleConfig(_Section):

@@ -94,11 +94,16 @@ def mlp(
     norm: str = "none",
     dropout: bool = True,
 ) -> StackedNet:
-    """``[Flatten] → (Linear → [Norm] → activation → [Dropout]) × len(hidden_sizes) → Linear``."""
+    """``[Flatten] → (Linear → [Norm] → activation → [Dropout]) × len(hidden_sizes) → Linear``.
+
+    A Linear followed by BatchNorm has no bias (the usual ``bias=False``): BatchNorm subtracts the batch mean, so that
+    bias would get an exactly-zero gradient, and an adaptive optimizer turns the rounding noise in it into steps of
+    size lr — a parameter that drifts at random without changing the function.
+    """
     layers: list[nn.Module] = [Flatten()] if len(sample_shape) > 1 else []
     width = math.prod(sample_shape)
     for size in hidden_sizes:
-        layers.append(StackedLinear(replicas, width, size))
+        layers.append(StackedLinear(replicas, width, size, bias=norm != "batch"))
         if norm == "batch":
             layers.append(StackedBatchNorm(replicas, size))
         elif norm == "layer":

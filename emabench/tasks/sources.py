@@ -8,9 +8,12 @@ Every reader bounds what it reads (file size, rows, dimensions) before reading i
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib
+import importlib.util
 import math
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +135,15 @@ def call_function(spec: str, kwargs: dict[str, Any]) -> tuple[np.ndarray, np.nda
 
 
 def import_callable(spec: str, key: str) -> Any:
-    """``"package.module:function"`` → the function (Hydra's ``_target_`` idea, with a colon)."""
+    """``"package.module:function"`` (importable: installed, or under the current directory) or
+    ``"path/to/file.py:function"`` (a file, relative to the current directory) → the function."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise ConfigError(f"{key}: expected 'package.module:function', got {spec!r}")
+        raise ConfigError(f"{key}: expected 'package.module:function' or 'path/to/file.py:function', got {spec!r}")
     try:
-        module = importlib.import_module(module_name)
+        module = _load_file(module_name) if module_name.endswith(".py") else _import_module(module_name)
+    except ConfigError:
+        raise
     except Exception as err:  # ImportError, or the module's own import-time error
         raise ConfigError(f"{key}: cannot import {module_name!r} ({type(err).__name__}: {_first_line(err)})") from None
     target: Any = module
@@ -148,6 +154,33 @@ def import_callable(spec: str, key: str) -> Any:
     if not callable(target):
         raise ConfigError(f"{key}: {spec!r} is not callable")
     return target
+
+
+def _import_module(name: str) -> Any:
+    """Import ``name`` as ``python -m`` would, with the current directory on the path (a user's own package)."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.append(cwd)  # after everything installed: a local file never shadows a package
+    return importlib.import_module(name)
+
+
+def _load_file(path: str) -> Any:
+    """A Python file as a module (cached under a name derived from its absolute path, so loading twice is free)."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ConfigError(f"no such file: {path}")
+    name = "emabench_user_" + hashlib.sha256(str(file).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _checked_file(path: str, key: str) -> Path:

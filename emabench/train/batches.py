@@ -42,16 +42,20 @@ def draw_epoch(
 ) -> EpochOrder:
     """Shuffle ``x``/``y`` (on their device) and draw the dropout masks for every replica from its generator.
 
-    ``keep`` is ``1 − p`` per replica, ``(R,)``; a replica with ``p = 0`` gets all-ones masks (its stream still
-    advances the same way, so its other draws do not depend on ``p``).
+    ``keep`` is ``1 − p`` per replica, ``(R,)``; a replica with ``p = 0`` draws no masks and gets all-ones ones, as
+    it would alone (where its network has no dropout layer to draw for).
     """
     n, replicas = x.shape[0], len(generators)
     order = torch.empty(replicas, n, dtype=torch.long)
     uniforms = [torch.empty(replicas, n, *shape) for shape in mask_shapes]
+    dropping = (keep < 1).tolist()
     for r, generator in enumerate(generators):
         torch.randperm(n, generator=generator, out=order[r])
         for uniform in uniforms:
-            uniform[r].uniform_(generator=generator)
+            if dropping[r]:
+                uniform[r].uniform_(generator=generator)
+            else:
+                uniform[r].zero_()  # u = 0 < keep = 1: every unit kept
     masks = []
     for uniform in uniforms:
         scale = keep.view(-1, *[1] * (uniform.dim() - 1))

@@ -184,7 +184,7 @@ def custom_model(
 
 def build_stepper(configs: Sequence[Config], model: nn.Module) -> ReplicaStepper:
     """torch's optimizer of ``train.optimizer.name`` over the model's parameters, lr and weight decay per replica."""
-    spec = configs[0].train.optimizer
+    spec = configs[0].train.optimizer.resolved()
     options = {k: getattr(spec, k) for k in OPTIMIZER_ARGUMENTS[spec.name] if getattr(spec, k) is not None}
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
@@ -193,7 +193,7 @@ def build_stepper(configs: Sequence[Config], model: nn.Module) -> ReplicaStepper
         spec.name,
         [p for p in model.parameters() if p.requires_grad],
         options,
-        weight_decays=[c.train.optimizer.weight_decay for c in configs],
+        weight_decays=[c.train.optimizer.resolved().weight_decay for c in configs],
         clip_norms=None if all(c is None for c in clips) else [math.inf if c is None else c for c in clips],
         stacked=not isinstance(model, SingleModel),
     )

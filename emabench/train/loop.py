@@ -82,7 +82,7 @@ class Trainer:
         self.swa_lr_start: list[float | None] = [None] * self.replicas  # lr when the SWA schedule took over
         self.epoch = 0
         self.step = 0  # optimizer steps taken
-        self._last_lrs = [c.train.optimizer.lr for c in configs]  # the lrs of the last optimizer step
+        self._last_lrs = [c.train.optimizer.resolved().lr for c in configs]  # the lrs of the last optimizer step
         self.scaler = torch.amp.GradScaler(self.device.type) if first.train.precision == "fp16" else None
         train, spec = first.train, first.model
         extras = train.teacher is not None or train.precision != "fp32" or train.grad_accumulation > 1
@@ -100,7 +100,7 @@ class Trainer:
         def vector(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=self.device)
 
-        self._keep = torch.tensor([1.0 - c.model.dropout for c in self.configs])
+        self._keep = torch.tensor([1.0 - getattr(c.model, "dropout", 0.0) for c in self.configs])
         smoothing = [c.train.label_smoothing for c in self.configs]
         self._smoothing = vector(smoothing) if any(smoothing) else None
         teacher = self.configs[0].train.teacher
@@ -333,7 +333,7 @@ class Trainer:
 def _plateau(cfg: Config) -> PlateauScheduler:
     s = cfg.train.scheduler
     return PlateauScheduler(
-        cfg.train.optimizer.lr,
+        cfg.train.optimizer.resolved().lr,
         factor=s.factor,
         patience=s.patience,
         threshold=s.threshold,
