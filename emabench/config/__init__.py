@@ -1,6 +1,7 @@
 """The experiment configuration, by stage of its life: the strict base (:mod:`.base`), the schema (:mod:`.schema`,
 :mod:`.averager_specs`), safe YAML (:mod:`.yaml_io`), ``--set`` overrides (:mod:`.overrides`), validation with
-one-line errors (:mod:`.validate`) and reading a file (:mod:`.load`). The public names are re-exported here:
+one-line errors (:mod:`.validate`, walking the schema's keys through unions: :mod:`.keys`) and reading a file or a
+config shipped inside the package (:mod:`.load`). The public names are re-exported here:
 ``from emabench.config import Config, load_config, with_overrides, parse_yaml``.
 """
 
@@ -15,8 +16,15 @@ from emabench.config.averager_specs import (
     TFEMASpec,
     WarmupEMASpec,
 )
-from emabench.config.load import load_config
-from emabench.config.overrides import apply_overrides, parse_override, with_overrides
+from emabench.config.load import (
+    DEFAULT_CONFIG,
+    load_config,
+    read_config_file,
+    shipped_config_path,
+    shipped_config_text,
+    shipped_configs,
+)
+from emabench.config.overrides import applied_overrides, apply_overrides, check_key, parse_override, with_overrides
 from emabench.config.schema import (
     NAME_PATTERN,
     RESERVED_MODEL_NAMES,
@@ -34,6 +42,7 @@ from emabench.config.validate import format_validation_error, validate_config
 from emabench.config.yaml_io import dump_yaml, parse_yaml
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "NAME_PATTERN",
     "RESERVED_MODEL_NAMES",
     "AveragerSpec",
@@ -54,12 +63,18 @@ __all__ = [
     "TFEMASpec",
     "TrainConfig",
     "WarmupEMASpec",
+    "applied_overrides",
     "apply_overrides",
+    "check_key",
     "dump_yaml",
     "format_validation_error",
     "load_config",
     "parse_override",
     "parse_yaml",
+    "read_config_file",
+    "shipped_config_path",
+    "shipped_config_text",
+    "shipped_configs",
     "validate_config",
     "with_overrides",
 ]
