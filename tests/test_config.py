@@ -91,7 +91,7 @@ def test_overrides_are_typed_and_validated():
     "override,needle",
     [
         ("ema.beta", "KEY=VALUE"),
-        ("=3", "KEY=VALUE"),
+        ("=3", "no key before '='"),
         ("ema.betta=0.9", "unknown key 'betta' in ema (allowed: beta"),
         ("colour=red", "unknown key 'colour' in the top level"),
         ("seed.x=1", "unknown key 'x' in seed"),

@@ -266,7 +266,7 @@ def test_show_prints_config_and_final_table(sweep):
     assert by_path.exit_code == 0 and "incomplete" in by_path.output
     for spec, needle in (("nope", "no such run"), ("fake-seed3", "ambiguous")):
         missing = invoke("show", spec, "--runs-dir", sweep.parent)
-        assert missing.exit_code == 3 and needle in missing.output
+        assert missing.exit_code == 2 and needle in missing.output  # bad input (exit codes: errors.py)
         assert len(missing.output.strip().splitlines()) == 1
 
 

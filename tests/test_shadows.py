@@ -91,7 +91,7 @@ def test_swa_lr_schedule_takes_over_from_its_start_epoch(tiny_config):
 
 BAD = {
     "unknown kind": ({"x": {"kind": "lookahead", "beta": 0.9}}, "averagers.x"),
-    "beta out of range": ({"x": {"kind": "tf_ema", "beta": 1.0}}, "averagers.x.beta"),
+    "beta out of range": ({"x": {"kind": "tf_ema", "beta": 1.0}}, "averagers.x.beta"),  # the union tag is not repeated
     "beta and half-life": (
         {"x": {"kind": "tf_ema", "beta": 0.9, "half_life": {"value": 3, "unit": "epochs"}}},
         "exactly one of beta or half_life",

@@ -115,7 +115,11 @@ def bench_run(repeats: int = 5, epochs: int = 10, process_epochs: int = 100) -> 
 
 
 def _seed_config() -> Path:
-    return Path(__file__).resolve().parents[2] / "configs" / "regression.yaml"
+    """The seed study shipped inside the package: the same file wherever emabench is installed (not the repo's
+    ``configs/``, which a ``pip install`` does not have)."""
+    from emabench.config import DEFAULT_CONFIG, shipped_config_path
+
+    return shipped_config_path(DEFAULT_CONFIG)
 
 
 def _run_command(args: Sequence[str]) -> float:
@@ -274,14 +278,14 @@ def _ema_share_of_step(repeats: int) -> Row:
 
 
 def _many_averagers_vs_one(repeats: int) -> Row:
-    """Per optimizer step: updating every averager of configs/averagers.yaml (seed EMA, constant EMA, TF EMA, SWA,
+    """Per optimizer step: updating every averager of the shipped averagers.yaml (seed EMA, constant EMA, TF EMA, SWA,
     post-hoc EMA with two power profiles: six averaged copies) vs the seed EMA alone, on the seed MLP."""
-    from emabench.config import load_config, with_overrides
+    from emabench.config import load_config, shipped_config_path, with_overrides
     from emabench.tasks.data import make_dataset
     from emabench.train.averagers import update_all
     from emabench.train.loop import Trainer
 
-    config = with_overrides(load_config(_seed_config().with_name("averagers.yaml")), {"device": "cpu"})
+    config = with_overrides(load_config(shipped_config_path("averagers")), {"device": "cpu"})
     trainer = Trainer([config], make_dataset(config.data, config.task))
     for _ in range(3):
         trainer.run_epoch()  # past every warm-up and copy phase

@@ -1,31 +1,38 @@
 """The ``emabench`` command line: this module creates the Typer app and registers the commands; each command lives
-in its own module (:mod:`.run`, :mod:`.sweep`, :mod:`.report`, :mod:`.browse` for show and ls, :mod:`.bench`) as a
-plain function whose body checks its input, calls the library and renders the result (:mod:`.common` holds what
-they share). The console script ``emabench = "emabench.cli:app"`` and ``python -m emabench`` both land here.
+in its own module (:mod:`.run`, :mod:`.sweep`, :mod:`.report`, :mod:`.browse` for show and ls, :mod:`.configs`,
+:mod:`.bench`) as a plain function whose body checks its input, calls the library and renders the result
+(:mod:`.common` holds what they share, the exit codes stated in every ``--help`` among it). The console script
+``emabench = "emabench.cli:app"`` and ``python -m emabench`` both land here.
 """
 
 from __future__ import annotations
 
 import typer
 
-from emabench.cli import bench, browse, report, run, sweep
+from emabench.cli import bench, browse, configs, report, run, sweep
+from emabench.cli.common import EXIT_CODES_HELP
 
 app = typer.Typer(
     name="emabench",
     help="Does weight averaging (EMA, Polyak, SWA) help your training, and with which settings?\n\n"
     "Train the seed-001 study (`run`), sweep a grid of settings and seeds (`sweep`), and compare raw vs averaged "
-    "models across seeds (`report`).",
+    "models across seeds (`report`). `emabench configs` lists the configs shipped with it.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal width
 )
-app.command()(run.run)
-app.command()(sweep.sweep)
-app.command()(report.report)
-app.command()(browse.show)
-app.command(name="ls")(browse.ls)
-app.command()(bench.bench)
+for command, name in (
+    (run.run, "run"),
+    (sweep.sweep, "sweep"),
+    (report.report, "report"),
+    (browse.show, "show"),
+    (browse.ls, "ls"),
+    (configs.configs, "configs"),
+    (bench.bench, "bench"),
+):
+    app.command(name=name, epilog=EXIT_CODES_HELP)(command)
 
 
 def main() -> None:

@@ -31,12 +31,13 @@ def bench(
     import torch
 
     from emabench import bench as benchmarks
-    from emabench.runs.atomic import atomic_write_text
+    from emabench.runs.atomic import atomic_write_text, make_folder
 
     chosen = which or ["run", "ema", "sweep"]
     unknown = [w for w in chosen if w not in ("run", "ema", "sweep")]
     if unknown:
         raise ConfigError(f"bench: unknown sub-benchmark {unknown[0]!r} (allowed: run, ema, sweep)")
+    make_folder(out)  # before minutes of measuring: a folder that cannot be made is a one-line error (exit code 3)
     torch.set_num_threads(threads)
     rows: list[Any] = []
     with err_console.status("benchmarking…"):
@@ -51,7 +52,6 @@ def bench(
         [r.benchmark, r.case, f"{r.ours:.4g}", f"{r.reference:.4g}", r.unit, f"{r.ratio:.3f}", r.target] for r in rows
     ]
     print_table(header, body, title=f"emabench bench — {benchmarks.machine()}")
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "bench.csv", benchmarks.to_csv(rows))
     atomic_write_text(out / "bench.md", benchmarks.to_markdown(rows, f"Machine: {benchmarks.machine()}."))
     console.print(f"Wrote {out / 'bench.csv'} and {out / 'bench.md'}")

@@ -1,7 +1,8 @@
 """What every command shares: the consoles, the shared options, error → exit-code mapping, progress bars and tables.
 
 The CLI is the only place that prints for humans and maps :class:`~emabench.errors.EmabenchError` to exit codes
-(:func:`handles_errors`); Rich is used nowhere else.
+(:func:`handles_errors`; the codes are :mod:`emabench.errors`'s, stated in every command's ``--help`` by
+:data:`EXIT_CODES_HELP`); Rich is used nowhere else.
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from emabench.errors import EmabenchError
+from emabench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_ERROR, EmabenchError, one_line
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+EXIT_CODES_HELP = (
+    f"Exit codes: 0 done; {EXIT_BAD_INPUT} bad input (an option, a config file, key or value, a path that does not "
+    f"exist or cannot be read or is not what the command takes, a run id that matches no run or several); "
+    f"{EXIT_RUN_ERROR} run or I/O error (results could not be written, a run folder's files are damaged, another "
+    f"process holds the run); {EXIT_INTERRUPTED} interrupted (Ctrl-C or SIGTERM; what finished stays on disk)."
+)
 
 SetOption = Annotated[
     list[str] | None,
@@ -72,11 +80,12 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except EmabenchError as err:
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True, soft_wrap=True)
+            message = escape(one_line(str(err)))  # one line, capped: already so, but nothing may flood the terminal
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold yellow]interrupted:[/] finished epochs and runs are kept on disk")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -100,7 +109,7 @@ def stopping_notice() -> None:
 
 def exit_interrupted(message: str) -> None:
     err_console.print(f"[bold yellow]interrupted:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(130)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 STATUS_STYLES = {"completed": "green", "diverged": "red", "interrupted": "yellow", "incomplete": "yellow"}

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
-from emabench.errors import ConfigError, RunError
+from emabench.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from emabench.report.collect import Collection
@@ -113,7 +113,7 @@ def report(
 
 
 def _collect(roots: list[Path], where: list[str]) -> Collection:
-    """The finished runs under ``roots`` (skipped folders named on stderr); a :class:`RunError` if there are none."""
+    """The finished runs under ``roots`` (skipped folders named on stderr); an :class:`InputError` if there are none."""
     from emabench.report.collect import collect
 
     collection = collect(roots, where)
@@ -121,7 +121,7 @@ def _collect(roots: list[Path], where: list[str]) -> Collection:
         err_console.print(f"skipped {status} run: {folder.path}", highlight=False)
     if collection.runs.empty:
         matching = f" matching {' '.join(f'--where {w}' for w in where)}" if where else ""
-        raise RunError(f"no finished runs under {', '.join(map(str, roots))}{matching}")
+        raise InputError(f"no finished runs under {', '.join(map(str, roots))}{matching}")
     return collection
 
 

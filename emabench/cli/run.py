@@ -22,7 +22,7 @@ from emabench.cli.common import (
     set_threads,
     stopping_notice,
 )
-from emabench.errors import ConfigError
+from emabench.errors import EXIT_INTERRUPTED, ConfigError
 
 if TYPE_CHECKING:
     from emabench.config import Config
@@ -32,7 +32,12 @@ if TYPE_CHECKING:
 @handles_errors
 def run(
     config: Annotated[
-        Path | None, typer.Argument(help="YAML config, e.g. configs/regression.yaml (not with --resume).")
+        Path | None,
+        typer.Argument(
+            help="YAML config, e.g. configs/regression.yaml (default: the seed study shipped with emabench, "
+            "`emabench configs regression`; not with --resume).",
+            show_default=False,
+        ),
     ] = None,
     set_: SetOption = None,
     runs_dir: RunsDirOption = Path("runs"),
@@ -52,14 +57,19 @@ def run(
 ) -> None:
     """Train one run and write its folder: config.yaml, history.csv, metrics.csv, loss.png, r2.png, DONE.
 
+    Without a CONFIG it trains the seed-001 study shipped inside the package (`emabench configs` lists the
+    shipped configs; `emabench configs regression > my.yaml` copies one to edit).
+
     The run folder is `RUNS_DIR/<name>-seed<seed>-<hash>` (the hash of the resolved config); running the same
     config again reuses it (a finished run is shown, not re-trained, unless --force; an interrupted one with a
     checkpoint continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
     """
+    cfg = _checked_config(config, set_, force, resume)  # before the training stack is imported: a refusal is quick
     from emabench.runs import single
     from emabench.runs.interrupts import StopRequest
 
-    cfg = _checked_config(config, set_, force, resume)
+    if config is None and resume is None and not quiet:
+        console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
     stop = StopRequest(notice=stopping_notice)
     set_threads(threads)
     with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
@@ -71,20 +81,23 @@ def run(
             )
     _render(outcome)
     if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _checked_config(config: Path | None, set_: list[str] | None, force: bool, resume: Path | None) -> Config:
     """The config to train: CONFIG with ``--set`` overrides, or the ``--resume`` folder's own."""
     from emabench.config import load_config
+
+    if resume is None:
+        return load_config(config, set_ or [])  # no CONFIG: the shipped seed study
+    if config is not None:
+        raise ConfigError(f"give either CONFIG ({config}) to train or --resume {resume} to continue a run, not both")
+    if set_ or force:
+        raise ConfigError("--resume continues a run with its own config.yaml: --set and --force do not apply")
     from emabench.runs.folder import RunFolder
     from emabench.runs.single import load_run_config
 
-    if (config is None) == (resume is None):
-        raise ConfigError("give a CONFIG to train, or --resume RUN_FOLDER to continue a run (not both)")
-    if resume is not None and (set_ or force):
-        raise ConfigError("--resume continues a run with its own config.yaml: --set and --force do not apply")
-    return load_run_config(RunFolder(resume)) if resume is not None else load_config(config, set_ or [])
+    return load_run_config(RunFolder(resume))
 
 
 def _render(outcome: RunOutcome) -> None:

@@ -28,9 +28,12 @@ if TYPE_CHECKING:
     from emabench.runs.plan import SweepPlan
     from emabench.runs.unit import RunOutcome
 
-DEFAULT_CONFIG = Path("configs/regression.yaml")
+DEFAULT_CONFIG: Path | None = None  # the seed study shipped inside the package (emabench.config.load)
 
-ConfigArgument = Annotated[Path, typer.Argument(help="Base YAML config.")]
+ConfigArgument = Annotated[
+    Path | None,
+    typer.Argument(help="Base YAML config (default: the shipped seed study, regression.yaml).", show_default=False),
+]
 BetaOption = Annotated[
     str | None, typer.Option("--beta", "-b", help="EMA betas to sweep, comma-separated, e.g. 0.99,0.999.")
 ]
@@ -161,12 +164,12 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     """``"train.optimizer.lr=0.001,0.01"`` → ``("train.optimizer.lr", [0.001, 0.01])`` (values parsed as YAML)."""
-    from emabench.config import parse_override, parse_yaml
+    from emabench.config import check_key, parse_yaml
 
     key, sep, raw = text.partition("=")
     if not sep or not raw.strip():
         raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,... e.g. train.optimizer.lr=0.001,0.003")
-    parse_override(f"{key}=0")  # checks that the key exists
+    check_key(key, "--grid", text)  # the key exists; an error quotes the whole option
     return key.strip(), [parse_yaml(v, f"--grid {key}") for v in _items(raw, f"--grid {key}")]
 
 

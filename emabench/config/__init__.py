@@ -1,6 +1,8 @@
-"""The experiment configuration, by stage of its life: the strict base (:mod:`.base`), the schema (:mod:`.schema`,
-:mod:`.averager_specs`), safe YAML (:mod:`.yaml_io`), ``--set`` overrides (:mod:`.overrides`), validation with
-one-line errors (:mod:`.validate`) and reading a file (:mod:`.load`). The public names are re-exported here:
+"""The experiment configuration, by stage of its life: the strict base (:mod:`.base`), the schema (:mod:`.schema`
+with its sections :mod:`.data_specs`, :mod:`.model_specs`, :mod:`.train_specs`, :mod:`.averager_specs`), safe YAML
+(:mod:`.yaml_io`), ``--set`` overrides (:mod:`.overrides`), validation with one-line errors (:mod:`.validate`,
+walking the schema's keys through unions: :mod:`.keys`) and reading a file or a config shipped inside the package
+(:mod:`.load`). The public names are re-exported here:
 ``from emabench.config import Config, load_config, with_overrides, parse_yaml``.
 """
 
@@ -19,9 +21,16 @@ from emabench.config.averager_specs import (
     WarmupEMASpec,
 )
 from emabench.config.data_specs import DATA_SOURCES, DataSpec
-from emabench.config.load import load_config
+from emabench.config.load import (
+    DEFAULT_CONFIG,
+    load_config,
+    read_config_file,
+    shipped_config_path,
+    shipped_config_text,
+    shipped_configs,
+)
 from emabench.config.model_specs import MODEL_NAMES, ModelSpec
-from emabench.config.overrides import apply_overrides, parse_override, with_overrides
+from emabench.config.overrides import applied_overrides, apply_overrides, check_key, parse_override, with_overrides
 from emabench.config.schema import NAME_PATTERN, RESERVED_MODEL_NAMES, Config, EMAConfig
 from emabench.config.train_specs import (
     OPTIMIZER_ARGUMENTS,
@@ -38,20 +47,21 @@ from emabench.config.validate import format_validation_error, validate_config
 from emabench.config.yaml_io import dump_yaml, parse_yaml
 
 __all__ = [
-    "AdaptiveEMASpec",
     "DATA_SOURCES",
+    "DEFAULT_CONFIG",
     "MODEL_NAMES",
     "NAME_PATTERN",
     "OPTIMIZER_ARGUMENTS",
     "RESERVED_MODEL_NAMES",
+    "AdaptiveEMASpec",
     "AveragerSpec",
     "BiasCorrectedEMASpec",
     "BufferPolicy",
     "Config",
     "ConstantEMASpec",
     "DataSpec",
-    "EarlyStoppingConfig",
     "EMAConfig",
+    "EarlyStoppingConfig",
     "HalfLife",
     "LRScheduleConfig",
     "ModelSpec",
@@ -60,19 +70,25 @@ __all__ = [
     "PostHocSpec",
     "PowerEMASpec",
     "SWALRConfig",
-    "ScheduledEMASpec",
     "SWASpec",
+    "ScheduledEMASpec",
     "SchedulerConfig",
     "TFEMASpec",
     "TeacherConfig",
     "TrainConfig",
     "WarmupEMASpec",
+    "applied_overrides",
     "apply_overrides",
+    "check_key",
     "dump_yaml",
     "format_validation_error",
     "load_config",
     "parse_override",
     "parse_yaml",
+    "read_config_file",
+    "shipped_config_path",
+    "shipped_config_text",
+    "shipped_configs",
     "validate_config",
     "with_overrides",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from emabench.config import parse_yaml
-from emabench.errors import ConfigError, RunError
+from emabench.errors import ConfigError, InputError, RunError
 from emabench.results.tables import FINAL_METRICS
 from emabench.runs.folder import RunFolder, find_runs, is_run_folder
 from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode
@@ -157,12 +157,12 @@ def find_run(spec: str | Path, runs_dir: Path) -> RunFolder:
     if is_run_folder(path):
         return RunFolder(path)
     if not runs_dir.is_dir():
-        raise RunError(f"{spec}: not a run folder (no config.yaml), and --runs-dir {runs_dir} does not exist")
+        raise InputError(f"{spec}: not a run folder (no config.yaml), and --runs-dir {runs_dir} does not exist")
     runs = find_runs([runs_dir])
     matches = [f for f in runs if f.name == str(spec)] or [f for f in runs if f.name.startswith(str(spec))]
     if not matches:
-        raise RunError(f"{spec}: no such run (neither a folder with config.yaml nor a run id under {runs_dir})")
+        raise InputError(f"{spec}: no such run (neither a folder with config.yaml nor a run id under {runs_dir})")
     if len(matches) > 1:
         names = ", ".join(f.name for f in matches[:3]) + (", …" if len(matches) > 3 else "")
-        raise RunError(f"{spec}: ambiguous, matches {len(matches)} runs under {runs_dir} ({names})")
+        raise InputError(f"{spec}: ambiguous, matches {len(matches)} runs under {runs_dir} ({names})")
     return matches[0]

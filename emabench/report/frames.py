@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from emabench.averaging import half_life
-from emabench.errors import ConfigError, RunError
+from emabench.errors import ConfigError, InputError
 from emabench.report import stats
 from emabench.report.collect import CURVE_COLUMNS, SHORT_NAMES, Collection
 from emabench.report.groups import BASELINE, group_values, iter_groups, model_order, resolve_by, with_groups
@@ -158,7 +158,7 @@ def summarize_groups(
 ) -> pd.DataFrame:
     """The wide table of ``report.csv``: one row per group (columns in the module docstring)."""
     if runs.empty:
-        raise RunError("no finished runs to report")
+        raise InputError("no finished runs to report")
     by = resolve_by(runs, by)
     comparison = comparison_table(runs, by, alpha) if comparison is None else comparison
     models = model_order(runs)
@@ -292,7 +292,7 @@ def build_report(
 ) -> Report:
     """All statistics of the report from a :class:`Collection` (see the module docstring)."""
     if collection.runs.empty:
-        raise RunError(f"no finished runs under {', '.join(sources) or 'the given folders'}")
+        raise InputError(f"no finished runs under {', '.join(sources) or 'the given folders'}")
     keys = resolve_by(collection.runs, by)
     runs = collection.runs.sort_values([*keys, "seed"], kind="stable") if keys else collection.runs
     per_run = with_groups(per_run_table(runs.reset_index(drop=True), collection.curves, burn_in), keys)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emabench.config import Config, dump_yaml, parse_yaml, validate_config
-from emabench.errors import RunError
+from emabench.errors import InputError, RunError
 from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
 from emabench.runs.lock import RunLock, try_lock
 
@@ -246,7 +246,7 @@ class RunFolder:
 
         path = self.path / CHECKPOINT
         if not path.is_file():
-            raise RunError(f"{self.path}: no {CHECKPOINT} to resume from (the run was not checkpointed)")
+            raise InputError(f"{self.path}: no {CHECKPOINT} to resume from (the run was not checkpointed)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or foreign file: torch raises several kinds
@@ -291,9 +291,9 @@ class RunFolder:
             raise RunError(f"{self.path}: no readable {CONFIG} ({err.strerror})") from None
 
     def read_config(self) -> Config:
-        """The run's ``config.yaml``, validated; a :class:`RunError` if the folder has none."""
+        """The run's ``config.yaml``, validated; an :class:`InputError` if the folder has none."""
         if not (self.path / CONFIG).is_file():
-            raise RunError(f"{self.path}: not a run folder (no {CONFIG})")
+            raise InputError(f"{self.path}: not a run folder (no {CONFIG})")
         source = str(self.path / CONFIG)
         return validate_config(parse_yaml(self.read_config_text(), source), source)
 
@@ -336,7 +336,7 @@ def find_runs(roots: Iterable[str | Path]) -> list[RunFolder]:
     found: dict[Path, RunFolder] = {}
     for root in map(Path, roots):
         if not root.exists():
-            raise RunError(f"{root}: no such folder")
+            raise InputError(f"{root}: no such folder")
         candidates = [root] if is_run_folder(root) else sorted(p.parent for p in root.rglob(CONFIG))
         for path in candidates:
             if is_run_folder(path) and not path.name.startswith("."):
