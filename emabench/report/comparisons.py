@@ -23,7 +23,8 @@ from emabench.errors import RunError
 from emabench.report import stats
 from emabench.report.collect import SHORT_NAMES
 from emabench.report.groups import BASELINE, group_values, iter_groups, model_order, resolve_by
-from emabench.report.specs import compared_columns, headline, metric_columns, task_of
+from emabench.report.specs import SELECTION_LABELS, compared_columns, headline, metric_columns, spec, task_of
+from emabench.tasks.registry import get_task
 
 ALPHA = 0.05
 _SUMMARY_KEYS = ("mean", "std", "ci_low", "ci_high")
@@ -124,10 +125,11 @@ def _describe(rows: pd.DataFrame, tests: int, by: Sequence[str]) -> str:
     if not tests:
         return "no averaged-vs-raw comparison in this report has enough seed pairs to be tested"
     kinds = rows.drop_duplicates(["task", "selection", "metric"])
-    what = ", ".join(
-        "stability" if s == "stability" else f"{s} {m}"
-        for s, m in dict.fromkeys(zip(kinds["selection"], kinds["metric"]))
-    )
+    names = [
+        "stability" if s == "stability" else f"{SELECTION_LABELS[s]} {spec(get_task(t), m).label}"
+        for t, s, m in zip(kinds["task"], kinds["selection"], kinds["metric"])
+    ]
+    what = ", ".join(dict.fromkeys(names))
     groups = len(rows[list(by)].drop_duplicates()) if by else 1
     return (
         f"all averaged-vs-raw comparisons in this report: {tests} tests ({rows['model'].nunique()} averaged "
