@@ -321,3 +321,31 @@ def test_figures_are_figures_with_one_line_per_model_or_seed(built):
     left, right = sweep.axes
     assert len(left.containers) == 2 and len(right.containers) == 1  # raw and ema; ema − raw
     assert set(render_files(built)) >= set(report_figures(built))
+
+
+def test_frames_imports_no_renderer():
+    """The report's statistics (frames and everything it pulls in) never import a renderer or matplotlib."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "emabench"
+    renderers = {"figures", "blocks", "markdown", "html", "files", "terminal"}
+    seen, todo = set(), ["emabench.report.frames"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        tree = ast.parse((package.parent / (name.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):  # `from emabench.report import stats` imports a module too
+                modules += [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            for module in modules:
+                assert not module.startswith("matplotlib"), f"{name} imports {module}"
+                if (
+                    module.startswith("emabench.report.")
+                    and (package.parent / (module.replace(".", "/") + ".py")).is_file()
+                ):
+                    assert module.rsplit(".", 1)[1] not in renderers, f"{name} imports the renderer {module}"
+                    if module not in seen:
+                        todo.append(module)
+    assert {"emabench.report.comparisons", "emabench.report.stats", "emabench.report.published"} <= seen

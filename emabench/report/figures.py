@@ -211,7 +211,7 @@ def paired_figure(
             tick = f"raw → {model}\n{int(better.sum())}/{len(pairs)} better"
             ticks.append(tick + (f"\n({verdict})" if verdict else ""))
         ax.set_xticks(range(len(ticks)), ticks, fontsize=8)
-        ax.set_xlim(-0.5, len(ticks) - 0.5)
+        ax.set_xlim(-0.5, max(len(ticks), 1) - 0.5)
         ax.set_title(group, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel(label)
