@@ -11,35 +11,26 @@ from emabench.report.stats import (
     VERDICTS,
     bootstrap_ci,
     compare_models,
-    lower_is_better,
+    holm,
     min_seeds_for,
     paired_comparison,
     percentile_of,
     stability,
     summarize,
+    verdict,
 )
 
 # Any warning (a RuntimeWarning from a degenerate case above all) fails the test.
 pytestmark = pytest.mark.filterwarnings("error")
 
 BASE = np.array([0.0055, 0.0061, 0.0049, 0.0058, 0.0052, 0.0066, 0.0057, 0.0050])
+METRICS = {"mse": False, "mae": False, "r2": True}  # metric → higher is better, as the regression task says
 OTHER = np.array([0.0044, 0.0059, 0.0047, 0.0049, 0.0053, 0.0055, 0.0046, 0.0048])
 
 
 def t_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     half = st.t.ppf((1 + confidence) / 2, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
     return values.mean() - half, values.mean() + half
-
-
-# --- lower_is_better ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("metric", "expected"),
-    [("r2", False), ("ema_r2", False), ("mse", True), ("mae", True), ("val_loss", True), ("raw_val_loss", True)],
-)
-def test_lower_is_better(metric: str, expected: bool) -> None:
-    assert lower_is_better(metric) is expected
 
 
 # --- summarize / bootstrap_ci ---------------------------------------------------------------------------------
@@ -128,7 +119,7 @@ def test_bootstrap_edge_cases() -> None:
 
 
 def test_paired_comparison_matches_scipy() -> None:
-    r = paired_comparison(BASE, OTHER)
+    r = paired_comparison(BASE, OTHER, higher_is_better=False)
     diff = OTHER - BASE
     assert r["n"] == 8 and r["n_dropped"] == 0
     assert r["diff_mean"] == pytest.approx(diff.mean(), rel=1e-12)
@@ -141,7 +132,7 @@ def test_paired_comparison_matches_scipy() -> None:
 
 
 def test_ci_level_follows_alpha() -> None:
-    r = paired_comparison(BASE, OTHER, alpha=0.1)
+    r = paired_comparison(BASE, OTHER, alpha=0.1, higher_is_better=False)
     assert (r["diff_ci_low"], r["diff_ci_high"]) == pytest.approx(t_ci(OTHER - BASE, 0.9), rel=1e-12)
     # the 1 − alpha interval excludes 0 exactly when the paired t-test is significant at alpha
     assert (r["diff_ci_high"] < 0) == (r["p_ttest"] < 0.1)
@@ -155,21 +146,21 @@ def seeded_pair(shift: float, noise: float, n: int = 20, seed: int = 0) -> tuple
 
 def test_known_improvement_is_better() -> None:
     baseline, other = seeded_pair(shift=-0.001, noise=0.0002)
-    r = paired_comparison(baseline, other)
+    r = paired_comparison(baseline, other, higher_is_better=False)
     assert r["verdict"] == "better"
     assert r["p_ttest"] < 1e-6 and r["p_wilcoxon"] < 1e-4 and r["wins"] == 20
 
 
 def test_known_degradation_is_worse() -> None:
     baseline, other = seeded_pair(shift=+0.001, noise=0.0002)
-    r = paired_comparison(baseline, other)
+    r = paired_comparison(baseline, other, higher_is_better=False)
     assert r["verdict"] == "worse" and r["wins"] == 0 and r["diff_mean"] > 0
 
 
 def test_symmetric_noise_is_no_significant_difference() -> None:
     baseline = 0.0055 + 0.001 * np.random.default_rng(1).standard_normal(20)
     noise = 0.0003 * np.random.default_rng(2).standard_normal(10)
-    r = paired_comparison(baseline, baseline + np.r_[noise, -noise])
+    r = paired_comparison(baseline, baseline + np.r_[noise, -noise], higher_is_better=False)
     assert r["verdict"] == "no significant difference"
     assert r["diff_mean"] == pytest.approx(0.0, abs=1e-15)
     assert r["p_ttest"] > 0.9 and r["p_wilcoxon"] > 0.5 and r["wins"] == 10
@@ -177,15 +168,15 @@ def test_symmetric_noise_is_no_significant_difference() -> None:
 
 def test_higher_is_better_direction_for_r2() -> None:
     baseline, other = seeded_pair(shift=+0.001, noise=0.0002)
-    r2 = paired_comparison(baseline, other, lower_is_better=False)
+    r2 = paired_comparison(baseline, other, higher_is_better=True)
     assert r2["verdict"] == "better" and r2["wins"] == 20
-    assert paired_comparison(baseline, other, lower_is_better=True)["verdict"] == "worse"
+    assert paired_comparison(baseline, other, higher_is_better=False)["verdict"] == "worse"
 
 
 def test_relative_difference_sign_follows_difference_for_negative_baseline() -> None:
-    r = paired_comparison([-2.0, -4.0], [-1.0, -3.0], lower_is_better=False)
+    r = paired_comparison([-2.0, -4.0], [-1.0, -3.0], higher_is_better=True)
     assert r["rel_diff_pct"] == pytest.approx((50.0 + 25.0) / 2)
-    assert np.isnan(paired_comparison([0.0, 0.0], [1.0, 2.0])["rel_diff_pct"])
+    assert np.isnan(paired_comparison([0.0, 0.0], [1.0, 2.0], higher_is_better=False)["rel_diff_pct"])
 
 
 def test_both_tests_must_agree() -> None:
@@ -197,7 +188,10 @@ def test_both_tests_must_agree() -> None:
     assert st.wilcoxon(w_only).pvalue < 0.05 <= st.ttest_1samp(w_only, 0).pvalue
     for diff in (t_only, w_only):
         baseline = np.full(diff.size, 50.0)
-        assert paired_comparison(baseline, baseline + diff)["verdict"] == "no significant difference"
+        assert (
+            paired_comparison(baseline, baseline + diff, higher_is_better=False)["verdict"]
+            == "no significant difference"
+        )
 
 
 def test_min_seeds_for_follows_exact_wilcoxon_floor() -> None:
@@ -211,14 +205,14 @@ def test_min_seeds_for_follows_exact_wilcoxon_floor() -> None:
 
 def test_verdict_insufficient_below_min_seeds_even_for_perfect_sweep() -> None:
     baseline, other = seeded_pair(shift=-0.001, noise=0.0001, n=6)
-    assert paired_comparison(baseline[:5], other[:5])["verdict"] == "insufficient data"
-    assert paired_comparison(baseline[:5], other[:5])["p_ttest"] < 0.05
-    assert paired_comparison(baseline, other)["verdict"] == "better"
+    assert paired_comparison(baseline[:5], other[:5], higher_is_better=False)["verdict"] == "insufficient data"
+    assert paired_comparison(baseline[:5], other[:5], higher_is_better=False)["p_ttest"] < 0.05
+    assert paired_comparison(baseline, other, higher_is_better=False)["verdict"] == "better"
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_tiny_samples_give_nan_and_no_warning(n: int) -> None:
-    r = paired_comparison(BASE[:n], OTHER[:n])
+    r = paired_comparison(BASE[:n], OTHER[:n], higher_is_better=False)
     assert r["n"] == n and r["verdict"] == "insufficient data"
     assert np.isnan(r["diff_ci_low"]) == (n < 2) and np.isnan(r["p_ttest"]) == (n < 2)
     if n == 0:
@@ -232,7 +226,7 @@ def test_tiny_samples_give_nan_and_no_warning(n: int) -> None:
 
 
 def test_all_zero_differences() -> None:
-    r = paired_comparison(BASE, BASE.copy())
+    r = paired_comparison(BASE, BASE.copy(), higher_is_better=False)
     assert np.isnan(r["p_ttest"]) and np.isnan(r["p_wilcoxon"])
     assert r["diff_mean"] == 0 and r["wins"] == 0 and r["rel_diff_pct"] == 0
     assert (r["diff_ci_low"], r["diff_ci_high"]) == (0.0, 0.0)
@@ -241,7 +235,7 @@ def test_all_zero_differences() -> None:
 
 def test_constant_nonzero_difference() -> None:
     baseline = np.arange(1.0, 11.0)
-    r = paired_comparison(baseline, baseline - 0.5)
+    r = paired_comparison(baseline, baseline - 0.5, higher_is_better=False)
     assert r["p_ttest"] == 0.0
     assert r["p_wilcoxon"] == pytest.approx(2 / 2**10)
     assert r["verdict"] == "better"
@@ -250,10 +244,10 @@ def test_constant_nonzero_difference() -> None:
 def test_nan_pairs_are_dropped_and_counted() -> None:
     baseline, other = BASE.copy(), OTHER.copy()
     baseline[1], other[4], other[6] = np.nan, np.inf, np.nan
-    r = paired_comparison(baseline, other)
+    r = paired_comparison(baseline, other, higher_is_better=False)
     keep = np.ones(8, bool)
     keep[[1, 4, 6]] = False
-    clean = paired_comparison(BASE[keep], OTHER[keep])
+    clean = paired_comparison(BASE[keep], OTHER[keep], higher_is_better=False)
     assert r["n"] == 5 and r["n_dropped"] == 3
     assert {k: v for k, v in r.items() if k not in ("n_dropped",)} == {
         k: v for k, v in clean.items() if k not in ("n_dropped",)
@@ -262,11 +256,11 @@ def test_nan_pairs_are_dropped_and_counted() -> None:
 
 def test_paired_comparison_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="differ in length"):
-        paired_comparison([1.0, 2.0], [1.0])
+        paired_comparison([1.0, 2.0], [1.0], higher_is_better=False)
     with pytest.raises(ValueError, match="alpha"):
-        paired_comparison([1.0, 2.0], [1.0, 2.0], alpha=0.0)
+        paired_comparison([1.0, 2.0], [1.0, 2.0], alpha=0.0, higher_is_better=False)
     with pytest.raises(ValueError, match="one-dimensional"):
-        paired_comparison([[1.0, 2.0]], [[1.0, 2.0]])
+        paired_comparison([[1.0, 2.0]], [[1.0, 2.0]], higher_is_better=False)
 
 
 # --- percentile_of --------------------------------------------------------------------------------------------
@@ -336,7 +330,7 @@ def make_runs() -> pd.DataFrame:
 
 
 def test_compare_models_layout() -> None:
-    table = compare_models(make_runs(), group_by=["beta"], models=["raw", "ema", "swa"])
+    table = compare_models(make_runs(), group_by=["beta"], models=["raw", "ema", "swa"], metrics=METRICS)
     assert list(table[["beta", "model"]].itertuples(index=False, name=None)) == [
         (0.99, "ema"),
         (0.99, "swa"),
@@ -369,7 +363,7 @@ def test_compare_models_layout() -> None:
 
 def test_compare_models_cells() -> None:
     runs = make_runs()
-    table = compare_models(runs, group_by=["beta"], models=["ema", "swa"]).set_index(["beta", "model"])
+    table = compare_models(runs, group_by=["beta"], models=["ema", "swa"], metrics=METRICS).set_index(["beta", "model"])
     seeds = np.arange(7)
     raw99 = 0.0050 + 0.0002 * seeds + 0.0001
     ema99 = raw99 - 0.0008 - 0.00003 * seeds
@@ -388,7 +382,9 @@ def test_compare_models_cells() -> None:
 
 
 def test_compare_models_unpaired_seeds_and_nan_metrics() -> None:
-    table = compare_models(make_runs(), group_by=["beta"], models=["ema", "swa"]).set_index(["beta", "model"])
+    table = compare_models(make_runs(), group_by=["beta"], models=["ema", "swa"], metrics=METRICS).set_index(
+        ["beta", "model"]
+    )
     swa = table.loc[(0.999, "swa")]
     assert swa["n_seeds"] == 6 and swa["n_unpaired"] == 1 and swa["mse_n"] == 6
     assert swa["mse_wins"] == 3 and swa["mse_verdict"] == "no significant difference"
@@ -402,12 +398,12 @@ def test_compare_models_unpaired_seeds_and_nan_metrics() -> None:
 
 def test_compare_models_without_groups_and_missing_baseline() -> None:
     runs = make_runs()
-    one = compare_models(runs[runs.beta == 0.99], group_by=[], models=["ema"])
-    grouped = compare_models(runs, group_by=["beta"], models=["ema"])
+    one = compare_models(runs[runs.beta == 0.99], group_by=[], models=["ema"], metrics=METRICS)
+    grouped = compare_models(runs, group_by=["beta"], models=["ema"], metrics=METRICS)
     pd.testing.assert_series_equal(
         one.iloc[0].drop(["model"]), grouped.iloc[0].drop(["beta", "model"]), check_names=False
     )
-    no_raw = compare_models(runs[runs.model != "raw"], group_by=["beta"], models=["ema"])
+    no_raw = compare_models(runs[runs.model != "raw"], group_by=["beta"], models=["ema"], metrics=METRICS)
     assert list(no_raw["n_seeds"]) == [0, 0] and list(no_raw["n_unpaired"]) == [7, 7]
     assert set(no_raw["mse_verdict"]) == {"insufficient data"}
 
@@ -415,13 +411,89 @@ def test_compare_models_without_groups_and_missing_baseline() -> None:
 def test_compare_models_rejects_bad_frames() -> None:
     runs = make_runs()
     with pytest.raises(ValueError, match="lacks column"):
-        compare_models(runs.drop(columns="mae"), group_by=["beta"], models=["ema"])
+        compare_models(runs.drop(columns="mae"), group_by=["beta"], models=["ema"], metrics=METRICS)
     with pytest.raises(ValueError, match="several rows for seed"):
-        compare_models(runs, group_by=[], models=["ema"])  # both betas pooled: seeds repeat
+        compare_models(runs, group_by=[], models=["ema"], metrics=METRICS)  # both betas pooled: seeds repeat
     with pytest.raises(ValueError, match="group_by"):
-        compare_models(runs, group_by=["model"], models=["ema"])
+        compare_models(runs, group_by=["model"], models=["ema"], metrics=METRICS)
 
 
 def test_compare_models_empty_result_keeps_columns() -> None:
-    table = compare_models(make_runs(), group_by=["beta"], models=["polyak"], metrics=("mse",))
+    table = compare_models(make_runs(), group_by=["beta"], models=["polyak"], metrics={"mse": False})
     assert table.empty and "mse_verdict" in table.columns
+
+
+# --- Holm–Bonferroni ------------------------------------------------------------------------------------------
+
+
+def holm_statsmodels_formula(p: np.ndarray) -> np.ndarray:
+    """statsmodels' ``multipletests(method="holm")`` restated (statsmodels/stats/multitest.py): sort, multiply the
+    i-th smallest by ``m − i`` (0-based), running maximum, clip at 1, back to the input order."""
+    order = np.argsort(p)
+    corrected = np.maximum.accumulate(p[order] * np.arange(p.size, 0, -1))
+    corrected[corrected > 1] = 1
+    return corrected[order.argsort()]
+
+
+def test_holm_hand_computed_case() -> None:
+    # m = 5, sorted 0.001 0.01 0.02 0.03 0.2 → ×5, ×4, ×3, ×2, ×1 = 0.005 0.04 0.06 0.06 0.2; the running maximum
+    # keeps them (0.06 ≥ 0.06): 0.005, 0.04, 0.06, 0.06, 0.2 — in the input's order.
+    p = np.array([0.02, 0.001, 0.2, 0.03, 0.01])
+    np.testing.assert_allclose(holm(p), [0.06, 0.005, 0.2, 0.06, 0.04], rtol=1e-12)
+    # step-down monotonicity: a later p whose own product is smaller takes the earlier maximum
+    np.testing.assert_allclose(holm([0.01, 0.012, 0.5]), [0.03, 0.03, 0.5], rtol=1e-12)
+    # capped at 1, and a single test is left as it is
+    np.testing.assert_allclose(holm([0.4, 0.6]), [0.8, 0.8], rtol=1e-12)
+    assert holm([0.3]).tolist() == [0.3]
+
+
+def test_holm_matches_statsmodels_formula_on_random_families() -> None:
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 7, 40, 168):
+        p = np.concatenate([rng.uniform(0, 1, m - m // 4), rng.uniform(0, 1e-3, m // 4)])
+        np.testing.assert_allclose(holm(p), holm_statsmodels_formula(p), rtol=1e-12, atol=0)
+    ties = np.array([0.01, 0.01, 0.04, 0.04, 0.5])
+    np.testing.assert_allclose(holm(ties), holm_statsmodels_formula(ties), rtol=1e-12)
+
+
+def test_holm_controls_family_wise_error_under_the_null() -> None:
+    # 2000 families of 20 true nulls (uniform p-values): Holm rejects anything in at most ~5% of them
+    rng = np.random.default_rng(0)
+    families = rng.uniform(size=(2000, 20))
+    any_rejected = np.mean([np.any(holm(row) < 0.05) for row in families])
+    uncorrected = np.mean(np.any(families < 0.05, axis=1))
+    assert any_rejected <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 2000)  # within 3 standard errors of α
+    assert uncorrected > 0.6  # 1 − 0.95**20 ≈ 0.64 without the correction
+
+
+def test_holm_leaves_nan_out_of_the_family() -> None:
+    adjusted = holm([0.01, np.nan, 0.04])
+    assert np.isnan(adjusted[1])
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.02, 0.04])  # m = 2, not 3
+    assert holm([]).size == 0
+    with pytest.raises(ValueError, match="p-values"):
+        holm([0.5, 1.5])
+
+
+def test_min_seeds_for_a_family() -> None:
+    assert min_seeds_for(0.05, 1) == min_seeds_for(0.05) == 6
+    assert min_seeds_for(0.05, 14) == 10  # 14 · 2/2**10 = 0.027 < 0.05 ≤ 14 · 2/2**9 = 0.055
+    assert min_seeds_for(0.05, 168) == 13  # 168 · 2/2**13 = 0.041
+    for tests in (1, 14, 56, 168):
+        n = min_seeds_for(0.05, tests)
+        assert tests * 2 / 2**n < 0.05 <= tests * 2 / 2 ** (n - 1)
+    with pytest.raises(ValueError, match="tests"):
+        min_seeds_for(0.05, 0)
+
+
+def test_verdict_from_adjusted_p_values() -> None:
+    kwargs = {"alpha": 0.05, "higher_is_better": False}
+    assert verdict(10, -0.1, 0.001, 0.002, **kwargs) == "better"
+    assert verdict(10, -0.1, 0.001, 0.06, **kwargs) == "no significant difference"  # both must be below α
+    assert verdict(10, +0.1, 0.001, 0.002, **kwargs) == "worse"
+    assert verdict(10, +0.1, 0.001, 0.002, alpha=0.05, higher_is_better=True) == "better"
+    assert verdict(5, -0.1, 0.0, 0.0, **kwargs) == "insufficient data"  # below the exact Wilcoxon floor
+    # 10 pairs among 168 tests: cannot survive the correction, so "no difference" would be about the sample size
+    assert verdict(10, -0.1, 0.3, 0.3, tests=168, **kwargs) == "insufficient data"
+    assert verdict(13, -0.1, 0.3, 0.3, tests=168, **kwargs) == "no significant difference"
+    assert verdict(10, -0.1, np.nan, np.nan, **kwargs) == "no significant difference"

@@ -8,23 +8,38 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from emabench.cli.common import STATUS_STYLES, RunsDirOption, console, handles_errors, print_metrics
+from emabench.cli.common import STATUS_STYLES, RunsDirOption, console, handles_errors
+from emabench.cli.tables import print_fitted, print_run_metrics
 
 
 @handles_errors
 def show(
-    run: Annotated[str, typer.Argument(help="A run folder, or a run id (or a unique prefix of one) under --runs-dir.")],
+    run: Annotated[
+        str,
+        typer.Argument(
+            help="A run folder's path, or a run id as `emabench ls` prints it (or an unambiguous prefix of one) "
+            "under --runs-dir."
+        ),
+    ],
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
-    """Print one run's config, status and final metrics table."""
+    """Print one run's config, status and final metrics table.
+
+    RUN is a path (runs/sweep-…/regression-seed0-…), a run id from `emabench ls`, or a prefix that matches one run
+    only; when several runs match, their paths are listed. The same run id found in several folders (the same
+    config trained by `run` and again by a sweep) is one run: the first is shown and the others named.
+    """
     from rich.syntax import Syntax
 
     from emabench.report import collect
 
-    folder = collect.find_run(run, runs_dir)
-    console.print(f"Run folder: [bold]{escape(str(folder.path))}[/]", highlight=False)
+    folder, same = collect.find_run(run, runs_dir)
+    console.print(f"Run folder: [bold]{escape(str(folder.path))}[/]", highlight=False, soft_wrap=True)
+    for other in same:
+        console.print(
+            f"The same run (same config) is also at {escape(str(other.path))}", highlight=False, soft_wrap=True
+        )
     console.print(Syntax(folder.read_config_text().rstrip(), "yaml", theme="ansi_dark", background_color="default"))
     status = folder.status
     style = STATUS_STYLES.get(status, "white")
@@ -35,7 +50,7 @@ def show(
             f"{float(info.get('wall_time_s', nan)):.1f} s",
             highlight=False,
         )
-        print_metrics(folder)
+        print_run_metrics(console, folder)
     else:
         console.print(f"[{style}]{status}[/]: {collect.epochs_so_far(folder)} epochs recorded, no final metrics yet")
 
@@ -45,7 +60,8 @@ def ls(
     paths: Annotated[list[Path] | None, typer.Argument(help="Folders to list (default: --runs-dir).")] = None,
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
-    """List runs and sweeps with their status (completed, diverged, interrupted, incomplete) and epochs."""
+    """List runs and sweeps with their status (completed, diverged, interrupted, incomplete) and epochs; the run ids
+    are what `emabench show` takes."""
     from emabench.report import collect
 
     roots = paths or [runs_dir]
@@ -57,11 +73,15 @@ def ls(
         counts = ", ".join(f"{n} {status}" for status, n in sorted(part["status"].value_counts().items()))
         kind = "sweep" if part["is_sweep"].iloc[0] else "runs in"
         console.print(f"[bold]{kind} {escape(folder)}[/]: {len(part)} runs ({counts})", highlight=False, soft_wrap=True)
-        table = Table()
-        for column in ("run", "status", "epochs", "stop reason", "wall time"):
-            table.add_column(column, justify="right" if column in ("epochs", "wall time") else "left")
-        for r in part.to_dict("records"):
-            style = STATUS_STYLES.get(r["status"], "white")
-            wall = "" if r["wall_time_s"] != r["wall_time_s"] else f"{r['wall_time_s']:.1f} s"
-            table.add_row(r["run_id"], f"[{style}]{r['status']}[/]", str(r["epochs"]), r["stop_reason"], wall)
-        console.print(table)
+        header = ["run", "status", "epochs", "stop reason", "wall time"]
+        rows = [
+            [
+                r["run_id"],
+                r["status"],
+                str(r["epochs"]),
+                r["stop_reason"],
+                "" if r["wall_time_s"] != r["wall_time_s"] else f"{r['wall_time_s']:.1f} s",
+            ]
+            for r in part.to_dict("records")
+        ]
+        print_fitted(console, header, rows, keep=1, style_of=STATUS_STYLES.get)

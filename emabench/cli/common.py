@@ -20,8 +20,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from emabench.cli.tables import print_fitted, print_run_metrics
 from emabench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_ERROR, EmabenchError, one_line
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
@@ -116,32 +116,13 @@ STATUS_STYLES = {"completed": "green", "diverged": "red", "interrupted": "yellow
 
 
 def print_table(header: list[str], body: list[list[str]], title: str | None = None) -> None:
-    table = Table(title=title, show_lines=False)
-    for column in header:
-        table.add_column(column, overflow="fold")
-    for cells in body:
-        table.add_row(*cells)
-    console.print(table)
+    """A table fitted to the terminal that never splits a number (:mod:`emabench.cli.tables`)."""
+    print_fitted(console, header, body, title=title)
 
 
 def print_metrics(folder: Any) -> None:
-    metrics = folder.read_metrics()
-    header = ["model", "epoch", "MSE", "MAE", "R2", "MSE gain", "MAE gain", "R2 gain", "val-loss std"]
-    body = [
-        [
-            str(r["model"]),
-            str(r["epoch"]),
-            f"{r['mse']:.4f}",
-            f"{r['mae']:.4f}",
-            f"{r['r2']:.4f}",
-            f"{r['mse_improvement_pct']:+.1f}%",
-            f"{r['mae_improvement_pct']:+.1f}%",
-            f"{r['r2_improvement_pct']:+.2f}%",
-            f"{r['val_loss_std']:.4f}",
-        ]
-        for r in metrics.to_dict("records")
-    ]
-    print_table(header, body, title="final validation metrics")
+    """A finished run's final table, in its task's metrics (:func:`emabench.cli.tables.print_run_metrics`)."""
+    print_run_metrics(console, folder)
 
 
 def progress_bar() -> Any:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
-from emabench.errors import ConfigError, InputError
+from emabench.cli.tables import print_fitted
+from emabench.errors import ConfigError, InputError, RunError
 
 if TYPE_CHECKING:
     from emabench.report.collect import Collection
@@ -76,11 +75,15 @@ def report(
     """Compare raw vs averaged models across seeds, from finished run folders (never re-trains).
 
     Per group of runs that differ only in their seed (e.g. per beta), each
-    averaged model vs raw, paired by seed: mean ± std and 95% CI of MSE, MAE
-    and R² (final epoch and best epoch), the paired difference with its CI,
-    t-test and Wilcoxon p-values, wins and a verdict (better, worse, no
-    significant difference); the stability of the validation loss; the decay
-    actually reached; the blog's published run beside our seeds.
+    averaged model vs raw, paired by seed, on the metrics of the runs' task
+    (regression: MSE, MAE, R²; classification: accuracy, macro-F1; final epoch
+    and best epoch): mean ± std and 95% CI, the paired difference with its CI,
+    t-test and Wilcoxon p-values raw and Holm-adjusted over every comparison
+    of the report, wins and a verdict (better, worse, no significant
+    difference) from the adjusted ones; the stability of the validation loss;
+    the decay actually reached; for the seed study, the blog's published run
+    beside our seeds. Runs of different tasks are never compared; the same
+    config found in two folders counts once.
 
     Writes report.md, report.html (one self-contained file), report.csv,
     comparison.csv, per_run.csv and fig_*.png.
@@ -119,6 +122,10 @@ def _collect(roots: list[Path], where: list[str]) -> Collection:
     collection = collect(roots, where)
     for folder, status in collection.skipped:
         err_console.print(f"skipped {status} run: {folder.path}", highlight=False)
+    for kept, dropped in collection.duplicates:
+        err_console.print(
+            f"same config found twice: using {kept.path}, not {dropped.path}", highlight=False, soft_wrap=True
+        )
     if collection.runs.empty:
         matching = f" matching {' '.join(f'--where {w}' for w in where)}" if where else ""
         raise InputError(f"no finished runs under {', '.join(map(str, roots))}{matching}")
@@ -126,25 +133,29 @@ def _collect(roots: list[Path], where: list[str]) -> Collection:
 
 
 def _print_report(result: Report) -> None:
-    """The report's verdict table, verdicts coloured, with its legend."""
-    from emabench.report.blocks import display_rows
+    """The report's verdict tables (one per task), verdicts coloured, fitted to the terminal, with their legend."""
+    from emabench.report.terminal import display_tables
 
-    header, body = display_rows(result)
-    table = Table(title="averaged vs raw, paired by seed (final epoch unless named)")
-    for column in header:
-        table.add_column(column, overflow="fold")
-    for cells in body:
-        table.add_row(*(_verdict_cell(c) for c in cells))
-    console.print(table)
+    labels = {verdict: label for verdict, (label, _) in VERDICT_STYLES.items()}
+    styles = {label: style for label, style in VERDICT_STYLES.values()}
+    for table in display_tables(result):
+        rows = [[labels.get(cell, cell) for cell in row] for row in table.rows]
+        print_fitted(console, table.header, rows, title=table.title, keep=2, style_of=styles.get)
+    family = result.family
     legend = ", ".join(
         f"[{style}]{label}[/] = {verdict}" for verdict, (label, style) in VERDICT_STYLES.items() if label != verdict
     )
-    console.print(f"Verdicts at the {result.alpha:g} level (paired t-test and Wilcoxon must agree); {legend}.")
+    console.print(
+        f"Verdicts at the {result.alpha:g} level from Holm-adjusted p-values over {family.tests} comparisons (paired "
+        f"t-test and Wilcoxon must agree); {legend} (fewer than {family.min_seeds} seed pairs).",
+        highlight=False,
+    )
+    seeds = int(result.per_run.groupby("group")["seed"].nunique().max())
+    if family.tests and seeds < family.min_seeds:
+        console.print(
+            f"[bold yellow]With at most {seeds} seeds per group no verdict can say better or worse after the "
+            f"correction over {family.tests} comparisons: run at least {family.min_seeds} seeds, or compare fewer "
+            "things at once.[/]",
+            highlight=False,
+        )
     console.print("best-ep: at each model's lowest validation loss, picked on the validation set itself (optimistic).")
-
-
-def _verdict_cell(text: str) -> str:
-    if text in VERDICT_STYLES:
-        label, style = VERDICT_STYLES[text]
-        return f"[{style}]{label}[/]"
-    return escape(text)

@@ -1,23 +1,26 @@
 """The report as a document: headings, text, tables and figures in reading order (:func:`document`), built from a
-:class:`~emabench.report.frames.Report`, plus the rows of the terminal table (:func:`display_rows`) and the number
-formats. Pure functions; the renderers are :mod:`emabench.report.markdown` and :mod:`emabench.report.html`.
+:class:`~emabench.report.frames.Report`. Every metric name, direction and verdict comes from the runs' tasks; runs of
+different tasks get tables of their own. Pure functions; the renderers are :mod:`emabench.report.markdown` and
+:mod:`emabench.report.html` (the terminal's rows are :mod:`emabench.report.terminal`'s).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from emabench.report import stats
-from emabench.report.figures import FIGURES
-from emabench.report.frames import PUBLISHED_RUN, STABILITY, Report
+from emabench.report.formats import diff_text, fmt, p_text, pct
+from emabench.report.frames import Report
 from emabench.report.groups import BASELINE, with_groups
-from emabench.runs.sweep_folder import FIG_MSE_VS_BETA, FIG_PAIRED_MSE, FIG_PAIRED_STABILITY, FIG_R2, FIG_VAL_LOSS
+from emabench.report.published import PUBLISHED_RUN
+from emabench.report.specs import STABILITY, compared_columns, direction_text, headline, spec
+from emabench.runs.sweep_folder import FIG_PAIRED_STABILITY, FIG_VAL_LOSS, fig_curves, fig_paired, fig_vs_beta
+from emabench.tasks.base import Task
+from emabench.tasks.regression import Regression
 
 TITLE = "emabench report: raw vs averaged models across seeds"
 
@@ -53,74 +56,16 @@ class Image:
 Block = Heading | Paragraph | Bullets | Table | Image
 
 
-# --- terminal rows and number formats ---------------------------------------------------------------------------
-
-TERMINAL_VERDICT_COLUMNS = {
-    ("final", "mse"): "MSE",
-    ("final", "mae"): "MAE",
-    ("final", "r2"): "R2",
-    ("best", "mse"): "best-ep MSE",
-    ("stability", STABILITY): "val-loss std",
-}
-
-
-def display_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Human rows, one per (group, averaged model): final MSE raw vs model, the paired difference with its CI, the
-    seeds won, the verdicts (final MSE/MAE/R², best-epoch MSE, stability) and the decay reached."""
-    header = ["group", "model", "n", "MSE raw", "MSE model", "Δ MSE [95% CI]", "wins"]
-    header += [*TERMINAL_VERDICT_COLUMNS.values(), "decay reached"]
-    decays = {(r["group"], r["model"]): r["decay_mean"] for r in report.decay.to_dict("records")}
-    comparison = with_groups(report.comparison, report.by) if not report.comparison.empty else report.comparison
-    body = []
-    for (group, model), rows in comparison.groupby(["group", "model"], sort=False) if len(comparison) else []:
-        cells = {(r["selection"], r["metric"]): r for r in rows.to_dict("records")}
-        mse = cells[("final", "mse")]
-        n = f"{mse['n']}" + (f" ({mse['n_diverged']} div.)" if mse["n_diverged"] else "")
-        line = [group, model, n, fmt(mse["baseline_mean"]), fmt(mse["mean"]), diff_text(mse)]
-        line.append(f"{mse['wins']}/{mse['n']}")
-        line += [str(cells[key]["verdict"]) if key in cells else "" for key in TERMINAL_VERDICT_COLUMNS]
-        decay = decays.get((group, model), np.nan)
-        line.append("" if np.isnan(decay) else f"{decay:.4f}")
-        body.append(line)
-    return header, body
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """Numbers with ``digits`` significant digits; NaN as an em dash."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def diff_text(row: dict[str, Any]) -> str:
-    """``+0.00029 [-0.00031, 0.00088]``: the paired mean difference (model − raw) and its CI, all three with the
-    same decimals (three significant digits of the interval's width)."""
-    mean, low, high = row["diff_mean"], row["diff_ci_low"], row["diff_ci_high"]
-    if not math.isfinite(mean):
-        return "—"
-    width = abs(high - low) if math.isfinite(high - low) and high != low else abs(mean)
-    decimals = max(0, 2 - math.floor(math.log10(width))) if width > 0 else 4
-    interval = f" [{low:.{decimals}f}, {high:.{decimals}f}]" if math.isfinite(low) else ""
-    return f"{mean:+.{decimals}f}{interval}"
-
-
-def p_text(p: float) -> str:
-    if not math.isfinite(p):
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-# --- the document -----------------------------------------------------------------------------------------------
-
-
-def document(report: Report, figures: Sequence[str]) -> list[Block]:
-    """The report's sections in reading order; ``figures`` are the figure files that exist (see ``FIGURES``)."""
+def document(report: Report, figures: Mapping[str, str]) -> list[Block]:
+    """The report's sections in reading order; ``figures``: the figure files that exist → their captions."""
     blocks: list[Block] = [Heading(TITLE, 1), Paragraph(_sources(report))]
     blocks += [Heading("At a glance"), Bullets(tuple(_glance(report)))]
-    blocks += [Heading(f"Verdicts at the {report.alpha:.0%} level"), _verdict_table(report), Paragraph(_VERDICT_RULE)]
-    blocks += _images(figures, FIG_MSE_VS_BETA, FIG_PAIRED_MSE)
+    blocks += [Heading(f"Verdicts at the {report.alpha:.0%} level, Holm-corrected")]
+    for task in report.tasks:
+        blocks += _task_heading(report, task) + [_verdict_table(report, task)]
+    blocks += [Paragraph(_verdict_rule(report))]
+    for task in report.tasks:
+        blocks += _images(figures, fig_vs_beta(headline(task)), fig_paired(headline(task)))
     blocks += [Heading("Final-epoch metrics (what the seed study reports)"), Paragraph(_FINAL_NOTE)]
     blocks += [_metric_table(report, "final")]
     blocks += [Heading("Best-epoch metrics (optimistic: picked on the validation set itself)"), Paragraph(_BEST_NOTE)]
@@ -128,27 +73,27 @@ def document(report: Report, figures: Sequence[str]) -> list[Block]:
     blocks += [Heading("Stability: validation-loss std over epochs"), Paragraph(_stability_note(report))]
     blocks += [_metric_table(report, "stability"), *_images(figures, FIG_PAIRED_STABILITY)]
     blocks += [Heading("Curves over epochs"), Paragraph(_CURVES_NOTE), *_images(figures, FIG_VAL_LOSS)]
-    blocks += _images(figures, FIG_R2)
+    for task in report.tasks:
+        blocks += _images(figures, fig_curves(task.plot_metric))
     blocks += [Heading("Decay actually reached"), Paragraph(_DECAY_NOTE), _decay_table(report)]
-    blocks += [Heading("Reference: the blog's single run beside our seeds"), Paragraph(_reference_note())]
-    blocks += [_reference_table(report)]
+    if not report.reference.empty:
+        blocks += [Heading("Reference: the blog's single run beside our seeds"), Paragraph(_reference_note())]
+        blocks += [_reference_table(report)]
     blocks += [Heading("Method"), Bullets(_method(report))]
     if report.skipped:
         blocks += [Heading("Skipped run folders (no DONE marker)")]
         blocks += [Bullets(tuple(f"{status}: `{path}`" for path, status in report.skipped))]
+    if report.duplicates:
+        blocks += [Heading("Run folders found twice (the same config: counted once)")]
+        blocks += [Bullets(tuple(f"used `{kept}`, not `{dropped}`" for kept, dropped in report.duplicates))]
     return blocks
 
 
-_VERDICT_RULE = (
-    "**better** / **worse**: the paired t-test *and* the Wilcoxon signed-rank test over seeds both give p < α and the "
-    "mean difference points that way; otherwise **no significant difference**; fewer than "
-    f"{stats.min_seeds_for(0.05)} finished seed pairs is **insufficient data**. Lower is better for MSE, MAE and the "
-    "validation-loss std, higher for R²."
-)
 _FINAL_NOTE = (
     "The metrics of each run's last epoch (where early stopping ended it), as the seed study reports them. "
     "Mean ± std over seeds [95% t-interval of the mean]; Δ = model − raw, paired by seed, with its 95% CI; Δ % is the "
-    "mean over seeds of (model − raw)/raw; wins = seeds where the averaged model is strictly better."
+    'mean over seeds of (model − raw)/|raw| (its sign is the difference\'s, not "better"); wins = seeds where the '
+    "averaged model is strictly better; p-values raw and Holm-adjusted side by side (the verdict uses the adjusted)."
 )
 _BEST_NOTE = (
     "Each model's metrics at the epoch of **its own lowest validation loss**. That epoch is chosen on the very "
@@ -159,7 +104,7 @@ _CURVES_NOTE = (
     "Mean ± 1 std over seeds, per epoch. Runs stop at different epochs (early stopping); a run that stopped keeps its "
     "final value for the later epochs (the model it would deploy), so every seed counts at every epoch and the right "
     "end of each curve is the final-epoch mean of the tables. Panel titles give the epochs the runs stopped at. The y "
-    "range is fitted to the epochs after the burn-in."
+    "range is fitted to the epochs after the burn-in; the x label names the epochs whose band leaves the chart."
 )
 _DECAY_NOTE = (
     "The decay the averager actually used at the last update (mean and range over seeds) and its half-life "
@@ -173,10 +118,16 @@ def _sources(report: Report) -> str:
     diverged = int((runs["status"] == "diverged").sum())
     by = ", ".join(f"`{k}`" for k in report.by) or "nothing (one group)"
     where = ", ".join(f"`{s}`" for s in report.sources) or "the given folders"
+    tasks = ", ".join(t.name for t in report.tasks)
+    twice = (
+        f" The same config was found in two folders {len(report.duplicates)} time(s): counted once (listed at the end)."
+        if report.duplicates
+        else ""
+    )
     return (
-        f"{len(runs)} finished runs ({runs['seed'].nunique()} seeds) from {where}; grouped by {by}; models compared "
-        f"with `{BASELINE}`, paired by seed. Diverged runs: {diverged} (counted, excluded from every statistic). "
-        f"Skipped folders without DONE: {len(report.skipped)}.{_mode_note(runs)}"
+        f"{len(runs)} finished runs ({runs['seed'].nunique()} seeds; task: {tasks}) from {where}; grouped by {by}; "
+        f"models compared with `{BASELINE}`, paired by seed. Diverged runs: {diverged} (counted, excluded from every "
+        f"statistic). Skipped folders without DONE: {len(report.skipped)}.{twice}{_mode_note(runs)}"
     )
 
 
@@ -191,6 +142,10 @@ def _mode_note(runs: pd.DataFrame) -> str:
     )
 
 
+def _tasks(report: Report) -> dict[str, Task]:
+    return {t.name: t for t in report.tasks}
+
+
 def _rows(report: Report, selection: str, metric: str | None = None) -> pd.DataFrame:
     rows = report.comparison
     if rows.empty:
@@ -202,20 +157,25 @@ def _rows(report: Report, selection: str, metric: str | None = None) -> pd.DataF
 
 def _glance(report: Report) -> list[str]:
     items = []
+    tasks = _tasks(report)
     stability = {(r["group"], r["model"]): r["verdict"] for _, r in _rows(report, "stability").iterrows()}
-    best = {(r["group"], r["model"]): r["verdict"] for _, r in _rows(report, "best", "mse").iterrows()}
-    for _, r in _rows(report, "final", "mse").iterrows():
-        key = (r["group"], r["model"])
+    for _, r in _rows(report, "final").iterrows():
+        task = tasks[r["task"]]
+        if r["metric"] != headline(task):
+            continue
+        key, name = (r["group"], r["model"]), spec(task, r["metric"]).label
+        best = _rows(report, "best", r["metric"])
+        best = best[(best["group"] == r["group"]) & (best["model"] == r["model"])]["verdict"]
         items.append(
-            f"**{r['group']} · {r['model']} vs raw**, final-epoch MSE {fmt(r['mean'])} vs {fmt(r['baseline_mean'])}: "
-            f"difference {diff_text(r)} ({_pct(r['rel_diff_pct'])} per seed on average); {r['model']} better on "
-            f"{r['wins']}/{r['n']} seeds; p = {p_text(r['p_ttest'])} (t) / {p_text(r['p_wilcoxon'])} (Wilcoxon): "
-            f"**{r['verdict']}**. Stability: **{stability.get(key, '—')}**. Best-epoch MSE: **{best.get(key, '—')}**."
+            f"**{r['group']} · {r['model']} vs raw**, final-epoch {name} {fmt(r['mean'])} vs "
+            f"{fmt(r['baseline_mean'])}: "
+            f"difference {diff_text(r)} ({pct(r['rel_diff_pct'])} per seed on average); {r['model']} better on "
+            f"{r['wins']}/{r['n']} seeds; p = {p_text(r['p_ttest'])} (t) / {p_text(r['p_wilcoxon'])} (Wilcoxon), "
+            f"Holm-adjusted {p_text(r['p_ttest_holm'])} / {p_text(r['p_wilcoxon_holm'])}: **{r['verdict']}**. "
+            f"Stability: **{stability.get(key, '—')}**. Best-epoch {name}: **{best.iloc[0] if len(best) else '—'}**."
         )
     claim = _claim(report)
-    if claim:
-        items.append(claim)
-    return items
+    return [*items, claim] if claim else items
 
 
 def _claim(report: Report) -> str:
@@ -233,54 +193,65 @@ def _claim(report: Report) -> str:
     )
 
 
-def _pct(value: float) -> str:
-    if not math.isfinite(value):
-        return "—"
-    return f"{value:+.1f}%" if abs(value) >= 0.1 or value == 0 else f"{value:+.2g}%"
+def _task_heading(report: Report, task: Task) -> list[Block]:
+    return [Heading(f"Task: {task.name}", 3)] if len(report.tasks) > 1 else []
 
 
-def _verdict_table(report: Report) -> Table:
+def _verdict_table(report: Report, task: Task) -> Table:
     columns = [
-        ("final", "mse", "final MSE"),
-        ("final", "mae", "final MAE"),
-        ("final", "r2", "final R²"),
-        ("best", "mse", "best-epoch MSE"),
-        ("best", "mae", "best-epoch MAE"),
-        ("best", "r2", "best-epoch R²"),
-        ("stability", STABILITY, "val-loss std"),
+        (selection, column.removeprefix("best_"))
+        for selection, directions in compared_columns(task).items()
+        for column in directions
     ]
+    titles = [f"{'best-epoch' if s == 'best' else 'final'} {spec(task, m).label}" for s, m in columns[:-1]]
+    titles.append(STABILITY.label)
     rows = with_groups(report.comparison, report.by) if len(report.comparison) else report.comparison
+    rows = rows[rows["task"] == task.name] if len(rows) else rows
     body = []
     for (group, model), part in rows.groupby(["group", "model"], sort=False) if len(rows) else []:
         cells = {(r["selection"], r["metric"]): r for r in part.to_dict("records")}
-        first = cells.get(("final", "mse"), part.iloc[0].to_dict())
+        first = part.iloc[0].to_dict()
         n = f"{first['n']}" + (f" ({first['n_diverged']} diverged)" if first["n_diverged"] else "")
-        body.append(
-            (group, model, n, *(str(cells[(s, m)]["verdict"]) if (s, m) in cells else "—" for s, m, _ in columns))
+        body.append((group, model, n, *(str(cells[c]["verdict"]) if c in cells else "—" for c in columns)))
+    return Table(("group", "model", "n", *titles), tuple(body))
+
+
+def _verdict_rule(report: Report) -> str:
+    family = report.family
+    seeds = int(report.per_run.groupby("group")["seed"].nunique().max()) if len(report.per_run) else 0
+    rule = (
+        "**better** / **worse**: the paired t-test *and* the Wilcoxon signed-rank test over seeds both give p < α "
+        f"(α = {report.alpha:g}) after **Holm–Bonferroni correction** over {family.description}, and the mean "
+        "difference points that way; otherwise **no significant difference**. **insufficient data**: fewer than "
+        f"{family.min_seeds} seed pairs, the fewest with which an exact Wilcoxon test (smallest p = 2/2ⁿ) can survive "
+        f"the correction over {family.tests} tests. {direction_text(report.tasks)}"
+    )
+    if family.tests and seeds < family.min_seeds:
+        rule += (
+            f" **With at most {seeds} seeds per group, no verdict in this report can say better or worse**: run at "
+            f"least {family.min_seeds} seeds, or compare fewer things in one report (`--where`, `--by`)."
         )
-    return Table(("group", "model", "n", *(label for _, _, label in columns)), tuple(body))
-
-
-_METRIC_NAMES = {"mse": "MSE", "mae": "MAE", "r2": "R²", STABILITY: "val-loss std"}
+    return rule
 
 
 def _metric_table(report: Report, selection: str) -> Table:
     header = ("group", "model", "metric", "n", "raw: mean ± std [95% CI]", "model: mean ± std [95% CI]")
-    header += ("Δ model − raw [95% CI]", "Δ %", "p (t)", "p (Wilcoxon)", "wins", "verdict")
+    header += ("Δ model − raw [95% CI]", "Δ %", "p (t)", "p (t) Holm", "p (Wilcoxon)", "p (Wilcoxon) Holm")
+    header += ("wins", "verdict")
+    tasks = _tasks(report)
     body = []
     for _, r in _rows(report, selection).iterrows():
         body.append(
             (
                 r["group"],
                 r["model"],
-                _METRIC_NAMES.get(r["metric"], r["metric"]),
+                spec(tasks[r["task"]], r["metric"]).label,
                 str(r["n"]),
                 _summary(r, "baseline_"),
                 _summary(r, ""),
                 diff_text(r).replace(" [", "\n["),
-                _pct(r["rel_diff_pct"]),
-                p_text(r["p_ttest"]),
-                p_text(r["p_wilcoxon"]),
+                pct(r["rel_diff_pct"]),
+                *(p_text(r[k]) for k in ("p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm")),
                 f"{r['wins']}/{r['n']}",
                 str(r["verdict"]),
             )
@@ -299,7 +270,7 @@ def _stability_note(report: Report) -> str:
     return (
         f"The std (ddof=1) of each model's validation loss over the epochs after a burn-in of {report.burn_in} "
         "(the initial descent, common to every model, would dominate it otherwise), per seed, then compared with "
-        "raw's paired by seed. The seed study's stability claim is this number for one run."
+        "raw's paired by seed; lower is steadier. The seed study's stability claim is this number for one run."
     )
 
 
@@ -326,11 +297,16 @@ def _decay_table(report: Report) -> Table:
 def _reference_note() -> str:
     return (
         f"Published numbers: {PUBLISHED_RUN['source']}: ONE unseeded run at beta {PUBLISHED_RUN['beta']:g}, stopped at "
-        f"epoch {PUBLISHED_RUN['epochs']}. Ours: final-epoch values over seeds, for the groups at that beta when the "
-        "report has any (else every group). *percentile*: where the "
-        "published value falls in our distribution (50: typical of our seeds; near 0 or 100: outside most of them). "
-        "The blog does not say over which epochs its validation-loss std was taken; ours is after the burn-in."
+        f"epoch {PUBLISHED_RUN['epochs']}. Ours: final-epoch values over seeds of the seed study's runs (regression, "
+        "seed 001's make_regression data, the MLP), for the groups at that beta when the report has any (else every "
+        "group). *percentile*: where the published value falls in our distribution (50: typical of our seeds; near 0 "
+        "or 100: outside most of them). The blog does not say over which epochs its validation-loss std was taken; "
+        "ours is after the burn-in."
     )
+
+
+# the blog's quantities: the seed study is a regression
+_QUANTITY_NAMES = {m.name: m.label for m in Regression.metrics} | {STABILITY.name: STABILITY.label}
 
 
 def _reference_table(report: Report) -> Table:
@@ -340,7 +316,7 @@ def _reference_table(report: Report) -> Table:
         body.append(
             (
                 r["group"],
-                _METRIC_NAMES.get(r["quantity"], r["quantity"]),
+                _QUANTITY_NAMES.get(r["quantity"], r["quantity"]),
                 r["model"],
                 fmt(r["published"]),
                 f"{fmt(r['mean'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
@@ -356,10 +332,16 @@ def _method(report: Report) -> tuple[str, ...]:
     groups = ", ".join(f"`{k}`" for k in report.by) or "—"
     return (
         f"Groups: runs that differ only in their seed (keys: {groups}); every averaged model is compared with raw "
-        "within its group, paired by seed.",
+        "within its group, paired by seed. Runs of different tasks are grouped apart and never compared.",
+        "Metrics and which direction of each is better come from each run's task (`config.task`), never from a "
+        f"metric's name. {direction_text(report.tasks)}",
         "Means ± std (ddof=1) over seeds; 95% intervals are Student-t intervals of the mean "
         f"(level 1 − α, α = {report.alpha:g}).",
         "Paired tests: scipy `ttest_rel` and `wilcoxon` (two-sided, zero differences dropped) on model − raw.",
+        f"Multiple comparisons: Holm–Bonferroni over {report.family.description}; the t-test p-values are adjusted "
+        "together and so are the Wilcoxon ones, and a verdict needs both adjusted p-values below α, which keeps the "
+        "chance of any false better/worse in this report below α. Comparisons with too few seed pairs to reach α "
+        "even alone are not tested and not counted.",
         "Diverged runs are counted per group and excluded (a seed pair goes when either side is not finite); "
         "nothing NaN is ever averaged.",
         f"Stability: std of the validation loss over epochs > {report.burn_in} (`--burn-in`).",
@@ -368,5 +350,5 @@ def _method(report: Report) -> tuple[str, ...]:
     )
 
 
-def _images(available: Sequence[str], *names: str) -> list[Block]:
-    return [Image(name, FIGURES[name]) for name in names if name in available]
+def _images(available: Mapping[str, str], *names: str) -> list[Block]:
+    return [Image(name, available[name]) for name in names if name in available]

@@ -1,11 +1,17 @@
 """Reading run folders into tidy frames (the only part of the report that touches the disk, and only to read):
 :func:`collect` for the report, :func:`inventory` for ``emabench ls``, :func:`find_run` and :func:`epochs_so_far` for
 ``emabench show``. Folders without ``DONE`` are skipped by :func:`collect` and returned with their status.
+
+Each run's metrics are its task's (``config.task``, regression when a config predates it): a regression run
+brings mse, mae and r2, a classification run accuracy and f1_macro. The same config found in two folders (``emabench
+run`` once, then a sweep that trains the same setting again) is one run: :func:`collect` keeps the first folder and
+says which it dropped.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,13 +23,15 @@ import pandas as pd
 
 from emabench.config import parse_yaml
 from emabench.errors import ConfigError, InputError, RunError
-from emabench.results.tables import FINAL_METRICS
 from emabench.runs.folder import RunFolder, find_runs, is_run_folder
 from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode
+from emabench.tasks.base import Task
+from emabench.tasks.registry import get_task
 
 SHORT_NAMES = {"ema.beta": "beta"}  # how a config key is shown (and may be typed in --by/--where)
 ALIASES = {short: key for key, short in SHORT_NAMES.items()}
-CURVE_COLUMNS = ["run_id", "model", "epoch", "val_loss", "mse", "mae", "r2", "decay"]
+CURVE_COLUMNS = ["run_id", "model", "epoch", "val_loss", "decay"]  # plus each task's metrics
+DEFAULT_TASK = "regression"  # every config written before ``task`` existed is a regression config
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -42,20 +50,24 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class Collection:
     """The finished runs found (tidy frames) and the folders skipped with the reason."""
 
-    runs: pd.DataFrame  # one row per (run, model): flattened config, run_id, status, epochs, model, mse, mae, r2
-    curves: pd.DataFrame  # one row per (run, model, epoch): run_id, model, epoch, val_loss, mse, mae, r2, decay
+    runs: pd.DataFrame  # one row per (run, model): flattened config, task, run_id, status, epochs, model, metrics
+    curves: pd.DataFrame  # one row per (run, model, epoch): run_id, model, epoch, val_loss, metrics, decay
     skipped: list[tuple[RunFolder, str]] = field(default_factory=list)
+    duplicates: list[tuple[RunFolder, RunFolder]] = field(default_factory=list)  # (kept, dropped): same config
 
 
 def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collection:
     """Read every run folder under ``roots`` whose config matches all ``where`` filters (``KEY=VALUE``).
 
-    Folders without ``DONE`` (incomplete, interrupted) are skipped and returned with their status.
+    Folders without ``DONE`` (incomplete, interrupted) are skipped and returned with their status; a finished folder
+    whose config equals an earlier one's is left out and returned in ``duplicates`` with the one kept.
     """
     folders = find_runs(roots)
-    configs = {f.path: flatten(parse_yaml(f.read_config_text(), str(f.path))) for f in folders}
+    documents = {f.path: parse_yaml(f.read_config_text(), str(f.path)) for f in folders}
+    configs = {path: flatten(document) | {"task": task_name(document)} for path, document in documents.items()}
     filters = parse_where(where, set().union(*configs.values()) if configs else set())
-    rows, curves, skipped = [], [], []
+    rows, curves, skipped, duplicates = [], [], [], []
+    seen: dict[str, RunFolder] = {}
     for folder in folders:
         config = configs[folder.path]
         if not all(_matches(config.get(key), value) for key, value in filters):
@@ -63,6 +75,12 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
         if not folder.is_done:
             skipped.append((folder, folder.status))
             continue
+        identity = canonical(documents[folder.path])
+        if identity in seen:
+            duplicates.append((seen[identity], folder))
+            continue
+        seen[identity] = folder
+        task = run_task(folder, config)
         info, history = folder.done_info(), folder.read_history()
         base = config | {
             "run_id": folder.name,
@@ -73,19 +91,39 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
             "sweep_mode": sweep_mode(folder.path),
         }
         for record in folder.read_metrics().to_dict("records"):
-            rows.append(base | {"model": record["model"]} | {m: float(record[m]) for m in FINAL_METRICS})
-        curves.append(history_curves(history, folder.name))
+            values = {m: float(record.get(m, np.nan)) for m in task.final_metrics}
+            rows.append(base | {"model": record["model"]} | values)
+        curves.append(history_curves(history, folder.name, task))
     curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS)
-    return Collection(pd.DataFrame(rows), curve_frame, skipped)
+    return Collection(pd.DataFrame(rows), curve_frame, skipped, duplicates)
 
 
-def history_curves(history: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    """One run's history in long form: one row per (model, epoch) for every ``<model>_val_loss`` column."""
+def task_name(document: Any) -> str:
+    """The task a parsed config names (``regression`` when it names none)."""
+    return str(document.get("task", DEFAULT_TASK)) if isinstance(document, dict) else DEFAULT_TASK
+
+
+def run_task(folder: RunFolder, config: dict[str, Any]) -> Task:
+    """The :class:`Task` of a run (from its flattened config), or a :class:`RunError` naming the folder."""
+    try:
+        return get_task(str(config.get("task", DEFAULT_TASK)))
+    except ValueError as err:
+        raise RunError(f"{folder.path / 'config.yaml'}: {err}") from None
+
+
+def canonical(document: Any) -> str:
+    """A config as canonical JSON: two folders with equal text here hold the same experiment."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def history_curves(history: pd.DataFrame, run_id: str, task: Task) -> pd.DataFrame:
+    """One run's history in long form: one row per (model, epoch) for every ``<model>_val_loss`` column, with the
+    task's metrics (``val_loss`` first) and the decay."""
     models = [c.removesuffix("_val_loss") for c in history.columns if c.endswith("_val_loss")]
     parts = []
     for model in models:
         part = pd.DataFrame({"run_id": run_id, "model": model, "epoch": history["epoch"].astype(int)})
-        for metric in ("val_loss", *FINAL_METRICS, "decay"):
+        for metric in (*(m.name for m in task.metrics), "decay"):
             column = f"{model}_{metric}"
             part[metric] = history[column].astype(float) if column in history else np.nan
         parts.append(part)
@@ -151,18 +189,41 @@ def epochs_so_far(folder: RunFolder) -> int:
         return 0
 
 
-def find_run(spec: str | Path, runs_dir: Path) -> RunFolder:
-    """A run folder given as a path, or as a run id (or a unique prefix of one) under ``runs_dir``."""
+def find_run(spec: str | Path, runs_dir: Path) -> tuple[RunFolder, list[RunFolder]]:
+    """A run folder given as a path, or as a run id (or a unique prefix of one) under ``runs_dir``; with the other
+    folders that hold the very same run (the same id and config: ``emabench run`` once, then a sweep that trained
+    that setting again), which are equivalent to it.
+
+    Several different runs matching is an :class:`InputError` that lists their paths.
+    """
     path = Path(spec)
     if is_run_folder(path):
-        return RunFolder(path)
+        return RunFolder(path), []
     if not runs_dir.is_dir():
         raise InputError(f"{spec}: not a run folder (no config.yaml), and --runs-dir {runs_dir} does not exist")
     runs = find_runs([runs_dir])
     matches = [f for f in runs if f.name == str(spec)] or [f for f in runs if f.name.startswith(str(spec))]
     if not matches:
-        raise InputError(f"{spec}: no such run (neither a folder with config.yaml nor a run id under {runs_dir})")
-    if len(matches) > 1:
-        names = ", ".join(f.name for f in matches[:3]) + (", …" if len(matches) > 3 else "")
-        raise InputError(f"{spec}: ambiguous, matches {len(matches)} runs under {runs_dir} ({names})")
-    return matches[0]
+        raise InputError(
+            f"{spec}: no such run (neither a folder with config.yaml nor a run id under {runs_dir}; "
+            "`emabench ls` lists the run ids)"
+        )
+    if len(matches) > 1 and not _same_run(matches):
+        shown = ", ".join(str(f.path) for f in matches[:SHOWN_MATCHES])
+        more = f" and {len(matches) - SHOWN_MATCHES} more" if len(matches) > SHOWN_MATCHES else ""
+        raise InputError(
+            f"{spec}: ambiguous, matches {len(matches)} runs under {runs_dir}: {shown}{more}; "
+            "give a longer run id or one of these paths"
+        )
+    return matches[0], matches[1:]
+
+
+SHOWN_MATCHES = 8  # an ambiguous `show` lists this many paths, then a count
+
+
+def _same_run(folders: Sequence[RunFolder]) -> bool:
+    """Every folder has one run id and an equal config (one experiment found in several places)."""
+    if len({f.name for f in folders}) != 1:
+        return False
+    texts = {canonical(parse_yaml(f.read_config_text(), str(f.path))) for f in folders}
+    return len(texts) == 1

@@ -9,6 +9,9 @@
   that seed, red: worse), the means as black diamonds.
 - :func:`sweep_figure`: a metric's mean with its CI vs a swept key (e.g. ``ema.beta``), and the paired difference
   (model − raw) with its CI beside a zero line.
+
+Which direction of a metric is better, and its name for people, are passed in (from the runs' task,
+:mod:`emabench.report.specs`); :func:`report_figures` draws each task's figures from its own runs only.
 """
 
 from __future__ import annotations
@@ -28,31 +31,19 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from emabench.report.frames import Report  # noqa: E402
 from emabench.report.groups import with_groups  # noqa: E402
-from emabench.report.stats import lower_is_better  # noqa: E402
+from emabench.report.specs import STABILITY, headline, spec  # noqa: E402
+from emabench.results.figures import epoch_ranges  # noqa: E402
 from emabench.runs.sweep_folder import (  # noqa: E402
-    FIG_MSE_VS_BETA,
-    FIG_PAIRED_MSE,
     FIG_PAIRED_STABILITY,
-    FIG_R2,
     FIG_VAL_LOSS,
+    fig_curves,
+    fig_paired,
+    fig_vs_beta,
 )
-
-FIGURES = {  # file name → what it shows
-    FIG_MSE_VS_BETA: "final-epoch MSE and the paired difference vs beta, 95% CIs (when betas were swept)",
-    FIG_PAIRED_MSE: "final-epoch MSE per seed, raw vs each averaged model",
-    FIG_PAIRED_STABILITY: "validation-loss std after burn-in per seed, raw vs each averaged model",
-    FIG_VAL_LOSS: "validation loss over epochs, mean ± 1 std over seeds",
-    FIG_R2: "validation R² over epochs, mean ± 1 std over seeds",
-}
+from emabench.tasks.base import VAL_LOSS  # noqa: E402
 
 BETTER_COLOR, WORSE_COLOR, TIE_COLOR = "#2a9d55", "#d1495b", "0.6"
-LABELS = {"val_loss": "validation loss (MSE)", "r2": "validation R²", "mse": "MSE", "mae": "MAE", "r2_final": "R²"}
-LABELS |= {"val_loss_std": "validation-loss std after burn-in"}
 Align = Literal["carry", "common"]
-
-
-def _label(metric: str) -> str:
-    return LABELS.get(metric, metric)
 
 
 def _colors(models: Sequence[str]) -> dict[str, str]:
@@ -111,21 +102,25 @@ def curves_figure(
     align: Align = "carry",
     log: bool = False,
     zoom_from: int = 10,
+    label: str | None = None,
     title: str | None = None,
 ) -> Figure:
     """``value`` over epochs, mean ± 1 std over seeds: one panel per ``group``, one line (and band) per model.
 
-    ``curves``: one row per (group, run_id, model, epoch) with a ``value`` column. The y range is fitted to the
-    epochs from ``zoom_from`` on (the initial descent, common to every model, would flatten the rest)."""
+    ``curves``: one row per (group, run_id, model, epoch) with a ``value`` column; ``label``: its name for people.
+    The y range is fitted to the epochs from ``zoom_from`` on (the initial descent, common to every model, would
+    flatten the rest); each panel's x label names the epochs whose mean lies off the chart."""
+    label = label or value
     groups = list(dict.fromkeys(curves["group"]))
     models = _models(curves)
     colors = _colors(models)
-    figure, axes = _panels(len(groups))
+    one_task = "task" not in curves.columns or curves["task"].nunique() <= 1  # a shared y axis: same loss only
+    figure, axes = _panels(len(groups), sharey=one_task)
     for ax, group in zip(axes, groups):
         part = curves[curves["group"] == group]
         bands = band_curves(part, value, align)
         stops = part.groupby("run_id")["epoch"].max()
-        lows, highs = [], []
+        lows, highs, means = [], [], []
         for model in models:
             band = bands[bands["model"] == model]
             if band.empty:
@@ -138,15 +133,27 @@ def curves_figure(
             tail = band["epoch"] >= zoom_from
             lows.append(low[tail].min())
             highs.append(high[tail].max())
+            means.append(band[["epoch", "mean"]])
+        ax.set_yscale("log" if log else "linear")
         _zoom(ax, lows, highs, log)
         how = "stopped runs carry their final value" if align == "carry" else "epochs reached by every seed"
         ax.set_title(f"{group}\n{how}; stops at epochs {int(stops.min())}–{int(stops.max())}", fontsize=9)
-        ax.set(xlabel="epoch", yscale="log" if log else "linear")
+        ax.set_xlabel(_off_chart_note(ax, pd.concat(means) if means else pd.DataFrame(columns=["epoch", "mean"])))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel(_label(value))
-    figure.suptitle(title or f"{_label(value)} over epochs, mean ± 1 std over seeds")
+    axes[0].set_ylabel(label)
+    figure.suptitle(title or f"{label} over epochs, mean ± 1 std over seeds")
     return figure
+
+
+def _off_chart_note(ax: Axes, means: pd.DataFrame) -> str:
+    """``epoch``, plus the epochs whose mean lies outside the (zoomed) y range: nothing is cut off silently."""
+    low, high = ax.get_ylim()
+    values = means["mean"].to_numpy(float)
+    off = np.isfinite(values) & ((values < low) | (values > high))
+    if not off.any():
+        return "epoch"
+    return f"epoch\ny axis zoomed: epochs {epoch_ranges(means['epoch'].to_numpy(int)[off])} lie off the chart"
 
 
 def _zoom(ax: Axes, lows: list[float], highs: list[float], log: bool) -> None:
@@ -169,28 +176,31 @@ def paired_figure(
     per_run: pd.DataFrame,
     metric: str,
     *,
+    higher_is_better: bool,
+    label: str | None = None,
     verdicts: dict[tuple[str, str], str] | None = None,
     title: str | None = None,
 ) -> Figure:
     """Per group, a slope chart per averaged model: raw's ``metric`` on the left, the model's on the right, one line
-    per seed (green where the model is better on that seed, red where worse), the means as black diamonds.
+    per seed (green where the model is better on that seed in the direction ``higher_is_better`` says, red where
+    worse), the means as black diamonds.
 
     ``per_run``: one row per (group, seed, model) with a ``metric`` column; models without a finite pair are left
     out. ``verdicts`` (``(group, model)`` → verdict) is printed under each model's name."""
+    label = label or metric
     groups = list(dict.fromkeys(per_run["group"]))
     finite = per_run[np.isfinite(per_run[metric].to_numpy(float))]
     averaged = [m for m in _models(finite) if m != "raw"]
-    lower = lower_is_better(metric)
     figure, axes = _panels(len(groups), width=2.2 + 1.5 * max(len(averaged), 1))
     for ax, group in zip(axes, groups):
         wide = finite[finite["group"] == group].pivot_table(index="seed", columns="model", values=metric)
-        labels = []
+        ticks = []
         for x, model in enumerate(averaged):
             pairs = wide[["raw", model]].dropna() if {"raw", model} <= set(wide.columns) else pd.DataFrame()
             if pairs.empty:
-                labels.append(f"{model}\nno data")
+                ticks.append(f"{model}\nno data")
                 continue
-            better = (pairs[model] < pairs["raw"]) if lower else (pairs[model] > pairs["raw"])
+            better = (pairs[model] > pairs["raw"]) if higher_is_better else (pairs[model] < pairs["raw"])
             same = pairs[model] == pairs["raw"]
             ends = [x - 0.3, x + 0.3]
             for (raw, avg), is_better, is_same in zip(pairs.to_numpy(), better, same):
@@ -198,14 +208,14 @@ def paired_figure(
                 ax.plot(ends, [raw, avg], color=color, alpha=0.55, marker="o", markersize=3, linewidth=1)
             ax.scatter(ends, [pairs["raw"].mean(), pairs[model].mean()], marker="D", color="black", zorder=3, s=30)
             verdict = (verdicts or {}).get((group, model), "")
-            label = f"raw → {model}\n{int(better.sum())}/{len(pairs)} better"
-            labels.append(label + (f"\n({verdict})" if verdict else ""))
-        ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        ax.set_xlim(-0.5, len(labels) - 0.5)
+            tick = f"raw → {model}\n{int(better.sum())}/{len(pairs)} better"
+            ticks.append(tick + (f"\n({verdict})" if verdict else ""))
+        ax.set_xticks(range(len(ticks)), ticks, fontsize=8)
+        ax.set_xlim(-0.5, max(len(ticks), 1) - 0.5)
         ax.set_title(group, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel(_label(metric))
-    figure.suptitle(title or f"{_label(metric)} per seed: raw vs averaged (green: averaged better on that seed)")
+    axes[0].set_ylabel(label)
+    figure.suptitle(title or f"{label} per seed: raw vs averaged (green: averaged better on that seed)")
     return figure
 
 
@@ -215,15 +225,18 @@ def paired_figure(
 def sweep_figure(
     comparison: pd.DataFrame,
     key: str,
-    metric: str = "mse",
+    metric: str,
     selection: str = "final",
     *,
+    higher_is_better: bool,
+    label: str | None = None,
     other_keys: Sequence[str] = (),
     title: str | None = None,
 ) -> Figure:
     """Left: ``metric`` mean with its CI vs ``key`` for raw and each averaged model. Right: the paired difference
     (model − raw) with its CI, and zero. ``comparison`` is the report's long comparison table; ``other_keys`` (the
     other group keys) split the series (one line style each). One errorbar series (``ax.containers``) per line."""
+    name = label or metric
     rows = comparison[(comparison["selection"] == selection) & (comparison["metric"] == metric)]
     values = sorted(rows[key].dropna().unique())
     if len(values) < 2:
@@ -244,27 +257,20 @@ def sweep_figure(
             series.append((right, rows_m, "diff_", f"{model} − raw{suffix}", colors[model] + style))
     for ax in (left, right):
         mine = [s for s in series if s[0] is ax]
-        for i, (_, frame, prefix, label, fmt) in enumerate(mine):
+        for i, (_, frame, prefix, legend, fmt) in enumerate(mine):
             offset = (i - (len(mine) - 1) / 2) * 0.06
-            _errorbars(
-                ax,
-                frame.sort_values(key),
-                [position[v] for v in frame.sort_values(key)[key]],
-                prefix,
-                label,
-                fmt,
-                offset,
-            )
+            ordered = frame.sort_values(key)
+            _errorbars(ax, ordered, [position[v] for v in ordered[key]], prefix, legend, fmt, offset)
         ax.set_xticks(range(len(values)), [f"{v:g}" if isinstance(v, float) else str(v) for v in values])
         ax.set_xlabel(key)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     right.axhline(0.0, color="black", linewidth=0.8)
-    left.set(ylabel=f"{_label(metric)} ({selection} epoch): mean, 95% CI")
-    right.set(ylabel=f"paired difference in {_label(metric)}: mean, 95% CI")
-    better = "below" if lower_is_better(metric) else "above"
+    left.set(ylabel=f"{name} ({selection} epoch): mean, 95% CI")
+    right.set(ylabel=f"paired difference in {name}: mean, 95% CI")
+    better = "above" if higher_is_better else "below"
     right.set_title(f"{better} zero: the averaged model is better", fontsize=9)
-    figure.suptitle(title or f"{_label(metric)} ({selection} epoch) vs {key}, over seeds")
+    figure.suptitle(title or f"{name} ({selection} epoch) vs {key}, over seeds")
     return figure
 
 
@@ -284,28 +290,50 @@ def _errorbars(ax: Axes, rows: pd.DataFrame, x: list[int], prefix: str, label: s
 # --- the report's set of figures --------------------------------------------------------------------------------
 
 
-def report_figures(report: Report) -> dict[str, Figure]:
-    """The figures of a :class:`~emabench.report.frames.Report`, by file name (the names of :data:`FIGURES`)."""
-    figures: dict[str, Figure] = {}
-    comparison = report.comparison
-    if "ema.beta" in report.by and comparison["ema.beta"].nunique() > 1:
-        others = [k for k in report.by if k != "ema.beta"]
-        figures[FIG_MSE_VS_BETA] = sweep_figure(comparison, "ema.beta", other_keys=others)
-    verdicts = _verdicts(report, "final", "mse")
-    figures[FIG_PAIRED_MSE] = paired_figure(
-        report.per_run, "mse", verdicts=verdicts, title="final-epoch MSE per seed (green: averaged better on that seed)"
-    )
-    if report.per_run["val_loss_std"].notna().any():
-        figures[FIG_PAIRED_STABILITY] = paired_figure(
+def report_figures(report: Report) -> dict[str, tuple[Figure, str]]:
+    """The figures of a :class:`~emabench.report.frames.Report` by file name (:mod:`emabench.runs.sweep_folder`'s
+    names), each with its caption. Per task, from that task's groups only: its headline metric per seed (and vs beta
+    when betas were swept), its plot metric over epochs; the stability and the validation loss over every group."""
+    figures: dict[str, tuple[Figure, str]] = {}
+    for task in report.tasks:
+        main = spec(task, headline(task))
+        comparison = report.comparison[report.comparison["task"] == task.name]
+        per_run = report.per_run[report.per_run["task"] == task.name]
+        direction = {"higher_is_better": main.higher_is_better, "label": main.label}
+        if "ema.beta" in report.by and comparison["ema.beta"].nunique() > 1:
+            others = [k for k in report.by if k not in ("ema.beta", "task")]
+            figure = sweep_figure(comparison, "ema.beta", main.name, other_keys=others, **direction)
+            caption = f"final-epoch {main.label} and the paired difference vs beta, 95% CIs ({task.name})"
+            figures[fig_vs_beta(main.name)] = (figure, caption)
+        title = f"final-epoch {main.label} per seed (green: averaged better on that seed)"
+        verdicts = _verdicts(report, "final", main.name)
+        figure = paired_figure(per_run, main.name, verdicts=verdicts, title=title, **direction)
+        figures[fig_paired(main.name)] = (figure, f"final-epoch {main.label} per seed, raw vs each averaged model")
+    if report.per_run[STABILITY.name].notna().any():
+        figure = paired_figure(
             report.per_run,
-            "val_loss_std",
-            verdicts=_verdicts(report, "stability", "val_loss_std"),
+            STABILITY.name,
+            higher_is_better=STABILITY.higher_is_better,
+            label=f"{STABILITY.label} after burn-in",
+            verdicts=_verdicts(report, "stability", STABILITY.name),
             title=f"validation-loss std over epochs > {report.burn_in}, per seed (green: averaged steadier)",
+        )
+        figures[FIG_PAIRED_STABILITY] = (
+            figure,
+            "validation-loss std after burn-in per seed, raw vs each averaged model",
         )
     if len(report.curves):
         zoom = max(report.burn_in + 1, 20)  # the y range follows the later epochs, where the models differ
-        figures[FIG_VAL_LOSS] = curves_figure(report.curves, "val_loss", log=True, zoom_from=zoom)
-        figures[FIG_R2] = curves_figure(report.curves, "r2", zoom_from=zoom)
+        figure = curves_figure(report.curves, VAL_LOSS.name, log=True, zoom_from=zoom, label=VAL_LOSS.label)
+        figures[FIG_VAL_LOSS] = (figure, "validation loss over epochs, mean ± 1 std over seeds")
+        for task in report.tasks:
+            metric = spec(task, task.plot_metric)
+            curves = report.curves[report.curves["task"] == task.name]
+            figure = curves_figure(curves, metric.name, zoom_from=zoom, label=f"validation {metric.label}")
+            figures[fig_curves(metric.name)] = (
+                figure,
+                f"validation {metric.label} over epochs, mean ± 1 std over seeds",
+            )
     return figures
 
 

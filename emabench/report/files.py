@@ -4,18 +4,24 @@ names are :mod:`emabench.runs.sweep_folder`'s.
 
 Files written into the report folder:
 
-- ``report.csv``: one row per group: the group keys (``ema.beta`` as ``beta``), ``n_seeds``, ``n_diverged``; per
-  model ``M`` and column ``C`` in mse, mae, r2 (final), best_mse, best_mae, best_r2, best_epoch, val_loss_std:
-  ``M_C_mean/_std/_ci_low/_ci_high``; ``M_decay_reached``, ``M_half_life_updates``; per averaged model ``A``:
-  ``A_mse_improvement_pct`` (mean paired (raw − A)/raw, %), ``A_wins`` (seeds with lower final MSE) and per compared
-  column ``A_C_diff_mean/_diff_ci_low/_diff_ci_high/_p_ttest/_p_wilcoxon/_win_rate/_verdict``.
+The metrics are each group's task's (``M`` below: regression mse, mae, r2; classification accuracy, f1_macro).
+
+- ``report.csv``: one row per group: the group keys (``ema.beta`` as ``beta``), ``task``, ``n_seeds``,
+  ``n_diverged``; per model ``X`` and column ``C`` in the final metrics ``M``, ``best_M``, ``best_epoch``,
+  ``val_loss_std``: ``X_C_mean/_std/_ci_low/_ci_high``; ``X_decay_reached``, ``X_half_life_updates``; per averaged
+  model ``A`` and compared column ``C``: ``A_C_diff_mean/_diff_ci_low/_diff_ci_high/_p_ttest/_p_ttest_holm/
+  _p_wilcoxon/_p_wilcoxon_holm/_wins/_win_rate/_verdict``, per final metric ``A_M_improvement_pct`` (mean
+  paired relative change vs raw in percent, POSITIVE = BETTER in that metric's direction), and ``A_wins`` (the
+  seeds won on the task's headline metric: final MSE, accuracy).
 - ``comparison.csv``: long, one row per group × averaged model × selection (final, best, stability) × metric: group
-  keys, ``model``, ``baseline``, ``selection``, ``metric``, ``n_seeds``, ``n_diverged``, ``n`` (pairs used),
-  ``baseline_mean/std/ci_low/ci_high``, ``mean/std/ci_low/ci_high``, ``diff_mean/diff_ci_low/diff_ci_high``,
-  ``rel_diff_pct``, ``p_ttest``, ``p_wilcoxon``, ``wins``, ``win_rate``, ``verdict``.
-- ``per_run.csv``: one row per run × model: group keys, ``seed``, ``run_id``, ``status``, ``stop_reason``,
-  ``epochs``, ``model``, final mse/mae/r2, ``best_epoch``, best_mse/mae/r2, ``val_loss_std``, ``decay_reached``,
-  ``half_life_updates``, ``half_life_epochs``.
+  keys, ``model``, ``baseline``, ``task``, ``selection``, ``metric``, ``higher_is_better``, ``n_seeds``,
+  ``n_diverged``, ``n`` (pairs used), ``baseline_mean/std/ci_low/ci_high``, ``mean/std/ci_low/ci_high``,
+  ``diff_mean/diff_ci_low/diff_ci_high``, ``rel_diff_pct`` (model − raw over |raw|: its sign is the difference's),
+  ``p_ttest``, ``p_ttest_holm``, ``p_wilcoxon``, ``p_wilcoxon_holm`` (Holm over every row of the report with
+  enough pairs; NaN for the others), ``wins``, ``win_rate``, ``verdict`` (from the Holm-adjusted p-values).
+- ``per_run.csv``: one row per run × model: group keys, ``task``, ``seed``, ``run_id``, ``status``,
+  ``stop_reason``, ``epochs``, ``model``, final ``M``, ``best_epoch``, ``best_M``, ``val_loss_std``,
+  ``decay_reached``, ``half_life_updates``, ``half_life_epochs``.
 - ``report.md`` (tables, figures linked), ``report.html`` (one self-contained file, figures inline) and the
   figures ``fig_*.png`` (see :data:`emabench.report.figures.FIGURES`).
 """
@@ -33,9 +39,10 @@ import pandas as pd
 
 from emabench.report.blocks import document
 from emabench.report.figures import report_figures
-from emabench.report.frames import METRIC_COLUMNS, Report
+from emabench.report.frames import Report
 from emabench.report.html import to_html
 from emabench.report.markdown import to_markdown
+from emabench.report.specs import metric_columns
 from emabench.runs.sweep_folder import (
     COMPARISON_CSV,
     PER_RUN_CSV,
@@ -49,11 +56,12 @@ from emabench.runs.sweep_folder import (
 def render_files(report: Report) -> dict[str, str | bytes]:
     """Every report file by name: the CSVs, Markdown and HTML as text, the figures as PNG bytes."""
     images: dict[str, bytes] = {}
-    for name, figure in report_figures(report).items():
+    captions: dict[str, str] = {}
+    for name, (figure, caption) in report_figures(report).items():
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110)
-        images[name] = buffer.getvalue()
-    blocks = document(report, list(images))
+        images[name], captions[name] = buffer.getvalue(), caption
+    blocks = document(report, captions)
     return {
         REPORT_CSV: to_csv(report.summary),
         REPORT_MD: to_markdown(blocks),
@@ -70,7 +78,8 @@ def write_files(files: dict[str, str | bytes], folder: Path) -> list[Path]:
 
 
 def per_run_csv_frame(report: Report) -> pd.DataFrame:
-    columns = [*report.by, "group", "seed", "run_id", "status", "stop_reason", "epochs", "model", *METRIC_COLUMNS]
+    metrics = [c for task in report.tasks for c in metric_columns(task)]
+    columns = [*report.by, "group", "task", "seed", "run_id", "status", "stop_reason", "epochs", "model", *metrics]
     columns += ["decay_reached", "half_life_updates", "half_life_epochs"]
     return report.per_run[[c for c in dict.fromkeys(columns) if c in report.per_run.columns]]
 
@@ -84,6 +93,13 @@ def to_json(report: Report) -> str:
     document = {
         "by": report.by,
         "alpha": report.alpha,
+        "multiple_comparisons": {
+            "method": "holm",
+            "tests": report.family.tests,
+            "min_seeds": report.family.min_seeds,
+            "family": report.family.description,
+        },
+        "tasks": [task.name for task in report.tasks],
         "burn_in": report.burn_in,
         "sources": report.sources,
         "groups": _records(report.summary),
@@ -91,6 +107,7 @@ def to_json(report: Report) -> str:
         "reference": _records(report.reference),
         "decay": _records(report.decay),
         "skipped": [{"path": p, "status": s} for p, s in report.skipped],
+        "duplicates": [{"used": kept, "not_used": dropped} for kept, dropped in report.duplicates],
     }
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 

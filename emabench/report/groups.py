@@ -1,6 +1,7 @@
 """Groups: the runs that differ only in their seed. Models are compared with ``raw`` *within* a group, paired by
 seed; by default the groups are every config key that varies between the runs, plus ``ema.beta`` (``--by`` picks
-the keys)."""
+the keys). Runs of different tasks are never compared: ``task`` is a group key whenever the runs hold more than one.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +14,25 @@ from emabench.errors import ConfigError
 from emabench.report.collect import ALIASES, SHORT_NAMES, did_you_mean
 
 IDENTITY_KEYS = ("seed", "name")  # keys that identify a run but are never a "setting" to group by
+TOP_LEVEL_KEYS = ("device", "task")  # undotted config keys that are settings
 BASELINE = "raw"
 
 
 def config_keys(runs: pd.DataFrame) -> list[str]:
-    return [c for c in runs.columns if "." in c or c in (*IDENTITY_KEYS, "device")]
+    return [c for c in runs.columns if "." in c or c in (*IDENTITY_KEYS, *TOP_LEVEL_KEYS)]
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
     """Config keys whose values differ between runs (the swept settings), plus ``ema.beta`` always."""
     varying = [k for k in config_keys(runs) if k not in IDENTITY_KEYS and runs[k].astype(str).nunique() > 1]
     return (["ema.beta"] if "ema.beta" in runs.columns else []) + [k for k in varying if k != "ema.beta"]
+
+
+def _with_task(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """``keys``, with ``task`` in front when the runs hold several tasks (their metrics cannot be compared)."""
+    if "task" in runs.columns and runs["task"].nunique() > 1 and "task" not in keys:
+        return ["task", *keys]
+    return keys
 
 
 def resolve_by(runs: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
@@ -39,9 +48,10 @@ def resolve_by(runs: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
                 raise ConfigError("--by seed: models are compared paired by seed, so seed cannot group runs")
             if key not in config_keys(runs):
                 raise ConfigError(f"--by: unknown key {key!r}{did_you_mean(key, config_keys(runs))}")
+    keys = _with_task(runs, keys)
     for label, group in iter_groups(runs, keys):
         if group.duplicated(["seed", "model"]).any():
-            others = [k for k in config_keys(runs) if k not in (*keys, *IDENTITY_KEYS)]
+            others = [k for k in config_keys(runs) if k not in (*keys, "seed")]
             differ = [k for k in others if group[k].astype(str).nunique() > 1]
             raise ConfigError(
                 f"--by {' '.join(keys) or '(none)'}: group {label} holds several runs per seed that differ in "

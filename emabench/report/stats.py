@@ -8,8 +8,9 @@ Conventions shared by every function:
   in a paired comparison the whole pair goes. The count comes back as ``n_dropped`` (``{m}_n`` in the table), so a
   method that diverges more often cannot hide behind a cleaner mean: report the drop count with the mean.
 - **Differences are ``other − baseline``.** Their sign is raw, not "improvement": for MSE a negative difference is
-  better, for R² a positive one (see :func:`lower_is_better`). The relative difference uses ``|baseline|``
-  so its sign always matches the difference's.
+  better, for R² a positive one. Which direction is better is always passed in (``higher_is_better``, from the
+  run's task: :class:`~emabench.tasks.base.MetricSpec`), never guessed from a metric's name. The relative
+  difference uses ``|baseline|`` so its sign always matches the difference's.
 - **Too little data gives NaN, never a warning**: a std needs n ≥ 2, a t-interval n ≥ 2, a Wilcoxon test at least
   one non-zero difference.
 
@@ -25,13 +26,15 @@ Columns of :func:`compare_models` (one row per group and compared model; ``{m}``
 
 Every interval in the table is at level ``1 − alpha`` (95% by default). ``{m}_verdict`` is one of
 :data:`VERDICTS`: "better"/"worse" need both the paired t-test and the Wilcoxon test at ``p < alpha``;
-"insufficient data" below :func:`min_seeds_for` pairs (6 at alpha 0.05); see :func:`paired_comparison`.
+"insufficient data" below :func:`min_seeds_for` pairs (6 at alpha 0.05); see :func:`paired_comparison`. These are
+the verdicts of ONE comparison; a report that makes many corrects them for multiplicity with :func:`holm` and
+:func:`verdict` (``tests`` = the size of the family).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -42,11 +45,6 @@ BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT = "better", "worse", "no significant 
 VERDICTS = (BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT)
 _COMPARISON_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "rel_diff_pct", "p_ttest", "p_wilcoxon")
 _COMPARISON_KEYS += ("wins", "win_rate", "verdict")
-
-
-def lower_is_better(metric: str) -> bool:
-    """``False`` for R² (``r2`` or a ``<model>_r2`` column), ``True`` for losses and errors (mse, mae, val_loss…)."""
-    return not (metric == "r2" or metric.endswith("_r2"))
 
 
 def _as_1d(values: Sequence[float] | np.ndarray | pd.Series, name: str = "values") -> np.ndarray:
@@ -165,28 +163,64 @@ def _rel_diff_pct(baseline: np.ndarray, other: np.ndarray) -> float:
     return float(np.mean((other[usable] - baseline[usable]) / np.abs(baseline[usable])) * 100.0)
 
 
-def min_seeds_for(alpha: float) -> int:
-    """Smallest n at which a two-sided exact Wilcoxon test can reach ``p < alpha`` (its floor is ``2 / 2**n``)."""
+def min_seeds_for(alpha: float, tests: int = 1) -> int:
+    """Smallest n at which a two-sided exact Wilcoxon test can reach ``p < alpha`` among ``tests`` comparisons
+    corrected by Holm: its smallest p-value is ``2 / 2**n``, and Holm's first step multiplies the smallest p of the
+    family by ``tests``, so ``tests · 2 / 2**n < alpha`` is needed (at 0.05: 6 seeds for one test, 10 for 14 tests,
+    13 for 168).
+    """
     _check_level(alpha, "alpha")
+    if tests < 1:
+        raise ValueError(f"tests must be at least 1, got {tests}")
     n = 1
-    while 2.0 / 2.0**n >= alpha:
+    while tests * 2.0 / 2.0**n >= alpha:
         n += 1
     return n
 
 
-def _verdict(n: int, mean_diff: float, p_t: float, p_w: float, alpha: float, lower_better: bool) -> str:
+def verdict(
+    n: int, mean_diff: float, p_t: float, p_w: float, *, alpha: float, higher_is_better: bool, tests: int = 1
+) -> str:
+    """The verdict of one comparison of ``n`` pairs from its two p-values (raw, or Holm-adjusted over ``tests``
+    comparisons): "insufficient data" below ``min_seeds_for(alpha)`` pairs whatever the p-values (an exact
+    Wilcoxon test cannot reach ``alpha`` there); "better"/"worse" when both p-values are below ``alpha`` and the
+    mean difference points that way; otherwise "insufficient data" again when ``n < min_seeds_for(alpha, tests)``
+    (so few pairs could not have survived the correction over a family of that size), else "no significant
+    difference"."""
     if n < min_seeds_for(alpha):
         return INSUFFICIENT
-    if not (p_t < alpha and p_w < alpha) or mean_diff == 0:
-        return NO_DIFFERENCE
-    return BETTER if (mean_diff < 0) == lower_better else WORSE
+    if p_t < alpha and p_w < alpha and mean_diff != 0 and np.isfinite(mean_diff):
+        return BETTER if (mean_diff > 0) == higher_is_better else WORSE
+    return INSUFFICIENT if n < min_seeds_for(alpha, tests) else NO_DIFFERENCE
+
+
+def holm(pvalues: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values, in the input's order; NaN entries stay NaN and are not counted as tests.
+
+    From the definition (Holm 1979): with the ``m`` finite p-values sorted, ``p_(1) <= … <= p_(m)``, hypothesis
+    ``(i)`` is rejected at level α when ``p_(j) <= α / (m − j + 1)`` for every ``j <= i``; the adjusted p-value is
+    the smallest α at which that happens, ``p̃_(i) = max_{j <= i} min(1, (m − j + 1) · p_(j))``. Rejecting where
+    ``p̃ < α`` keeps the family-wise error rate (any false rejection among the ``m``) at most α, whatever the
+    dependence between the tests.
+    """
+    p = _as_1d(pvalues, "pvalues")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)][:3].tolist()}")
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    running = 0.0
+    for rank, index in enumerate(sorted(finite, key=lambda i: p[i])):  # rank j − 1, ties in input order
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def paired_comparison(
     baseline: Sequence[float] | np.ndarray | pd.Series,
     other: Sequence[float] | np.ndarray | pd.Series,
     *,
-    lower_is_better: bool = True,
+    higher_is_better: bool,
     alpha: float = 0.05,
 ) -> dict[str, float | int | str]:
     """Compare ``other`` against ``baseline``, element i of each coming from the same seed.
@@ -197,7 +231,7 @@ def paired_comparison(
     ``(other − baseline) / |baseline|`` in percent (pairs with a zero baseline skipped); ``p_ttest``
     (``scipy.stats.ttest_rel``; a constant non-zero difference gives 0) and ``p_wilcoxon``
     (``scipy.stats.wilcoxon``, zeros dropped; NaN when every difference is 0); ``wins`` = pairs where
-    ``other`` is strictly better, ``win_rate = wins / n``.
+    ``other`` is strictly better in the direction ``higher_is_better`` says, ``win_rate = wins / n``.
 
     ``verdict`` rule, deliberately conservative:
 
@@ -205,7 +239,7 @@ def paired_comparison(
       sweep of wins cannot make the exact two-sided Wilcoxon test reach ``alpha``, so "no difference" would be a
       statement about the sample size, not about the methods;
     - ``"better"`` / ``"worse"`` only when **both** the paired t-test and the Wilcoxon test give ``p < alpha``
-      and the mean difference points that way (lower is better unless ``lower_is_better=False``);
+      and the mean difference points that way (up when ``higher_is_better``, else down);
     - ``"no significant difference"`` otherwise (NaN p-values count as not significant).
     """
     _check_level(alpha, "alpha")
@@ -216,7 +250,7 @@ def paired_comparison(
     mean_diff = float(diff.mean()) if n else float("nan")
     low, high = _t_interval(diff, 1.0 - alpha)
     p_t, p_w = _p_ttest(base, oth), _p_wilcoxon(diff)
-    wins = int(np.sum(oth < base if lower_is_better else oth > base))
+    wins = int(np.sum(oth > base if higher_is_better else oth < base))
     return {
         "n": n,
         "n_dropped": base_all.size - n,
@@ -228,7 +262,7 @@ def paired_comparison(
         "p_wilcoxon": p_w,
         "wins": wins,
         "win_rate": wins / n if n else float("nan"),
-        "verdict": _verdict(n, mean_diff, p_t, p_w, alpha, lower_is_better),
+        "verdict": verdict(n, mean_diff, p_t, p_w, alpha=alpha, higher_is_better=higher_is_better),
     }
 
 
@@ -263,14 +297,16 @@ def stability(history: pd.DataFrame, column: str, burn_in: int) -> float:
     return float(values.std(ddof=1)) if values.size >= 2 else float("nan")
 
 
-def _metric_columns(metric: str, base: np.ndarray, oth: np.ndarray, alpha: float) -> dict[str, object]:
+def _metric_columns(
+    metric: str, higher_is_better: bool, base: np.ndarray, oth: np.ndarray, alpha: float
+) -> dict[str, object]:
     """The ``{m}_*`` and ``baseline_{m}_*`` cells of one compare_models row."""
     kept_base, kept_oth = _finite_pairs(base, oth)
     row: dict[str, object] = {f"{metric}_n": kept_base.size}
     for prefix, values in ((f"baseline_{metric}", kept_base), (metric, kept_oth)):
         summary = summarize(values, confidence=1.0 - alpha)
         row.update({f"{prefix}_{k}": summary[k] for k in ("mean", "std", "ci_low", "ci_high")})
-    comparison = paired_comparison(base, oth, lower_is_better=lower_is_better(metric), alpha=alpha)
+    comparison = paired_comparison(base, oth, higher_is_better=higher_is_better, alpha=alpha)
     row.update({f"{metric}_{k}": comparison[k] for k in _COMPARISON_KEYS})
     return row
 
@@ -284,7 +320,7 @@ def _by_seed(frame: pd.DataFrame, model: str, metrics: Sequence[str]) -> pd.Data
 
 
 def _compare_group(
-    frame: pd.DataFrame, model: str, baseline: str, metrics: Sequence[str], alpha: float
+    frame: pd.DataFrame, model: str, baseline: str, metrics: Mapping[str, bool], alpha: float
 ) -> dict[str, object]:
     base, oth = _by_seed(frame, baseline, metrics), _by_seed(frame, model, metrics)
     paired = base.add_suffix("__base").join(oth.add_suffix("__other"), how="inner").sort_index()
@@ -294,9 +330,9 @@ def _compare_group(
         "n_seeds": len(paired),
         "n_unpaired": len(set(base.index) ^ set(oth.index)),
     }
-    for m in metrics:
+    for m, higher in metrics.items():
         b, o = paired[f"{m}__base"].to_numpy(float), paired[f"{m}__other"].to_numpy(float)
-        row.update(_metric_columns(m, b, o, alpha))
+        row.update(_metric_columns(m, higher, b, o, alpha))
     return row
 
 
@@ -305,11 +341,14 @@ def compare_models(
     *,
     group_by: Sequence[str],
     models: Sequence[str],
+    metrics: Mapping[str, bool],
     baseline: str = "raw",
-    metrics: Sequence[str] = ("mse", "mae", "r2"),
     alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Every model in ``models`` (the baseline skipped) against ``baseline``, paired by ``seed`` within each group.
+
+    ``metrics``: metric column → whether higher is better (from the runs' task, e.g.
+    ``{m.name: m.higher_is_better for m in task.metrics}``).
 
     ``runs`` is tidy: one row per (run, model) with ``seed``, the ``group_by`` columns, ``model`` and the metric
     columns. Output: one row per group and model that has rows in that group, groups sorted, models in the
@@ -330,7 +369,7 @@ def compare_models(
     return pd.DataFrame(rows, columns=_output_columns(group_by, metrics))
 
 
-def _output_columns(group_by: Sequence[str], metrics: Sequence[str]) -> list[str]:
+def _output_columns(group_by: Sequence[str], metrics: Iterable[str]) -> list[str]:
     columns = [*group_by, "model", "baseline", "n_seeds", "n_unpaired"]
     for m in metrics:
         columns.append(f"{m}_n")

@@ -6,7 +6,7 @@ A run folder holds::
     history.csv   one row per epoch, rewritten atomically after every epoch
     metrics.csv   the final comparison, one row per model
     loss.png      train/validation loss curves, raw vs averaged
-    r2.png        validation R² curves, raw vs averaged
+    r2.png        the task's plot metric per epoch, raw vs averaged (:func:`metric_plot`: r2.png, accuracy.png)
     checkpoint.pt with ``--checkpoint-every`` or after Ctrl-C: the state to continue the run (removed once DONE)
     INTERRUPTED   written when Ctrl-C/SIGTERM stopped the run (JSON: epochs, checkpoint epoch)
     DONE          written last (JSON: status, stop reason, epochs, wall time); a folder without it is incomplete
@@ -40,11 +40,12 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from emabench.tasks.base import Task
+
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
 METRICS = "metrics.csv"
 LOSS_PLOT = "loss.png"
-R2_PLOT = "r2.png"
 DONE = "DONE"
 INTERRUPTED = "INTERRUPTED"
 CHECKPOINT = "checkpoint.pt"
@@ -52,6 +53,11 @@ LOCK = ".lock"
 CHECKPOINT_FORMAT = 1  # bump when the layout of Trainer.replica_state changes; older checkpoints are refused
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def metric_plot(metric: str) -> str:
+    """The run folder's figure of a metric over epochs: ``r2.png``, ``accuracy.png`` (the task's ``plot_metric``)."""
+    return f"{metric}.png"
 
 
 def safe_name(text: str) -> str:
@@ -117,21 +123,25 @@ class RunFolder:
         extra: dict[str, dict[str, float]],
         info: dict[str, Any],
         *,
+        task: Task,
+        seed: int,
         plots: bool = True,
     ) -> None:
-        """The run's end: ``metrics.csv`` from its history (and ``extra``, the models that exist only after
-        training), the figures (``plots``), ``DONE`` with ``info``, then the checkpoint is dropped."""
+        """The run's end: ``metrics.csv`` from its history (``task``'s metrics; ``extra``: the models that exist only
+        after training), the figures (``plots``; titled with the run and its ``seed``), ``DONE`` with ``info``, then
+        the checkpoint is dropped."""
         import pandas as pd
 
         from emabench.results.tables import final_metrics
 
         frame = pd.DataFrame(history)
-        self.write_metrics(final_metrics(frame, extra))
+        self.write_metrics(final_metrics(frame, task, extra))
         if plots:
-            from emabench.results.figures import loss_figure, r2_figure
+            from emabench.results.figures import loss_figure, metric_figure
 
-            self.save_figure(loss_figure(frame), LOSS_PLOT)
-            self.save_figure(r2_figure(frame), R2_PLOT)
+            run = f"{self.name} (seed {seed})"
+            self.save_figure(loss_figure(frame, task, run), LOSS_PLOT)
+            self.save_figure(metric_figure(frame, task, run=run), metric_plot(task.plot_metric))
         self.mark_done(info)
         self.remove_checkpoint()  # after DONE: a run killed in between only leaves a spare file
 

@@ -21,11 +21,23 @@ SWEEP = "sweep.json"
 
 REPORT_CSV, REPORT_MD, REPORT_HTML = "report.csv", "report.md", "report.html"
 COMPARISON_CSV, PER_RUN_CSV = "comparison.csv", "per_run.csv"
-FIG_MSE_VS_BETA = "fig_mse_vs_beta.png"
-FIG_PAIRED_MSE = "fig_paired_mse.png"
 FIG_PAIRED_STABILITY = "fig_paired_stability.png"
 FIG_VAL_LOSS = "fig_val_loss.png"
-FIG_R2 = "fig_r2.png"
+
+
+def fig_vs_beta(metric: str) -> str:
+    """The report's figure of ``metric`` (a task's headline: mse, accuracy) against the swept betas."""
+    return f"fig_{metric}_vs_beta.png"
+
+
+def fig_paired(metric: str) -> str:
+    """The report's per-seed figure of ``metric``, raw vs each averaged model."""
+    return f"fig_paired_{metric}.png"
+
+
+def fig_curves(metric: str) -> str:
+    """The report's figure of ``metric`` over epochs (a task's plot metric: r2, accuracy), mean ± std over seeds."""
+    return f"fig_{metric}.png"
 
 
 def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any]) -> Path:

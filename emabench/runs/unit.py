@@ -27,6 +27,7 @@ from emabench.runs.interrupts import StopRequest
 from emabench.runs.lock import RunLock
 from emabench.runs.plan import Engine, Unit, plan_units
 from emabench.tasks.data import make_dataset
+from emabench.tasks.registry import get_task
 from emabench.train.loop import EpochRecord, Trainer
 
 EpochCallback = Callable[[Trainer, list[EpochRecord]], None]
@@ -100,7 +101,9 @@ class _Stack:
             "emabench": __version__,
             "torch": torch.__version__,
         }
-        self.folders[replica].finish(history, record.final_extra, info, plots=self.plots)
+        config = self.configs[replica]
+        task = get_task(getattr(config, "task", "regression"))  # configs before the engine's `task` are regression
+        self.folders[replica].finish(history, record.final_extra, info, task=task, seed=config.seed, plots=self.plots)
         return RunOutcome(self.folders[replica], status, len(history), reason, elapsed, self.resumed_from)
 
     def checkpoint(self, checkpoint_every: int) -> None:

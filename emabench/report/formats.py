@@ -1,0 +1,42 @@
+"""How the report writes numbers: significant digits, a paired difference with its interval, p-values. Pure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Numbers with ``digits`` significant digits; NaN as an em dash."""
+    if value is None or (isinstance(value, (float, np.floating)) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def diff_text(row: Mapping[str, Any]) -> str:
+    """``+0.00029 [-0.00031, 0.00088]``: the paired mean difference (model − raw) and its CI, all three with the
+    same decimals (three significant digits of the interval's width)."""
+    mean, low, high = row["diff_mean"], row["diff_ci_low"], row["diff_ci_high"]
+    if not math.isfinite(mean):
+        return "—"
+    width = abs(high - low) if math.isfinite(high - low) and high != low else abs(mean)
+    decimals = max(0, 2 - math.floor(math.log10(width))) if width > 0 else 4
+    interval = f" [{low:.{decimals}f}, {high:.{decimals}f}]" if math.isfinite(low) else ""
+    return f"{mean:+.{decimals}f}{interval}"
+
+
+def p_text(p: float) -> str:
+    if not math.isfinite(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def pct(value: float) -> str:
+    if not math.isfinite(value):
+        return "—"
+    return f"{value:+.1f}%" if abs(value) >= 0.1 or value == 0 else f"{value:+.2g}%"
