@@ -69,7 +69,10 @@ def test_a_new_averager_named_otherwise_gets_a_placeholder_kind():
             f"averagers.swa: expected a mapping of settings with its kind (one of: {KINDS}), got int 3",
         ),
         ("averagers.swa={kind: swa, start_epoch: -1}", "averagers.swa.start_epoch: Input should be greater than or"),
-        ("averagers.swa={kind: swa, start_epoch: 1, bogus: 2}", "averagers.swa.bogus: unknown key (allowed: buffers, kind, "),
+        (
+            "averagers.swa={kind: swa, start_epoch: 1, bogus: 2}",
+            "averagers.swa.bogus: unknown key (allowed: buffers, kind, ",
+        ),
         ("averagers.swa={kind: swa}", "averagers.swa.start_epoch: missing required key"),
     ],
 )

@@ -10,7 +10,7 @@ import typer
 
 from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
 from emabench.cli.tables import print_fitted
-from emabench.errors import ConfigError, InputError, RunError
+from emabench.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from emabench.report.collect import Collection
