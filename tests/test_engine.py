@@ -15,6 +15,7 @@ from emabench.config import Config, with_overrides
 from emabench.stack.layers import StackedLinear
 from emabench.tasks.data import make_dataset
 from emabench.tasks.registry import get_task
+from emabench.train.batches import keep_masks, mask_generator
 from emabench.train.control import PlateauScheduler
 from emabench.train.loop import Trainer
 from emabench.train.stepper import ReplicaStepper
@@ -22,10 +23,11 @@ from emabench.train.stepper import ReplicaStepper
 
 def seed_loop(cfg: Config) -> list[dict[str, float]]:
     """Seed 001's training loop with torch's own Adam and ReduceLROnPlateau and the library EMA on an ordinary
-    nn.Sequential; the only change from the seed script is that shuffling and dropout masks come from a generator
-    seeded with cfg.seed (so both sides see the same randomness)."""
+    nn.Sequential; the only change from the seed script is that shuffling and dropout masks come from generators
+    seeded with cfg.seed, the run's own streams (so both sides see the same randomness)."""
     data = make_dataset(cfg.data)
     g = torch.Generator().manual_seed(cfg.seed)
+    mask_stream = mask_generator(cfg.seed)  # the run's dropout stream (16 random bits a unit, see train/batches.py)
     widths = [data.n_features, *cfg.model.hidden_sizes, 1]
     linears = [nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:])]
     for linear in linears:
@@ -83,7 +85,7 @@ def seed_loop(cfg: Config) -> list[dict[str, float]]:
     n, bs = data.x_train.shape[0], cfg.train.batch_size
     for epoch in range(1, cfg.train.max_epochs + 1):
         perm = torch.randperm(n, generator=g)
-        masks = [(torch.rand(n, h, generator=g) < keep).float() / keep for h in cfg.model.hidden_sizes]
+        masks = [torch.from_numpy(keep_masks(mask_stream, (n, h), keep)).float() / keep for h in cfg.model.hidden_sizes]
         lr = optimizer.param_groups[0]["lr"]
         total = 0.0
         for start in range(0, n, bs):

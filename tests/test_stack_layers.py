@@ -104,7 +104,7 @@ def test_mlp_with_norms_and_dropout_masks() -> None:
     x = torch.randn(2, 5, 6)
     masks = [torch.zeros(2, 5, 8), torch.zeros(2, 5, 4)]
     for dropout, mask in zip(net.dropouts(), masks):
-        dropout.mask = mask
+        dropout.set_mask(mask)
     net.train()
     dropped = net(x)
     net.eval()

@@ -50,7 +50,7 @@ DONE = "DONE"
 INTERRUPTED = "INTERRUPTED"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
-CHECKPOINT_FORMAT = 1  # bump when the layout of Trainer.replica_state changes; older checkpoints are refused
+CHECKPOINT_FORMAT = 2  # bump when the layout of Trainer.replica_state changes; older checkpoints are refused
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -12,6 +12,8 @@ With ``h = relu(z)·mask``, ``D = mask where h > 0 else 0``: ``∂L/∂W = gᵀh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -29,17 +31,13 @@ def covers(net: nn.Module, *, task: str, activation: str, norm: str, extras: boo
 
 
 @torch.no_grad()
-def loss_and_grad(net: StackedNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def loss_and_grad(
+    net: StackedNet, x: torch.Tensor, y: torch.Tensor, dropout_masks: Sequence[torch.Tensor] = ()
+) -> torch.Tensor:
     """Per-replica MSE loss ``(R,)`` of a training batch ``x`` ``(R, B, in)``; writes every parameter's ``.grad``
-    (overwritten, not accumulated). Dropout masks are the ones set on the net's dropout layers."""
-    linears = [m for m in net if isinstance(m, StackedLinear)]
-    masks = {i: None for i in range(len(linears))}
-    position = -1
-    for module in net:
-        if isinstance(module, StackedLinear):
-            position += 1
-        elif isinstance(module, StackedDropout) and net.training:
-            masks[position] = module.mask
+    (overwritten, not accumulated). ``dropout_masks``: one per dropout layer of the net, in order (none: no
+    dropout)."""
+    linears, masks = _layout(net, dropout_masks)
     inputs = [x]
     h = x
     last = len(linears) - 1
@@ -63,3 +61,19 @@ def loss_and_grad(net: StackedNet, x: torch.Tensor, y: torch.Tensor) -> torch.Te
             # h = relu(z)·mask is > 0 exactly where both z > 0 and mask > 0: ReLU's own backward kernel
             g = torch.ops.aten.threshold_backward(g, inputs[i], 0)
     return err.square_().mean(dim=(1, 2))
+
+
+def _layout(
+    net: StackedNet, dropout_masks: Sequence[torch.Tensor]
+) -> tuple[list[StackedLinear], dict[int, torch.Tensor | None]]:
+    """The net's linear layers, and the dropout mask applied after each hidden one (by linear index)."""
+    linears: list[StackedLinear] = []
+    masks: dict[int, torch.Tensor | None] = {}
+    given = iter(dropout_masks)
+    for module in net:
+        if isinstance(module, StackedLinear):
+            linears.append(module)
+            masks[len(linears) - 1] = None
+        elif isinstance(module, StackedDropout):
+            masks[len(linears) - 1] = next(given, None)
+    return linears, masks

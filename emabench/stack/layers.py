@@ -242,6 +242,11 @@ class StackedDropout(nn.Module):
         self.sample_shape = tuple(sample_shape)
         self.mask: torch.Tensor | None = None
 
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        """Set the mask for the next forward passes (a plain attribute: no ``nn.Module.__setattr__`` checks, which
+        cost more than the multiply at the seed's size)."""
+        self.__dict__["mask"] = mask
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.mask is None:
             return x

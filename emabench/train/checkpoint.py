@@ -34,6 +34,7 @@ def replica_state(trainer: Trainer, position: int) -> dict[str, Any]:
         "swa_lr_start": trainer.swa_lr_start[position],
         "last_lr": trainer._last_lrs[position],
         "generator": trainer.generators[position].get_state(),
+        "mask_generator": trainer.mask_generators[position].bit_generator.state,
     }
     if trainer.configs[0].model.name == "custom":  # a user's dropout draws from torch's global generator
         state["global_generator"] = torch.get_rng_state()
@@ -62,6 +63,7 @@ def load_replica_states(trainer: Trainer, states: Sequence[dict[str, Any]]) -> N
             trainer.swa_lr_start[position] = state["swa_lr_start"]
             trainer._last_lrs[position] = float(state["last_lr"])
             trainer.generators[position].set_state(state["generator"])
+            trainer.mask_generators[position].bit_generator.state = dict(state["mask_generator"])
         if "global_generator" in states[0]:
             torch.set_rng_state(states[0]["global_generator"])
         if trainer.scaler is not None and "grad_scaler" in states[0]:

@@ -33,7 +33,7 @@ from emabench.tasks.data import Dataset
 from emabench.tasks.registry import get_task
 from emabench.train import averagers as averaging
 from emabench.train import build, checkpoint
-from emabench.train.batches import draw_epoch, micro_batches
+from emabench.train.batches import draw_epoch, mask_generator, micro_batches
 from emabench.train.control import EarlyStopping, PlateauScheduler
 
 EVAL_CHUNK = 4096  # validation samples per forward pass (bounds memory for big stacks and data sets)
@@ -70,12 +70,14 @@ class Trainer:
         self.device = build.resolve_device(first.device)
         self.data = dataset.to(self.device)
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
+        self.mask_generators = [mask_generator(c.seed) for c in configs]
         outputs = self.task.outputs(dataset.n_classes)
         self.model = build.build_model(configs, dataset.sample_shape, outputs, self.generators).to(self.device)
         self.model.pack()  # after .to(): one buffer for the parameters, one for their gradients
         self.stepper = build.build_stepper(configs, self.model)
         self.averagers = averaging.build_all(self.model, configs, n_train=dataset.n_train)
         self.recalibrated = averaging.recalibrated(first)
+        self._dropouts = self.model.dropouts()
         self.schedule, self.schedule_unit = build.lr_schedule(first, dataset.n_train)
         self.plateaus = [_plateau(c) for c in configs]
         self.stoppers = [EarlyStopping(c.train.early_stopping.patience) for c in configs]
@@ -100,7 +102,7 @@ class Trainer:
         def vector(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=self.device)
 
-        self._keep = torch.tensor([1.0 - getattr(c.model, "dropout", 0.0) for c in self.configs])
+        self._keep = [1.0 - getattr(c.model, "dropout", 0.0) for c in self.configs]
         smoothing = [c.train.label_smoothing for c in self.configs]
         self._smoothing = vector(smoothing) if any(smoothing) else None
         teacher = self.configs[0].train.teacher
@@ -145,35 +147,38 @@ class Trainer:
     def _train_one_epoch(self) -> tuple[torch.Tensor, float]:
         """Train every replica for one epoch; its mean training loss ``(R,)`` and the lr of its last step."""
         train = self.configs[0].train
-        mask_shapes = [d.sample_shape for d in self.model.dropouts()]
-        order = draw_epoch(self.generators, self.data.x_train, self.data.y_train, mask_shapes, self._keep)
+        mask_shapes = [d.sample_shape for d in self._dropouts]
+        order = draw_epoch(
+            self.generators, self.mask_generators, self.data.x_train, self.data.y_train, mask_shapes, self._keep
+        )
         loss_sum = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
         self.model.train()
-        lrs: list[float] = []
+        per_step = self.schedule_unit == "step" or self.configs[0].train.swa_lr is not None
+        lrs = self.lrs()
         for x, y, masks in order.batches(train.batch_size):
             losses = self._backward(x, y, masks, train.grad_accumulation)
-            lrs = self._last_lrs = self.lrs()
+            if per_step:
+                lrs = self.lrs()
+            self._last_lrs = lrs
             self.stepper.step(lrs, scaler=self.scaler)
             self.step += 1
             for averager in self.averagers.values():
                 averager.update(self.step)
             loss_sum.add_(losses.detach(), alpha=x.shape[1])  # no .item(): one host sync per epoch, not per step
-        for dropout in self.model.dropouts():
-            dropout.mask = None
+        for dropout in self._dropouts:
+            dropout.set_mask(None)
         return loss_sum / self.data.n_train, lrs
 
     def _backward(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], parts: int) -> torch.Tensor:
         """Gradients of the batch's mean loss into ``.grad`` (accumulated over micro-batches); per-replica loss."""
         if self.fast:
-            for dropout, mask in zip(self.model.dropouts(), masks):
-                dropout.mask = mask
-            return fast_mlp.loss_and_grad(self.model, x, y)
+            return fast_mlp.loss_and_grad(self.model, x, y, masks)
         self.stepper.zero_grad()
         size = x.shape[1]
         total = torch.zeros(len(self.configs), device=self.device)
         for start, end in micro_batches(size, parts):
-            for dropout, mask in zip(self.model.dropouts(), masks):
-                dropout.mask = mask[:, start:end]
+            for dropout, mask in zip(self._dropouts, masks):
+                dropout.set_mask(mask[:, start:end])
             with self._autocast():
                 out = self.model(x[:, start:end])
                 loss = self.task.loss(out, y[:, start:end], self._smoothing)
@@ -322,6 +327,7 @@ class Trainer:
             averaging.select_replicas(averager, index, old)
         self.configs = [self.configs[p] for p in keep]
         self.generators = [self.generators[p] for p in keep]
+        self.mask_generators = [self.mask_generators[p] for p in keep]
         self.plateaus = [self.plateaus[p] for p in keep]
         self.stoppers = [self.stoppers[p] for p in keep]
         self.swa_lr_start = [self.swa_lr_start[p] for p in keep]
