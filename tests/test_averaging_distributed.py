@@ -301,6 +301,10 @@ def _designs_worker(rank: int, world: int, out: str) -> None:
     everywhere = central.broadcast()
     if central.is_owner:
         assert all(torch.equal(everywhere[name], central.average[name]) for name in everywhere)
+        resumed = CentralEMA(model, beta=beta, sync_every=k, dtype=torch.float64)
+        resumed.load_state_dict(central.state_dict())  # the owner's average and its sync position
+        assert int(resumed.last_sync) == int(central.last_sync) == 396 and int(resumed.step) == steps
+        assert all(torch.equal(resumed.average[name], value) for name, value in central.average.items())
     merged.update(steps + 1)  # a merge step: the ranks agree again
     assert verify_consistent(merged.averager, raise_error=False) == []
     measured = torch.tensor([central_drift, merged_drift, merged_at_merge, spread, step_change], dtype=torch.float64)

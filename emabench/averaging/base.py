@@ -49,6 +49,16 @@ def averaging_dtype(dtype: torch.dtype, requested: torch.dtype | None) -> torch.
     return torch.float32 if torch.finfo(dtype).bits < 32 else dtype
 
 
+@torch.no_grad()
+def _cast_floating_(module: nn.Module, requested: torch.dtype | None) -> None:
+    """Every floating parameter and buffer of ``module`` into its averaging dtype (in place, through ``.data``)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.is_floating_point():
+            target = averaging_dtype(tensor.dtype, requested)
+            if tensor.dtype != target:
+                tensor.data = tensor.data.to(target)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (same parameters), else ``model``."""
     parallel = (nn.parallel.DistributedDataParallel, nn.DataParallel)
@@ -95,12 +105,7 @@ class Averager(nn.Module):
             param.grad = None  # the copy never trains: do not keep a copy of the gradients
         averaged.requires_grad_(False)
         averaged.eval()
-        with torch.no_grad():
-            for tensor in itertools.chain(averaged.parameters(), averaged.buffers()):
-                if tensor.is_floating_point():
-                    target = averaging_dtype(tensor.dtype, self.dtype)
-                    if tensor.dtype != target:
-                        tensor.data = tensor.data.to(target)
+        _cast_floating_(averaged, self.dtype)
         self.averaged_model = averaged
         pack_([p for p in averaged.parameters() if p.is_floating_point()])
         self._copies_buffers = buffers == "copy"
