@@ -29,9 +29,16 @@ Models may stack R replicas along dim 0 of every tensor: ``beta`` (EMA, Constant
 1-D tensor of length R; ``AdaptiveEMA(replicas=R)`` keeps one ladder position per replica.
 
 ``decay_for_horizon`` turns a half-life in steps, samples or epochs into the decay to pass as ``beta``.
+
+Distributed training (seed 000 §4.2, see :mod:`emabench.averaging.distributed`): under DDP every averager stays
+identical on all ranks without communication (``verify_consistent`` checks it); under FSDP2 / DTensor parameters each
+rank keeps only its shard of the average, updated locally, gathered by ``full_state_dict()`` and saved by
+``save_sharded`` / ``load_sharded`` (torch.distributed.checkpoint); ``CentralEMA`` (one rank holds the average, synced
+every k steps) and ``MergedAverages`` (per-rank averages all-reduced every k steps) trade exactness for traffic.
 """
 
 from emabench.averaging.base import Averager
+from emabench.averaging.distributed import CentralEMA, MergedAverages, verify_consistent
 from emabench.averaging.ema import EMA
 from emabench.averaging.exponential import TFEMA, BiasCorrectedEMA, ConstantEMA
 from emabench.averaging.horizon import decay_for_horizon
@@ -64,4 +71,17 @@ __all__ = [
     "tf_decay",
     "update_bn",
     "warmup_decay",
+    "CentralEMA",
+    "MergedAverages",
+    "verify_consistent",
+    "save_sharded",
+    "load_sharded",
 ]
+
+
+def __getattr__(name: str):  # the sharded helpers import torch.distributed.tensor (~0.5 s): only when asked for
+    if name in ("save_sharded", "load_sharded"):
+        from emabench.averaging import sharded
+
+        return getattr(sharded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,6 +49,16 @@ def averaging_dtype(dtype: torch.dtype, requested: torch.dtype | None) -> torch.
     return torch.float32 if torch.finfo(dtype).bits < 32 else dtype
 
 
+@torch.no_grad()
+def _cast_floating_(module: nn.Module, requested: torch.dtype | None) -> None:
+    """Every floating parameter and buffer of ``module`` into its averaging dtype (in place, through ``.data``)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.is_floating_point():
+            target = averaging_dtype(tensor.dtype, requested)
+            if tensor.dtype != target:
+                tensor.data = tensor.data.to(target)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (same parameters), else ``model``."""
     parallel = (nn.parallel.DistributedDataParallel, nn.DataParallel)
@@ -80,23 +90,22 @@ class Averager(nn.Module):
         model = unwrap(model)
         self._online = [model]  # a list hides the online model from the module tree and from state_dict
         self._refs: dict[int, tuple[list[torch.Tensor], list[tuple[nn.Module, str]]]] = {}
-        if not self._averaged_tensors(model):
+        online = self._averaged_tensors(model)
+        if not online:
             what = "parameters or buffers" if buffers == "average" else "parameters (buffers='copy')"
             raise ValueError(f"{type(model).__name__} has nothing to average: no floating-point {what}")
-        try:
-            averaged = copy.deepcopy(model)
-        except Exception as err:  # lazy or otherwise uncopyable modules
-            raise ValueError(f"cannot deep-copy the model to hold its average: {err}") from err
+        self._local = None  # for sharded models: maps DTensors to their local shards (see sharded.py)
+        if any(type(t.data) is not torch.Tensor for t in online):  # tensor subclasses, e.g. DTensor shards
+            from emabench.averaging import sharded  # imports torch.distributed.tensor: only where needed
+
+            if sharded.has_dtensors(online):
+                self._local = sharded.local_tensors
+        averaged = self._copy_model(model)
         for param in averaged.parameters():
             param.grad = None  # the copy never trains: do not keep a copy of the gradients
         averaged.requires_grad_(False)
         averaged.eval()
-        with torch.no_grad():
-            for tensor in itertools.chain(averaged.parameters(), averaged.buffers()):
-                if tensor.is_floating_point():
-                    target = averaging_dtype(tensor.dtype, self.dtype)
-                    if tensor.dtype != target:
-                        tensor.data = tensor.data.to(target)
+        _cast_floating_(averaged, self.dtype)
         self.averaged_model = averaged
         pack_([p for p in averaged.parameters() if p.is_floating_point()])
         self._copies_buffers = buffers == "copy"
@@ -108,6 +117,16 @@ class Averager(nn.Module):
         self._register_counter("step", 0)
         self.register_load_state_dict_pre_hook(_fill_missing_counters)
         self.register_load_state_dict_post_hook(_read_counters)
+
+    def _copy_model(self, model: nn.Module) -> nn.Module:
+        try:
+            return copy.deepcopy(model)
+        except Exception as err:  # FSDP modules, lazy or otherwise uncopyable modules
+            if self._local is not None:
+                from emabench.averaging.sharded import shadow_copy
+
+                return shadow_copy(model)
+            raise ValueError(f"cannot deep-copy the model to hold its average: {err}") from err
 
     # --- counters ---------------------------------------------------------------------------------------------------
     def _register_counter(self, name: str, value: int | bool | float) -> None:
@@ -205,8 +224,23 @@ class Averager(nn.Module):
         self._pair = self._flat = self._where = None
 
     def tensor_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(averaged, online) lists of the tensors the rule averages: float params, and buffers if averaged."""
-        return self._averaged_tensors(self.averaged_model), self._averaged_tensors(self.online_model)
+        """(averaged, online) lists of the tensors the rule averages: float params, and buffers if averaged; for a
+        sharded model, their local shards (updated in place: the update never communicates)."""
+        return self._local_tensors(self.averaged_model), self._local_tensors(self.online_model)
+
+    def _local_tensors(self, module: nn.Module) -> list[torch.Tensor]:
+        tensors = self._averaged_tensors(module)
+        return tensors if self._local is None else self._local(tensors)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The average as full plain tensors under the model's ``state_dict`` keys: to save it or load it into an
+        unsharded model. For a sharded model every shard is gathered, a collective: call it on every rank."""
+        state = self.averaged_model.state_dict()
+        if self._local is None:
+            return {k: v.detach().clone() for k, v in state.items()}
+        from emabench.averaging.sharded import gathered
+
+        return gathered(state)
 
     def _check_pair(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Both sides as one flat buffer each (same layout), after a full check of every tensor's address; else

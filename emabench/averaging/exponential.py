@@ -152,7 +152,7 @@ class BiasCorrectedEMA(Averager):
         self.update_every = update_every
         self._register_counter("n_averaged", 0)
         self.accumulator = copy.deepcopy(self.averaged_model)
-        torch._foreach_zero_(self._averaged_tensors(self.accumulator))
+        torch._foreach_zero_(self._local_tensors(self.accumulator))
 
     @property
     def decay(self) -> Decay:
@@ -174,7 +174,7 @@ class BiasCorrectedEMA(Averager):
             return None
         self._counts.n_averaged += 1
         t = self._counts.n_averaged
-        accumulator = self._averaged_tensors(self.accumulator)
+        accumulator = self._local_tensors(self.accumulator)
         averaged, online = self.tensor_pairs()
         torch._foreach_lerp_(accumulator, _like(online, accumulator), per_tensor(1.0 - self.beta, accumulator))
         torch._foreach_copy_(averaged, accumulator)

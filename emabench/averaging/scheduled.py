@@ -24,8 +24,9 @@ Interpolation = Literal["constant", "linear"]
 class ScheduledEMA(Averager):
     """EMA whose decay follows a piecewise schedule of the training position: ``[(start, decay), …]``.
 
-    The position of step ``t`` is what training had completed before it: ``p = t − 1`` steps
-    (``unit="steps"``) or ``p = (t − 1)/steps_per_epoch`` epochs (``unit="epochs"``). With the entries
+    It averages at steps ``t = 1, k+1, 2k+1, …`` (``k = update_every``; the first update copies). The position of
+    step ``t`` is what training had completed before it: ``p = t − 1`` steps (``unit="steps"``) or
+    ``p = (t − 1)/steps_per_epoch`` epochs (``unit="epochs"``). With the entries
     ``(s_0 = 0, d_0), (s_1, d_1), …`` (starts increasing, decays in [0, 1)):
 
     - ``interpolation="constant"``: ``d(p) = d_i`` for ``s_i ≤ p < s_{i+1}`` (by epoch: the whole epoch uses one
@@ -103,7 +104,8 @@ class ScheduledEMA(Averager):
 class AdaptiveEMA(ConstantEMA):
     """Constant-decay EMA whose decay moves along a ladder from validation results (seed 000's adaptive β).
 
-    The decay is ``ladder[level]`` (updates as :class:`ConstantEMA`, the first one copying). After each
+    The decay is ``ladder[level]``; updates as :class:`ConstantEMA`, at steps ``1, k+1, 2k+1, …``
+    (``k = update_every``), the first one copying. After each
     evaluation, call :meth:`observe` with the validation loss of the averaged model ``a`` and of the raw model
     ``r``; with ``best`` the lowest ``a`` that counted as an improvement so far (``+inf`` at first) and
     ``τ = threshold``:
