@@ -80,7 +80,7 @@ def make_run(root, seed, beta, raw_final, ema_final, *, noise=0.1, status="compl
         rows.append(row)
     folder.write_history(rows)
     if done:
-        folder.write_metrics(final_metrics(pd.DataFrame(rows), Regression()))
+        folder.write_metrics(final_metrics(rows, Regression()))
         folder.mark_done({"status": status, "stop_reason": "early_stopping", "epochs": epochs, "wall_time_s": 1.0})
     return folder
 

@@ -59,7 +59,7 @@ def classification_run(root, seed, raw_acc, ema_acc, *, name="digits"):
         row["ema_decay"] = 0.99
         rows.append(row)
     folder.write_history(rows)
-    folder.write_metrics(final_metrics(pd.DataFrame(rows), Classification()))
+    folder.write_metrics(final_metrics(rows, Classification()))
     folder.mark_done({"status": "completed", "stop_reason": "max_epochs", "epochs": EPOCHS, "wall_time_s": 1.0})
     return folder
 
@@ -83,7 +83,7 @@ def regression_run(root, seed, raw_mse, ema_mse, *, n_samples=2000):
             row |= {f"{model}_val_loss": loss, f"{model}_mse": loss, f"{model}_mae": loss**0.5, f"{model}_r2": 1 - loss}
         rows.append(row)
     folder.write_history(rows)
-    folder.write_metrics(final_metrics(pd.DataFrame(rows), Regression()))
+    folder.write_metrics(final_metrics(rows, Regression()))
     folder.mark_done({"status": "completed", "stop_reason": "max_epochs", "epochs": EPOCHS, "wall_time_s": 1.0})
     return folder
 
@@ -105,7 +105,8 @@ def test_final_metrics_improvement_is_positive_when_better_in_each_direction():
         | {"raw_accuracy": [0.5, 0.80], "ema_accuracy": [0.6, 0.88], "raw_f1_macro": [0.5, 0.70]}
         | {"ema_f1_macro": [0.5, 0.63]}
     )
-    table = final_metrics(history, Classification()).set_index("model")
+    rows = history.to_dict("records")
+    table = pd.DataFrame(final_metrics(rows, Classification())).set_index("model")
     assert list(table.columns) == [
         "epoch",
         "accuracy",
@@ -120,7 +121,7 @@ def test_final_metrics_improvement_is_positive_when_better_in_each_direction():
     regression = Regression()
     assert improvement_pct(regression.metric("mse"), 0.0055, 0.0044) == pytest.approx(20.0)  # lower MSE: +20%
     assert improvement_pct(regression.metric("r2"), 0.9946, 0.9957) == pytest.approx((0.9957 / 0.9946 - 1) * 100)
-    extra = final_metrics(history, Classification(), {"posthoc_0.1": {"accuracy": 0.9, "fit_error": 1e-3}})
+    extra = pd.DataFrame(final_metrics(rows, Classification(), {"posthoc_0.1": {"accuracy": 0.9, "fit_error": 1e-3}}))
     post = extra.set_index("model").loc["posthoc_0.1"]
     assert post["accuracy_improvement_pct"] == pytest.approx(12.5) and np.isnan(post["f1_macro"])
     assert post["fit_error"] == 1e-3

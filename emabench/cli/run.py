@@ -74,12 +74,22 @@ def run(
     set_threads(threads)
     with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
         if resume is not None:
-            outcome = single.resume(resume, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every)
+            outcome = single.resume(
+                resume, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every, plots=False
+            )
         else:
             outcome = single.run(
-                cfg, runs_dir, force=force, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every
+                cfg,
+                runs_dir,
+                force=force,
+                on_epoch=on_epoch,
+                stop=stop.is_set,
+                checkpoint_every=checkpoint_every,
+                plots=False,
             )
     _render(outcome)
+    if outcome.status in ("completed", "diverged"):  # the table first: matplotlib costs more than a short run
+        outcome.folder.draw_run_figures()
     if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
         raise typer.Exit(EXIT_INTERRUPTED)
 

@@ -144,10 +144,11 @@ def run_metrics_rows(metrics: Any, task: Any) -> tuple[list[str], list[list[str]
         *(f"{task.metric(m).label} gain" for m in names),
     ]
     header.append("val-loss std")
-    fit = "fit_error" in metrics.columns and metrics["fit_error"].notna().any()
+    records = metrics.to_dict("records") if hasattr(metrics, "to_dict") else list(metrics)
+    fit = any(_is_number(r.get("fit_error")) for r in records)
     header += ["fit error"] if fit else []
     rows = []
-    for r in metrics.to_dict("records"):
+    for r in records:
         row = [str(r["model"]), str(r["epoch"]), *(_number(r.get(m)) for m in names)]
         row += [_gain(r.get(f"{m}_improvement_pct")) for m in names]
         row.append(_number(r.get("val_loss_std")))
@@ -157,13 +158,17 @@ def run_metrics_rows(metrics: Any, task: Any) -> tuple[list[str], list[list[str]
 
 
 def print_run_metrics(console: Console, folder: Any) -> None:
-    """A finished run's final table (its ``metrics.csv``), in its task's metrics, fitted to the console."""
-    from emabench.config import parse_yaml
-    from emabench.report.collect import run_task, task_name
-
-    task = run_task(folder, {"task": task_name(parse_yaml(folder.read_config_text(), str(folder.path)))})
-    header, rows = run_metrics_rows(folder.read_metrics(), task)
+    """A finished run's final table (its ``metrics.csv``), in its task's metrics, fitted to the console (without
+    pandas: right after a run, its import would cost more than the table)."""
+    header, rows = run_metrics_rows(folder.read_metrics_rows(), folder.task())
     print_fitted(console, header, rows, title="final validation metrics")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return float(value) == float(value)  # False for NaN
+    except (TypeError, ValueError):
+        return False
 
 
 def _number(value: Any, pattern: str = "{:.4f}") -> str:

@@ -25,7 +25,7 @@ ZOOM_FROM = 0.1  # the metric's y range follows the epochs after the first 10%: 
 
 def loss_figure(history: pd.DataFrame, task: Task, run: str = "") -> Figure:
     """Train loss and every model's validation loss per epoch (log scale: the curves span decades)."""
-    figure = Figure(figsize=(7.5, 5), layout="tight")
+    figure = _figure()
     ax = figure.add_subplot()
     columns = {"train": "train_loss"} | {m: f"{m}_val_loss" for m in models_in(history)}
     for model, column in columns.items():
@@ -43,7 +43,7 @@ def metric_figure(history: pd.DataFrame, task: Task, metric: str | None = None, 
     """Every model's validation ``metric`` (default: the task's ``plot_metric``) per epoch, the y axis zoomed on the
     range the models reach after the first epochs; the x label names the epochs left off the chart."""
     spec = task.metric(metric or task.plot_metric)
-    figure = Figure(figsize=(7.5, 5), layout="tight")
+    figure = _figure()
     ax = figure.add_subplot()
     columns = [f"{m}_{spec.name}" for m in models_in(history)]
     for model, column in zip(models_in(history), columns):
@@ -59,6 +59,13 @@ def metric_figure(history: pd.DataFrame, task: Task, metric: str | None = None, 
     _note_off_chart(ax, history, columns, zoomed=True)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    return figure
+
+
+def _figure() -> Figure:
+    """A 7.5×5 in figure with fixed margins: matplotlib's ``tight`` layout draws everything twice (~60% slower)."""
+    figure = Figure(figsize=(7.5, 5))
+    figure.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.16)
     return figure
 
 

@@ -1,4 +1,4 @@
-"""Tables derived from a run's history: pure functions of data frames.
+"""Tables derived from a run's history: pure functions of its rows (or of a data frame with those columns).
 
 Which metrics a run has, and which direction of each is better, come from its task
 (:class:`~emabench.tasks.base.Task`): never from a metric's name.
@@ -7,17 +7,20 @@ Which metrics a run has, and which direction of each is better, come from its ta
 from __future__ import annotations
 
 import math
-
-import pandas as pd
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from emabench.tasks.base import MetricSpec, Task
 
 STABILITY_FROM_EPOCH = 10  # the seed's progress table starts at epoch 10; earlier epochs are the initial descent
 
 
-def models_in(history: pd.DataFrame) -> list[str]:
-    """Model prefixes present in a history (``raw`` first), read from its ``<model>_val_loss`` columns."""
-    models = [c.removesuffix("_val_loss") for c in history.columns if c.endswith("_val_loss")]
+def models_in(history: Any) -> list[str]:
+    """Model prefixes present in a history (``raw`` first), read from its ``<model>_val_loss`` columns (a data frame,
+    or the rows themselves)."""
+    columns: Iterable[str] = history.columns if hasattr(history, "columns") else history[0].keys()
+    models = [c.removesuffix("_val_loss") for c in columns if c.endswith("_val_loss")]
     return sorted(models, key=lambda m: (m != "raw", models.index(m)))
 
 
@@ -30,30 +33,38 @@ def improvement_pct(spec: MetricSpec, baseline: float, value: float) -> float:
     return change if spec.higher_is_better else 0.0 - change  # 0.0 - x: no "-0.0%" for the baseline itself
 
 
-def final_metrics(history: pd.DataFrame, task: Task, extra: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+def final_metrics(
+    history: Sequence[Mapping[str, float]], task: Task, extra: dict[str, dict[str, float]] | None = None
+) -> list[dict[str, object]]:
     """``metrics.csv``: one row per model at the last epoch (the seed's final evaluation): ``model, epoch``, the
     task's final metrics (``task.final_metrics``), ``<metric>_improvement_pct`` over raw (positive = better),
-    ``val_loss_std``, and ``fit_error`` when ``extra`` is given.
+    ``val_loss_std``, and ``fit_error`` when ``extra`` is given. ``history``: the run's rows, oldest first.
 
     ``extra`` adds models that only exist after training (post-hoc EMA syntheses, with their ``fit_error``); a metric
     missing from an ``extra`` entry is NaN. ``val_loss_std`` is the std (ddof=1) of that model's validation loss from
     epoch 10 on, the seed's stability figure without the initial descent that would otherwise dominate it (NaN for
     runs shorter than that).
     """
-    last = history.iloc[-1]
+    last = history[-1]
     epoch = int(last["epoch"])
     baseline = {m: float(last[f"raw_{m}"]) for m in task.final_metrics}
     rows = []
     for model in models_in(history):
         values = {m: float(last[f"{model}_{m}"]) for m in task.final_metrics}
-        settled = history.loc[history["epoch"] >= STABILITY_FROM_EPOCH, f"{model}_val_loss"].dropna()
-        std = float(settled.std(ddof=1)) if len(settled) > 1 else float("nan")
+        settled = [float(row[f"{model}_val_loss"]) for row in history if row["epoch"] >= STABILITY_FROM_EPOCH]
+        settled = [v for v in settled if not math.isnan(v)]
+        std = statistics.stdev(settled) if len(settled) > 1 else float("nan")
         rows.append(_row(task, model, epoch, values, baseline, std))
     for model, values in (extra or {}).items():
         row = _row(task, model, epoch, values, baseline, float("nan"))
         row["fit_error"] = float(values.get("fit_error", float("nan")))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
+
+
+def metrics_columns(rows: Sequence[Mapping[str, object]]) -> list[str]:
+    """The columns of ``metrics.csv``: every key of every row, in order of first appearance."""
+    return list(dict.fromkeys(key for row in rows for key in row))
 
 
 def _row(

@@ -130,20 +130,32 @@ class RunFolder:
         """The run's end: ``metrics.csv`` from its history (``task``'s metrics; ``extra``: the models that exist only
         after training), the figures (``plots``; titled with the run and its ``seed``), ``DONE`` with ``info``, then
         the checkpoint is dropped."""
-        import pandas as pd
-
         from emabench.results.tables import final_metrics
 
-        frame = pd.DataFrame(history)
-        self.write_metrics(final_metrics(frame, task, extra))
+        self.write_metrics(final_metrics(history, task, extra))
         if plots:
-            from emabench.results.figures import loss_figure, metric_figure
-
-            run = f"{self.name} (seed {seed})"
-            self.save_figure(loss_figure(frame, task, run), LOSS_PLOT)
-            self.save_figure(metric_figure(frame, task, run=run), metric_plot(task.plot_metric))
+            self.draw_figures(history, task, seed)
         self.mark_done(info)
         self.remove_checkpoint()  # after DONE: a run killed in between only leaves a spare file
+
+    def draw_run_figures(self) -> None:
+        """:meth:`draw_figures` from what the folder holds (a finished run's history and config)."""
+        from emabench.tasks.registry import get_task
+
+        config = self.read_config()
+        self.draw_figures(self.read_history().to_dict("records"), get_task(config.task), config.seed)
+
+    def draw_figures(self, history: Sequence[dict[str, Any]], task: Task, seed: int) -> None:
+        """``loss.png`` and the task's metric figure (``r2.png``, ``accuracy.png``), titled with the run and seed.
+        ``emabench run`` draws them after showing the final table (matplotlib costs more than a short run)."""
+        import pandas as pd
+
+        from emabench.results.figures import loss_figure, metric_figure
+
+        frame = pd.DataFrame(history)
+        run = f"{self.name} (seed {seed})"
+        self.save_figure(loss_figure(frame, task, run), LOSS_PLOT)
+        self.save_figure(metric_figure(frame, task, run=run), metric_plot(task.plot_metric))
 
     def interrupt(self, info: dict[str, Any]) -> None:
         """Mark the run stopped before its end (its checkpoint, if any, lets it continue)."""
@@ -218,8 +230,10 @@ class RunFolder:
         self._history = (rows, text)
         atomic_write_text(self.path / HISTORY, text)
 
-    def write_metrics(self, table: pd.DataFrame) -> None:
-        atomic_write_text(self.path / METRICS, table.to_csv(index=False, lineterminator="\n"))
+    def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
+        from emabench.results.tables import metrics_columns
+
+        atomic_write_text(self.path / METRICS, rows_to_csv(rows, metrics_columns(rows)))
 
     def save_figure(self, figure: Figure, name: str) -> None:
         buffer = io.BytesIO()
@@ -318,8 +332,36 @@ class RunFolder:
     def read_history(self) -> pd.DataFrame:
         return self.read_table(HISTORY)
 
+    def read_metrics_rows(self) -> list[dict[str, Any]]:
+        """``metrics.csv`` as rows (numbers as floats, ``model`` as text), read without pandas."""
+        try:
+            with open(self.path / METRICS, encoding="utf-8", newline="") as handle:
+                return [
+                    {k: v if k == "model" else _number(v) for k, v in row.items()} for row in csv.DictReader(handle)
+                ]
+        except (OSError, csv.Error, UnicodeDecodeError) as err:
+            raise RunError(f"{self.path / METRICS}: unreadable ({err})") from None
+
+    def task(self) -> Task:
+        """The run's :class:`~emabench.tasks.base.Task` (``config.yaml``'s ``task``; regression when it names none)."""
+        from emabench.tasks.registry import get_task
+
+        document = parse_yaml(self.read_config_text(), str(self.path / CONFIG))
+        name = document.get("task", "regression") if isinstance(document, dict) else "regression"
+        try:
+            return get_task(str(name))
+        except ValueError as err:
+            raise RunError(f"{self.path / CONFIG}: {err}") from None
+
     def read_metrics(self) -> pd.DataFrame:
         return self.read_table(METRICS)
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text) if text != "" else float("nan")
+    except ValueError:
+        return text
 
 
 def _check_plain(value: Any, where: str) -> None:

@@ -24,13 +24,16 @@ def run(
     on_epoch: EpochCallback | None = None,
     stop: StopCheck | None = None,
     checkpoint_every: int | None = None,
+    plots: bool = True,
 ) -> RunOutcome:
     """Train one run into ``<runs_dir>/<run-id>/``; a run already DONE is skipped unless ``force``.
 
     An incomplete run with a checkpoint continues from it (unless ``force``); ``checkpoint_every=None`` then keeps
-    the checkpoint's own setting. Raises :class:`RunError` if another process is training the same run.
+    the checkpoint's own setting. ``plots=False`` leaves the figures to the caller (:meth:`RunFolder.draw_figures`).
+    Raises :class:`RunError` if another process is training the same run.
     """
-    return _run_in(RunFolder.for_config(config, Path(runs_dir)), config, force, on_epoch, stop, checkpoint_every)
+    folder = RunFolder.for_config(config, Path(runs_dir))
+    return _run_in(folder, config, force, on_epoch, stop, checkpoint_every, plots)
 
 
 def resume(
@@ -39,13 +42,14 @@ def resume(
     on_epoch: EpochCallback | None = None,
     stop: StopCheck | None = None,
     checkpoint_every: int | None = None,
+    plots: bool = True,
 ) -> RunOutcome:
     """Continue the run in folder ``path`` from its checkpoint, with the config in its ``config.yaml``."""
     folder = RunFolder(path)
     config = load_run_config(folder)
     if not folder.is_done:
         folder.checkpoint_for(config)  # a clear error now if there is nothing to resume from
-    return _run_in(folder, config, False, on_epoch, stop, checkpoint_every)
+    return _run_in(folder, config, False, on_epoch, stop, checkpoint_every, plots)
 
 
 def load_run_config(folder: RunFolder) -> Config:
@@ -60,6 +64,7 @@ def _run_in(
     on_epoch: EpochCallback | None,
     stop: StopCheck | None,
     checkpoint_every: int | None,
+    plots: bool,
 ) -> RunOutcome:
     if folder.is_done and not force:
         return RunOutcome.skipped(folder)
@@ -72,4 +77,7 @@ def _run_in(
             return RunOutcome.skipped(folder)
         state = None if force else folder.resume_point(config)
         every = checkpoint_every if checkpoint_every is not None else int(state["checkpoint_every"]) if state else 0
-        return train_stack([config], [folder], on_epoch, stop=stop, checkpoint_every=every, resume=state is not None)[0]
+        outcomes = train_stack(
+            [config], [folder], on_epoch, stop=stop, checkpoint_every=every, resume=state is not None, plots=plots
+        )
+        return outcomes[0]

@@ -196,4 +196,5 @@ def build_stepper(configs: Sequence[Config], model: nn.Module) -> ReplicaStepper
         weight_decays=[c.train.optimizer.resolved().weight_decay for c in configs],
         clip_norms=None if all(c is None for c in clips) else [math.inf if c is None else c for c in clips],
         stacked=not isinstance(model, SingleModel),
+        scaled=configs[0].train.precision == "fp16",
     )

@@ -39,12 +39,71 @@ DECOUPLED = frozenset({"adamw"})  # weight decay applied to the weights, not add
 _FUSED = frozenset({"sgd", "adam", "adamw"})  # torch has a fused CPU/CUDA kernel for these
 
 
-def build_optimizer(name: str, params: Sequence[torch.Tensor], options: dict[str, Any]) -> torch.optim.Optimizer:
-    """``torch.optim.<name>(params, lr=1, weight_decay=0, **options)``, fused or foreach (one kernel per group)."""
+def build_optimizer(
+    name: str, params: Sequence[torch.Tensor], options: dict[str, Any], *, scaled: bool = False
+) -> torch.optim.Optimizer | FusedAdam:
+    """``torch.optim.<name>(params, lr=1, weight_decay=0, **options)``, fused or foreach (one kernel per group);
+    Adam and AdamW as :class:`FusedAdam` (their fused kernel and state, without the class) unless a gradient scaler
+    (``scaled``) needs the class itself."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    if name in ("adam", "adamw") and not scaled and FusedAdam.takes(params):
+        return FusedAdam(list(params), decoupled=name == "adamw", **options)
     speed = {"fused": True} if name in _FUSED else {"foreach": True}
     return OPTIMIZERS[name](list(params), lr=1.0, weight_decay=0.0, **options, **speed)
+
+
+class FusedAdam:
+    """``torch.optim.Adam(fused=True)`` / ``AdamW(fused=True)`` without the class: the same ``param_groups`` and
+    ``state`` (made as its ``_init_group`` makes them), stepped by the same kernel (``torch._fused_adam_`` /
+    ``torch._fused_adamw_``, after ``step += 1``: ``torch.optim.adam._fused_adam``).
+
+    Why not the class: its first construction imports ``torch._dynamo`` (1.4–2 s here, more than a whole run of the
+    seed study), and its ``step()`` bookkeeping (profiler hook, grouping, checks) costs ~90 µs a step, more than the
+    seed model's whole update. ``tests/test_stepper.py`` holds it equal to torch's own Adam and AdamW.
+    """
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        *,
+        decoupled: bool,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.decoupled = decoupled
+        self.param_groups = [{"params": params, "lr": 1.0, "weight_decay": 0.0, "betas": tuple(betas), "eps": eps}]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    @staticmethod
+    def takes(params: Sequence[torch.Tensor]) -> bool:
+        """The fused kernel's domain: floating tensors on the CPU or a CUDA device."""
+        return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        params = group["params"]
+        states = [self._state_of(p) for p in params]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+        beta1, beta2 = group["betas"]
+        kernel(
+            params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+            steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+            eps=group["eps"], maximize=False, grad_scale=None, found_inf=None,
+        )  # fmt: skip
+
+    def _state_of(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = self.state.get(param)
+        if state is None:  # torch's _init_group for a fused Adam: a float32 step count on the parameter's device
+            state = self.state[param] = {
+                "step": torch.zeros((), dtype=torch.float32, device=param.device),
+                "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+            }
+        return state
 
 
 class ReplicaStepper:
@@ -57,6 +116,7 @@ class ReplicaStepper:
         weight_decays: ``λ_r`` per replica.
         clip_norms: ``c_r`` per replica, or ``None`` for no clipping (a replica with ``inf`` is not clipped).
         stacked: ``False`` for one plain model (no replica dimension; R = 1).
+        scaled: a ``GradScaler`` will drive the steps (fp16): the torch class itself is used.
     """
 
     def __init__(
@@ -68,16 +128,16 @@ class ReplicaStepper:
         weight_decays: Sequence[float],
         clip_norms: Sequence[float] | None = None,
         stacked: bool = True,
+        scaled: bool = False,
     ) -> None:
         self.name = name
         self.params = list(params)
         self._flat = _flat_leaf(self.params) if stacked else None
-        self.optimizer = build_optimizer(name, self._targets(), options)
+        self.optimizer = build_optimizer(name, self._targets(), options, scaled=scaled)
         self.weight_decays = [float(w) for w in weight_decays]
         self.clip_norms = None if clip_norms is None else [float(c) for c in clip_norms]
         self.stacked = stacked
         self._previous: torch.Tensor | None = None  # θ_prev, reused between steps
-        self._kernel_args: tuple | None = None  # what the fused Adam kernel takes, once the state exists
 
     @property
     def replicas(self) -> int:
@@ -131,39 +191,8 @@ class ReplicaStepper:
         if scaler is not None:
             scaler.step(self.optimizer)
             scaler.update()
-        elif not self._fused_adam_step():
+        else:
             self.optimizer.step()
-
-    def _fused_adam_step(self) -> bool:
-        """Adam/AdamW's own fused kernel on the optimizer's own state, without ``Optimizer.step``'s bookkeeping (its
-        profiler hook, grouping and state checks cost ~90 µs a step here, more than the seed model's whole update;
-        ``torch.optim.adam._fused_adam`` is these two calls). False until the class's first step made the state."""
-        if self.name not in ("adam", "adamw"):
-            return False
-        if self._kernel_args is None:
-            group = self.optimizer.param_groups[0]
-            targets = list(group["params"])
-            states = [self.optimizer.state.get(p, {}) for p in targets]
-            if not group.get("fused") or group.get("amsgrad") or not all("exp_avg" in s for s in states):
-                return False
-            self._kernel_args = (
-                targets,
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["step"] for s in states],
-            )
-        group = self.optimizer.param_groups[0]
-        params, exp_avgs, exp_avg_sqs, steps = self._kernel_args
-        grads = [p.grad for p in params]  # read each step: a caller may replace .grad
-        torch._foreach_add_(steps, 1)
-        kernel = torch._fused_adamw_ if self.name == "adamw" else torch._fused_adam_
-        beta1, beta2 = group["betas"]
-        kernel(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps,
-            amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-            eps=group["eps"], maximize=False, grad_scale=None, found_inf=None,
-        )  # fmt: skip
-        return True
 
     def _grads(self) -> list[torch.Tensor]:
         return [p.grad for p in self.params]
@@ -213,7 +242,6 @@ class ReplicaStepper:
         if self._flat is None:
             for param, view in zip(self.params, views):
                 self.optimizer.state[param] = {k: _like(v, param) for k, v in view.items()}
-            self._kernel_args = None
             return
         flat = self._flat[0]
         state = {}
@@ -223,7 +251,6 @@ class ReplicaStepper:
             else:
                 state[key] = value.clone() if isinstance(value, torch.Tensor) else value
         self.optimizer.state[flat] = state
-        self._kernel_args = None
 
     @torch.no_grad()
     def select(self, index: torch.Tensor) -> None:
@@ -233,7 +260,6 @@ class ReplicaStepper:
         kept = [{k: _cut(v, index) for k, v in view.items()} for view in self.state_views()]
         self._flat = _flat_leaf(self.params)
         self.optimizer.state.clear()
-        self._kernel_args = None
         self.optimizer.param_groups[0]["params"] = self._targets()
         self.load_state_views(kept)
         self.weight_decays = [self.weight_decays[r] for r in rows]
