@@ -201,6 +201,16 @@ def test_short_alias_and_explicit_by_without_the_key(teacher):
     assert by_beta.versus.key == "ema.beta" and by_beta.versus.by == ["train.teacher.weight"]
 
 
+def test_too_few_seeds_is_insufficient_data_and_said(teacher):
+    collection = collect([teacher])
+    collection.runs = collection.runs[collection.runs["seed"] < 5].reset_index(drop=True)
+    report = build_report(collection, versus="train.teacher.weight=0.0")
+    assert set(report.versus.table["verdict"]) == {stats.INSUFFICIENT}  # even the real effect at beta 0.99
+    assert report.versus.family.tests == 0 and report.versus.family.min_seeds == stats.min_seeds_for(0.05)
+    markdown = to_markdown(document(report, {}))
+    assert "With at most 5 seed pairs per comparison, no versus verdict can say better or worse" in markdown
+
+
 # --- errors --------------------------------------------------------------------------------------------------------
 
 
@@ -245,8 +255,16 @@ def test_document_and_terminal_have_the_versus_section(versus_report):
     markdown = to_markdown(blocks)
     assert versus_report.versus.family.description in markdown
     tables = display_tables(versus_report)
-    assert tables[-1].title.startswith("train.teacher.weight: each value vs 0")
-    assert {row[1] for row in tables[-1].rows} == {"raw", "ema"}
+    table = tables[-1]
+    assert table.title.startswith("train.teacher.weight: each value vs 0")
+    assert table.header[:7] == ("group", "model", "value", "n", "MSE at 0", "MSE at value", "Δ MSE [95% CI]")
+    shown = {(row[0], row[1]): row[table.header.index("MSE")] for row in table.rows}
+    assert shown == {
+        ("beta=0.99", "raw"): "better",
+        ("beta=0.99", "ema"): "better",
+        ("beta=0.999", "raw"): "no significant difference",
+        ("beta=0.999", "ema"): "no significant difference",
+    }
 
 
 def test_cli_versus_writes_versus_csv_and_json(teacher, tmp_path):
@@ -267,6 +285,8 @@ def test_cli_versus_writes_versus_csv_and_json(teacher, tmp_path):
     shown = runner.invoke(app, args)
     assert shown.exit_code == 0, shown.output
     assert "train.teacher.weight: each value vs 0" in shown.output
+    assert "Holm over its own family of 28 comparisons" in shown.output
+    assert "--versus" in runner.invoke(app, ["report", "--help"]).output
     refused = runner.invoke(app, ["report", str(teacher), "--out", str(out), "--versus", "train.teacher.weight=2"])
     assert refused.exit_code == 2
     assert "no run has that value; its values are 0, 0.1" in refused.output

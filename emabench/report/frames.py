@@ -22,6 +22,9 @@ Definitions used throughout:
   the paired t-test *and* the Wilcoxon signed-rank test at ``p < alpha`` after Holm's correction over every
   comparison of the report; too few seed pairs to pass that correction is ``insufficient data``.
 
+- **versus** (``--versus KEY=VALUE``, optional): each other value of a setting vs VALUE, per model, paired by seed
+  and by the other group keys, a Holm family of its own (:mod:`emabench.report.versus`).
+
 The columns of each table are listed where they are written (:mod:`emabench.report.files`).
 """
 
