@@ -179,6 +179,19 @@ def test_pairs_are_made_by_seed_not_by_position(teacher):
     assert row["diff_mean"] == pytest.approx(-TEACH[1:].mean())
 
 
+def test_diverged_runs_are_counted_not_paired(teacher):
+    collection = collect([teacher])
+    runs = collection.runs
+    diverged = (runs["seed"] == 3) & (runs["train.teacher.weight"] == 0.0) & (runs["ema.beta"] == 0.99)
+    collection.runs = runs.assign(status=np.where(diverged, "diverged", runs["status"]))
+    table = build_report(collection, versus="train.teacher.weight=0.0").versus.table
+    hit = table["ema.beta"] == 0.99
+    assert (table.loc[hit, "n"] == len(SEEDS) - 1).all() and (table.loc[hit, "n_diverged"] == 1).all()
+    assert (table.loc[~hit, "n"] == len(SEEDS)).all() and (table.loc[~hit, "n_diverged"] == 0).all()
+    row = one(table, **{"ema.beta": 0.99, "model": "ema", "selection": "final", "metric": "mse"})
+    assert row["diff_mean"] == pytest.approx(-np.delete(TEACH, 3).mean())
+
+
 def test_null_setting_gives_no_verdict(optimizers):
     report = build_report(collect([optimizers]), versus="train.optimizer.name=adam")
     versus = report.versus
@@ -267,26 +280,28 @@ def test_document_and_terminal_have_the_versus_section(versus_report):
     }
 
 
-def test_cli_versus_writes_versus_csv_and_json(teacher, tmp_path):
+def test_cli_versus_writes_versus_csv_and_json(optimizers, tmp_path):
     out = tmp_path / "out"
-    args = ["report", str(teacher), "--out", str(out), "--versus", "train.teacher.weight=0.0"]
+    args = ["report", str(optimizers), "--out", str(out), "--versus", "train.optimizer.name=adam"]
+    expected = build_report(collect([optimizers]), versus="train.optimizer.name=adam").versus
     result = runner.invoke(app, [*args, "--format", "json"])
     assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
-    assert document["versus"]["key"] == "train.teacher.weight" and document["versus"]["baseline"] == 0.0
-    assert document["versus"]["multiple_comparisons"]["tests"] == len(document["versus"]["comparison"]) - sum(
-        r["p_ttest"] is None and r["p_wilcoxon"] is None for r in document["versus"]["comparison"]
-    )
+    versus = json.loads(result.stdout)["versus"]
+    assert versus["key"] == "train.optimizer.name" and versus["baseline"] == "adam" and versus["values"] == ["sgd"]
+    assert versus["paired_by"] == ["seed", "ema.beta"]
+    assert versus["multiple_comparisons"]["tests"] == expected.family.tests
+    assert [r["verdict"] for r in versus["comparison"]] == expected.table["verdict"].tolist()
     table = pd.read_csv(out / "versus.csv")
-    assert {"key", "value", "baseline_value", "model", "ema.beta", "verdict", "p_wilcoxon_holm"} <= set(table.columns)
-    assert set(table["key"]) == {"train.teacher.weight"} and set(table["baseline_value"]) == {0.0}
-    assert "train.teacher.weight: each value vs 0" in (out / "report.md").read_text()
-    assert "train.teacher.weight: each value vs 0" in (out / "report.html").read_text()
+    assert list(table.columns) == list(expected.table.columns)
+    np.testing.assert_allclose(table["p_wilcoxon_holm"], expected.table["p_wilcoxon_holm"].astype(float))
+    assert set(table["key"]) == {"train.optimizer.name"} and set(table["baseline_value"]) == {"adam"}
+    for name in ("report.md", "report.html"):
+        assert "train.optimizer.name: each value vs adam" in (out / name).read_text()
     shown = runner.invoke(app, args)
     assert shown.exit_code == 0, shown.output
-    assert "train.teacher.weight: each value vs 0" in shown.output
-    assert "Holm over its own family of 28 comparisons" in shown.output
+    assert "train.optimizer.name: each value vs adam" in shown.output
+    assert f"Holm over its own family of {expected.family.tests} comparisons" in shown.output
     assert "--versus" in runner.invoke(app, ["report", "--help"]).output
-    refused = runner.invoke(app, ["report", str(teacher), "--out", str(out), "--versus", "train.teacher.weight=2"])
+    refused = runner.invoke(app, ["report", str(optimizers), "--out", str(out), "--versus", "optimizer=adam"])
     assert refused.exit_code == 2
-    assert "no run has that value; its values are 0, 0.1" in refused.output
+    assert "unknown key 'optimizer' (did you mean" in refused.output

@@ -145,7 +145,7 @@ def versus_table(per_run: pd.DataFrame, by: Sequence[str], key: str, baseline: A
     family = Family(
         tests, stats.min_seeds_for(alpha, max(tests, 1)), alpha, _describe(table[in_family], key, others, tests)
     )
-    values = list(dict.fromkeys(table["value"]))
+    values = [_python(v) for v in pd.unique(table["value"])]
     return Versus(key, baseline, values, others, table, family)
 
 
@@ -156,26 +156,24 @@ def _compare_values(group: pd.DataFrame, key: str, baseline: Any, alpha: float) 
         return pd.DataFrame()
     labels = {_label(v): _python(v) for v in pd.unique(group.loc[~is_base, key])}
     side = np.where(is_base, _BASE, [_label(v) for v in group[key]])
+    # compare_models pairs the rows of each "model" with the baseline model's by seed: here the two sides (value,
+    # baseline value) play the models' part, within each real model (``compared``)
     frame = group.assign(compared=group["model"].to_numpy(), model=side)
     long = paired_long(frame, group_by=["compared"], models=[_BASE, *labels], baseline=_BASE, alpha=alpha)
     base_models = set(frame.loc[is_base, "compared"])
     long = long[long["compared"].isin(base_models)]  # a model the baseline runs lack is compared with nothing
     runs = frame.drop_duplicates("run_id")
     diverged = runs["status"].eq("diverged").groupby(runs["model"]).sum()
+    long = long.rename(columns={"model": "side"}).rename(columns={"compared": "model"})
     long = long.assign(
-        n_diverged=[int(diverged.get(_BASE, 0) + diverged.get(label, 0)) for label in long["model"]],
+        n_diverged=[int(diverged.get(_BASE, 0) + diverged.get(side, 0)) for side in long["side"]],
         key=key,
-        value=[labels[label] for label in long["model"]],
+        value=[labels[side] for side in long["side"]],
         baseline_value=baseline,
-        model=long["compared"],
     )
-    models, order = model_order(group), list(labels)
-    long = long.sort_values(
-        ["model", "value"],
-        key=lambda s: s.map(models.index) if s.name == "model" else s.map(lambda v: order.index(_label(v))),
-        kind="stable",
-    )
-    rest = [c for c in long.columns if c not in (*_LEAD, "compared", "baseline")]
+    ranks = {"model": {m: i for i, m in enumerate(model_order(group))}, "side": {k: i for i, k in enumerate(labels)}}
+    long = long.sort_values(["model", "side"], key=lambda column: column.map(ranks[column.name]), kind="stable")
+    rest = [c for c in long.columns if c not in (*_LEAD, "side", "baseline")]
     return long[[*_LEAD, *rest]].reset_index(drop=True)
 
 
@@ -193,7 +191,7 @@ def _describe(rows: pd.DataFrame, key: str, others: Sequence[str], tests: int) -
     """``the versus comparisons of train.teacher.weight in this report (a family of their own, …): 18 tests (…)``."""
     name = key_text(key)
     if not tests:
-        return f"the versus comparisons of {name}: none has enough seed pairs to be tested"
+        return f"the versus comparisons of {name}: none could be tested (too few seed pairs, or no difference at all)"
     groups = len(rows[list(others)].drop_duplicates()) if others else 1
     return (
         f"the versus comparisons of {name} in this report (a family of their own, apart from the averaged-vs-raw "
