@@ -15,6 +15,7 @@ from emabench.errors import ConfigError, InputError
 if TYPE_CHECKING:
     from emabench.report.collect import Collection
     from emabench.report.frames import Report
+    from emabench.report.versus import Versus
 
 REPORT_FORMATS = ("table", "markdown", "csv", "json")
 VERDICT_STYLES = {  # terminal label and colour of each stats verdict
@@ -56,6 +57,16 @@ FormatOption = Annotated[
         "(the files are written either way).",
     ),
 ]
+VersusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--versus",
+        metavar="KEY=VALUE",
+        help="Also compare each other value of the config key KEY with VALUE (parsed as YAML), for raw and each "
+        "averaged model, paired by seed and by the other group keys: --versus train.teacher.weight=0.0. Holm-"
+        "corrected as a family of its own; writes versus.csv.",
+    ),
+]
 BurnInOption = Annotated[
     int,
     typer.Option("--burn-in", metavar="N", help="Stability: std of the validation loss after the first N epochs."),
@@ -71,6 +82,7 @@ def report(
     where: WhereOption = None,
     format_: FormatOption = "table",
     burn_in: BurnInOption = 9,
+    versus: VersusOption = None,
 ) -> None:
     """Compare raw vs averaged models across seeds, from finished run folders (never re-trains).
 
@@ -85,8 +97,12 @@ def report(
     beside our seeds. Runs of different tasks are never compared; the same
     config found in two folders counts once.
 
+    --versus KEY=VALUE asks whether a setting helps: each other value of KEY
+    against VALUE, for raw and each averaged model, paired by seed and by the
+    other group keys, with the same statistics (its own Holm family).
+
     Writes report.md, report.html (one self-contained file), report.csv,
-    comparison.csv, per_run.csv and fig_*.png.
+    comparison.csv, per_run.csv, versus.csv (with --versus) and fig_*.png.
     """
     from emabench.report import files
     from emabench.report.frames import build_report
@@ -96,7 +112,7 @@ def report(
         raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
     roots = paths or [runs_dir]
     collection = _collect(roots, where or [])
-    result = build_report(collection, by or None, burn_in, sources=[str(r) for r in roots])
+    result = build_report(collection, by or None, burn_in, sources=[str(r) for r in roots], versus=versus)
     rendered = files.render_files(result)
     written = files.write_files(rendered, out or (roots[0] if len(roots) == 1 else runs_dir))
     if format_ == "table":
@@ -158,4 +174,27 @@ def _print_report(result: Report) -> None:
             "things at once.[/]",
             highlight=False,
         )
+    if result.versus is not None:
+        _print_versus_family(result.versus, result.alpha)
     console.print("best-ep: at each model's lowest validation loss, picked on the validation set itself (optimistic).")
+
+
+def _print_versus_family(versus: Versus, alpha: float) -> None:
+    """Which family the versus verdicts were corrected over, and whether any could say better or worse."""
+    family = versus.family
+    if family.tests:
+        console.print(
+            f"{versus.title}: Holm over its own family of {family.tests} comparisons, apart from the averaged-vs-raw "
+            f"ones (so over both families the chance of any false better/worse is below {2 * alpha:g}).",
+            highlight=False,
+        )
+    else:
+        console.print(f"{versus.title}: no comparison could be tested (too few seed pairs, or no difference).")
+    pairs = int(versus.table["n"].max())
+    if pairs < family.min_seeds:
+        after = f" after the correction over {family.tests} comparisons" if family.tests else ""
+        console.print(
+            f"[bold yellow]With at most {pairs} seed pairs no versus verdict can say better or worse{after}: run at "
+            f"least {family.min_seeds} seeds.[/]",
+            highlight=False,
+        )

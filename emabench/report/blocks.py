@@ -8,52 +8,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
-from emabench.report.formats import diff_text, fmt, p_text, pct
+from emabench.report.elements import Block, Bullets, Heading, Image, Paragraph, Table
+from emabench.report.formats import diff_text, fmt, p_text, pct, summary_text
 from emabench.report.frames import Report
 from emabench.report.groups import BASELINE, with_groups
 from emabench.report.published import PUBLISHED_RUN
 from emabench.report.specs import STABILITY, compared_columns, direction_text, headline, spec
+from emabench.report.versus_blocks import versus_method, versus_section
 from emabench.runs.sweep_folder import FIG_PAIRED_STABILITY, FIG_VAL_LOSS, fig_curves, fig_paired, fig_vs_beta
 from emabench.tasks.base import Task
 from emabench.tasks.regression import Regression
 
 TITLE = "emabench report: raw vs averaged models across seeds"
-
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str  # may hold **bold**
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str  # file name next to the report
-    caption: str
-
-
-Block = Heading | Paragraph | Bullets | Table | Image
 
 
 def document(report: Report, figures: Mapping[str, str]) -> list[Block]:
@@ -66,6 +35,8 @@ def document(report: Report, figures: Mapping[str, str]) -> list[Block]:
     blocks += [Paragraph(_verdict_rule(report))]
     for task in report.tasks:
         blocks += _images(figures, fig_vs_beta(headline(task)), fig_paired(headline(task)))
+    if report.versus is not None:  # one task: --versus refuses runs of several
+        blocks += versus_section(report.versus, report.tasks[0], report.alpha)
     blocks += [Heading("Final-epoch metrics (what the seed study reports)"), Paragraph(_FINAL_NOTE)]
     blocks += [_metric_table(report, "final")]
     blocks += [Heading("Best-epoch metrics (optimistic: picked on the validation set itself)"), Paragraph(_BEST_NOTE)]
@@ -128,7 +99,14 @@ def _sources(report: Report) -> str:
         f"{len(runs)} finished runs ({runs['seed'].nunique()} seeds; task: {tasks}) from {where}; grouped by {by}; "
         f"models compared with `{BASELINE}`, paired by seed. Diverged runs: {diverged} (counted, excluded from every "
         f"statistic). Skipped folders without DONE: {len(report.skipped)}.{twice}{_mode_note(runs)}"
+        f"{_versus_note(report)}"
     )
+
+
+def _versus_note(report: Report) -> str:
+    if report.versus is None:
+        return ""
+    return f" Also each value of a setting against one: section *{report.versus.title}*."
 
 
 def _mode_note(runs: pd.DataFrame) -> str:
@@ -247,8 +225,8 @@ def _metric_table(report: Report, selection: str) -> Table:
                 r["model"],
                 spec(tasks[r["task"]], r["metric"]).label,
                 str(r["n"]),
-                _summary(r, "baseline_"),
-                _summary(r, ""),
+                summary_text(r, "baseline_"),
+                summary_text(r, ""),
                 diff_text(r).replace(" [", "\n["),
                 pct(r["rel_diff_pct"]),
                 *(p_text(r[k]) for k in ("p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm")),
@@ -257,13 +235,6 @@ def _metric_table(report: Report, selection: str) -> Table:
             )
         )
     return Table(header, tuple(body))
-
-
-def _summary(row: Mapping[str, Any], prefix: str) -> str:
-    mean, std = row[f"{prefix}mean"], row[f"{prefix}std"]
-    low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
-    text = f"{fmt(mean)} ± {fmt(std, 2)}"
-    return text + (f"\n[{fmt(low)}, {fmt(high)}]" if math.isfinite(low) else "")  # a line break in HTML
 
 
 def _stability_note(report: Report) -> str:
@@ -330,6 +301,7 @@ def _reference_table(report: Report) -> Table:
 
 def _method(report: Report) -> tuple[str, ...]:
     groups = ", ".join(f"`{k}`" for k in report.by) or "—"
+    versus = (versus_method(report.versus),) if report.versus is not None else ()
     return (
         f"Groups: runs that differ only in their seed (keys: {groups}); every averaged model is compared with raw "
         "within its group, paired by seed. Runs of different tasks are grouped apart and never compared.",
@@ -347,6 +319,7 @@ def _method(report: Report) -> tuple[str, ...]:
         f"Stability: std of the validation loss over epochs > {report.burn_in} (`--burn-in`).",
         "Files: report.csv (one row per group), comparison.csv (one row per group × model × selection × metric), "
         "per_run.csv (one row per run × model), the figures fig_*.png.",
+        *versus,
     )
 
 

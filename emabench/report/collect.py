@@ -70,7 +70,7 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
     seen: dict[str, RunFolder] = {}
     for folder in folders:
         config = configs[folder.path]
-        if not all(_matches(config.get(key), value) for key, value in filters):
+        if not all(matches(config.get(key), value) for key, value in filters):
             continue
         if not folder.is_done:
             skipped.append((folder, folder.status))
@@ -149,7 +149,9 @@ def did_you_mean(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else " (keys are dotted config keys, e.g. ema.beta)"
 
 
-def _matches(value: Any, wanted: Any) -> bool:
+def matches(value: Any, wanted: Any) -> bool:
+    """A config value equals a value typed on the command line (parsed as YAML): numbers within rounding, lists by
+    their str (as :func:`flatten` keeps them), anything else by value or str."""
     if isinstance(wanted, list):
         wanted = str(wanted)  # flatten() stores lists as their str()
     numbers = (int, float)

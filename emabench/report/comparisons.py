@@ -50,29 +50,45 @@ def compare_group(group: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     """One group's paired comparisons, long: one row per averaged model × selection × metric, uncorrected
     (stats.compare_models), with the group's ``task`` and each metric's direction (``higher_is_better``)."""
     models = model_order(group)
-    task = task_of(group)
+    if BASELINE not in models:
+        return pd.DataFrame()
+    long = paired_long(group, group_by=[], models=models, baseline=BASELINE, alpha=alpha)
+    if long.empty:
+        return long
+    order = {m: i for i, m in enumerate(models)}
+    long = long.drop(columns="n_unpaired")
+    long["n_diverged"] = int(group.drop_duplicates("run_id")["status"].eq("diverged").sum())
+    return long.sort_values("model", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def paired_long(
+    frame: pd.DataFrame, *, group_by: Sequence[str], models: Sequence[str], baseline: str, alpha: float = ALPHA
+) -> pd.DataFrame:
+    """``stats.compare_models`` on every compared column of ``frame``'s task (final metrics, best epoch, stability),
+    long: one row per ``group_by`` × model × selection × metric with ``task``, ``selection``, ``metric`` (``best_``
+    stripped), ``higher_is_better``, ``n_seeds``, ``n_unpaired``, ``n``, the two models' summaries (``baseline_*``
+    and plain) and the paired comparison; uncorrected. Shared by the averaged-vs-raw comparisons and ``--versus``."""
+    task = task_of(frame)
     parts = []
     for selection, columns in compared_columns(task).items():
-        present = {c: higher for c, higher in columns.items() if c in group.columns}
-        if not present or BASELINE not in models:
+        present = {c: higher for c, higher in columns.items() if c in frame.columns}
+        if not present:
             continue
-        wide = stats.compare_models(group, group_by=[], models=models, metrics=present, alpha=alpha)
+        wide = stats.compare_models(
+            frame, group_by=group_by, models=models, metrics=present, baseline=baseline, alpha=alpha
+        )
         for column, higher in present.items():
             renames = {f"{column}_n": "n"}
             renames |= {f"baseline_{column}_{k}": f"baseline_{k}" for k in _SUMMARY_KEYS}
             renames |= {f"{column}_{k}": k for k in (*_SUMMARY_KEYS, *_PAIRED_KEYS)}
-            part = wide[["model", "baseline", "n_seeds", *renames]].rename(columns=renames)
-            part.insert(2, "task", task.name)
-            part.insert(3, "selection", selection)
-            part.insert(4, "metric", column.removeprefix("best_"))
-            part.insert(5, "higher_is_better", higher)
+            part = wide[[*group_by, "model", "baseline", "n_seeds", "n_unpaired", *renames]].rename(columns=renames)
+            at = len(group_by) + 2
+            part.insert(at, "task", task.name)
+            part.insert(at + 1, "selection", selection)
+            part.insert(at + 2, "metric", column.removeprefix("best_"))
+            part.insert(at + 3, "higher_is_better", higher)
             parts.append(part)
-    if not parts:
-        return pd.DataFrame()
-    order = {m: i for i, m in enumerate(models)}
-    long = pd.concat(parts, ignore_index=True)
-    long["n_diverged"] = int(group.drop_duplicates("run_id")["status"].eq("diverged").sum())
-    return long.sort_values("model", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def comparison_table(per_run: pd.DataFrame, by: Sequence[str], alpha: float = ALPHA) -> tuple[pd.DataFrame, Family]:
@@ -91,11 +107,23 @@ def comparison_table(per_run: pd.DataFrame, by: Sequence[str], alpha: float = AL
 
 def correct(comparison: pd.DataFrame, alpha: float = ALPHA, by: Sequence[str] = ()) -> tuple[pd.DataFrame, Family]:
     """``comparison`` with ``p_ttest_holm`` and ``p_wilcoxon_holm`` beside the raw p-values, and every ``verdict``
-    recomputed from the adjusted ones (module docstring). The family: every row with at least
-    ``stats.min_seeds_for(alpha)`` pairs and a finite p-value; other rows get NaN adjusted p-values."""
+    recomputed from the adjusted ones (:func:`holm_correct`), as one family described for the report."""
+    if comparison.empty:
+        return comparison.copy(), Family(0, stats.min_seeds_for(alpha), alpha, "no comparisons")
+    table, in_family = holm_correct(comparison, alpha)
+    tests = int(in_family.sum())
+    description = _describe(table[in_family], tests, by)
+    return table, Family(tests, stats.min_seeds_for(alpha, max(tests, 1)), alpha, description)
+
+
+def holm_correct(comparison: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFrame, pd.Series]:
+    """Holm over the rows of ``comparison`` as ONE family (module docstring): ``p_ttest_holm`` and
+    ``p_wilcoxon_holm`` inserted beside the raw p-values, every ``verdict`` recomputed from them; and which rows
+    formed the family: those with at least ``stats.min_seeds_for(alpha)`` pairs and a finite p-value (the others
+    get NaN adjusted p-values)."""
     table = comparison.copy()
     if table.empty:
-        return table, Family(0, stats.min_seeds_for(alpha), alpha, "no comparisons")
+        return table, pd.Series(dtype=bool)
     in_family = (table["n"] >= stats.min_seeds_for(alpha)) & (
         np.isfinite(table["p_ttest"].to_numpy(float)) | np.isfinite(table["p_wilcoxon"].to_numpy(float))
     )
@@ -116,25 +144,29 @@ def correct(comparison: pd.DataFrame, alpha: float = ALPHA, by: Sequence[str] = 
         )
         for r in table.to_dict("records")
     ]
-    description = _describe(table[in_family], tests, by)
-    return table, Family(tests, stats.min_seeds_for(alpha, max(tests, 1)), alpha, description)
+    return table, in_family
 
 
 def _describe(rows: pd.DataFrame, tests: int, by: Sequence[str]) -> str:
     """``all averaged-vs-raw comparisons in this report: 14 tests (1 averaged model(s) in 2 group(s) × …)``."""
     if not tests:
         return "no averaged-vs-raw comparison in this report has enough seed pairs to be tested"
-    kinds = rows.drop_duplicates(["task", "selection", "metric"])
-    names = [
-        "stability" if s == "stability" else f"{SELECTION_LABELS[s]} {spec(get_task(t), m).label}"
-        for t, s, m in zip(kinds["task"], kinds["selection"], kinds["metric"])
-    ]
-    what = ", ".join(dict.fromkeys(names))
+    what = measures_text(rows)
     groups = len(rows[list(by)].drop_duplicates()) if by else 1
     return (
         f"all averaged-vs-raw comparisons in this report: {tests} tests ({rows['model'].nunique()} averaged "
         f"model(s) in {groups} group(s), each on {what})"
     )
+
+
+def measures_text(rows: pd.DataFrame) -> str:
+    """What a family's ``rows`` compare: ``final MSE, final R², best-epoch MSE, stability``."""
+    kinds = rows.drop_duplicates(["task", "selection", "metric"])
+    names = [
+        "stability" if s == "stability" else f"{SELECTION_LABELS[s]} {spec(get_task(t), m).label}"
+        for t, s, m in zip(kinds["task"], kinds["selection"], kinds["metric"])
+    ]
+    return ", ".join(dict.fromkeys(names))
 
 
 def summarize_groups(

@@ -22,6 +22,11 @@ The metrics are each group's task's (``M`` below: regression mse, mae, r2; class
 - ``per_run.csv``: one row per run × model: group keys, ``task``, ``seed``, ``run_id``, ``status``,
   ``stop_reason``, ``epochs``, ``model``, final ``M``, ``best_epoch``, ``best_M``, ``val_loss_std``,
   ``decay_reached``, ``half_life_updates``, ``half_life_epochs``.
+- ``versus.csv`` (``--versus KEY=VALUE`` only): long, one row per group of the other keys × model × value of KEY ×
+  selection × metric: the other group keys, ``key``, ``value``, ``baseline_value``, ``model``, ``task``,
+  ``selection``, ``metric``, ``higher_is_better``, ``n_seeds``, ``n_unpaired`` (seeds only one side ran),
+  ``n_diverged`` (of both sides), then as ``comparison.csv`` from ``n`` on, the baseline value in place of raw
+  (``diff_* = value − baseline``; Holm over the versus rows, a family of their own: :mod:`emabench.report.versus`).
 - ``report.md`` (tables, figures linked), ``report.html`` (one self-contained file, figures inline) and the
   figures ``fig_*.png`` (see :data:`emabench.report.figures.FIGURES`).
 """
@@ -49,6 +54,7 @@ from emabench.runs.sweep_folder import (
     REPORT_CSV,
     REPORT_HTML,
     REPORT_MD,
+    VERSUS_CSV,
     write_report_files,
 )
 
@@ -68,6 +74,7 @@ def render_files(report: Report) -> dict[str, str | bytes]:
         REPORT_HTML: to_html(blocks, images),
         COMPARISON_CSV: to_csv(report.comparison),
         PER_RUN_CSV: to_csv(per_run_csv_frame(report)),
+        **({VERSUS_CSV: to_csv(report.versus.table)} if report.versus is not None else {}),
         **images,
     }
 
@@ -108,8 +115,29 @@ def to_json(report: Report) -> str:
         "decay": _records(report.decay),
         "skipped": [{"path": p, "status": s} for p, s in report.skipped],
         "duplicates": [{"used": kept, "not_used": dropped} for kept, dropped in report.duplicates],
+        "versus": _versus_json(report),
     }
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+def _versus_json(report: Report) -> dict[str, Any] | None:
+    """``--versus``: the key, the baseline value, the other values, the pairing keys, the family, the rows."""
+    versus = report.versus
+    if versus is None:
+        return None
+    return {
+        "key": versus.key,
+        "baseline": _json_value(versus.baseline),
+        "values": [_json_value(v) for v in versus.values],
+        "paired_by": ["seed", *versus.by],
+        "multiple_comparisons": {
+            "method": "holm",
+            "tests": versus.family.tests,
+            "min_seeds": versus.family.min_seeds,
+            "family": versus.family.description,
+        },
+        "comparison": _records(versus.table),
+    }
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

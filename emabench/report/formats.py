@@ -40,3 +40,12 @@ def pct(value: float) -> str:
     if not math.isfinite(value):
         return "—"
     return f"{value:+.1f}%" if abs(value) >= 0.1 or value == 0 else f"{value:+.2g}%"
+
+
+def summary_text(row: Mapping[str, Any], prefix: str) -> str:
+    """``0.0118 ± 0.0024`` and, on a second line, the t-interval ``[0.0102, 0.0133]`` of the columns
+    ``<prefix>mean/std/ci_low/ci_high`` (a line break in HTML, a space in Markdown)."""
+    mean, std = row[f"{prefix}mean"], row[f"{prefix}std"]
+    low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
+    text = f"{fmt(mean)} ± {fmt(std, 2)}"
+    return text + (f"\n[{fmt(low)}, {fmt(high)}]" if math.isfinite(low) else "")

@@ -22,6 +22,9 @@ Definitions used throughout:
   the paired t-test *and* the Wilcoxon signed-rank test at ``p < alpha`` after Holm's correction over every
   comparison of the report; too few seed pairs to pass that correction is ``insufficient data``.
 
+- **versus** (``--versus KEY=VALUE``, optional): each other value of a setting vs VALUE, per model, paired by seed
+  and by the other group keys, a Holm family of its own (:mod:`emabench.report.versus`).
+
 The columns of each table are listed where they are written (:mod:`emabench.report.files`).
 """
 
@@ -43,6 +46,7 @@ from emabench.report.comparisons import ALPHA, Family, comparison_table, summari
 from emabench.report.groups import BASELINE, iter_groups, model_order, resolve_by, with_groups
 from emabench.report.published import reference_table
 from emabench.report.specs import STABILITY, metric_columns, tasks_in
+from emabench.report.versus import Versus, grouping_with, parse_versus, versus_table
 from emabench.results.tables import STABILITY_FROM_EPOCH
 from emabench.tasks.base import Task
 from emabench.tasks.registry import get_task
@@ -173,6 +177,7 @@ class Report:
     sources: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, status)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (kept, dropped): the same config twice
+    versus: Versus | None = None  # ``--versus KEY=VALUE``: each value of a setting vs one, a family of their own
 
 
 def build_report(
@@ -181,11 +186,14 @@ def build_report(
     burn_in: int = DEFAULT_BURN_IN,
     alpha: float = ALPHA,
     sources: Sequence[str] = (),
+    versus: str | None = None,
 ) -> Report:
-    """All statistics of the report from a :class:`Collection` (see the module docstring)."""
+    """All statistics of the report from a :class:`Collection` (see the module docstring); with ``versus``
+    (``KEY=VALUE``) also each other value of KEY vs VALUE (:mod:`emabench.report.versus`; KEY joins ``by``)."""
     if collection.runs.empty:
         raise InputError(f"no finished runs under {', '.join(sources) or 'the given folders'}")
-    keys = resolve_by(collection.runs, by)
+    target = parse_versus(versus, collection.runs) if versus else None
+    keys = resolve_by(collection.runs, grouping_with(collection.runs, by, target[0]) if target else by)
     runs = collection.runs.sort_values([*keys, "seed"], kind="stable") if keys else collection.runs
     per_run = with_groups(per_run_table(runs.reset_index(drop=True), collection.curves, burn_in), keys)
     comparison, family = comparison_table(per_run, keys, alpha)
@@ -208,4 +216,5 @@ def build_report(
         sources=list(sources),
         skipped=[(str(folder.path), status) for folder, status in collection.skipped],
         duplicates=[(str(kept.path), str(dropped.path)) for kept, dropped in collection.duplicates],
+        versus=versus_table(per_run, keys, *target, alpha) if target else None,
     )

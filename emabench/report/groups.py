@@ -62,10 +62,11 @@ def resolve_by(runs: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
 
 def group_label(keys: Sequence[str], values: Sequence[Any]) -> str:
     """``beta=0.99, data.noise=0.1``; ``all runs`` without keys."""
-    return ", ".join(f"{SHORT_NAMES.get(k, k)}={_plain(v)}" for k, v in zip(keys, values)) or "all runs"
+    return ", ".join(f"{SHORT_NAMES.get(k, k)}={plain_value(v)}" for k, v in zip(keys, values)) or "all runs"
 
 
-def _plain(value: Any) -> str:
+def plain_value(value: Any) -> str:
+    """How a config value is shown: floats with :g (``0.1``, ``0.999``), anything else as its str."""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -9,7 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 from emabench.report import stats
-from emabench.report.blocks import TITLE, Block, Bullets, Heading, Image, Paragraph, Table
+from emabench.report.blocks import TITLE
+from emabench.report.elements import Block, Bullets, Heading, Image, Paragraph, Table
 
 _VERDICT_CLASS = {
     stats.BETTER: "better",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from emabench.report.blocks import Block, Bullets, Heading, Image, Paragraph, Table
+from emabench.report.elements import Block, Bullets, Heading, Image, Paragraph, Table
 
 
 def to_markdown(blocks: Sequence[Block]) -> str:

@@ -3,8 +3,8 @@
 A sweep folder ``<runs_dir>/sweep-<name>-<hash>/`` holds one run folder per setting (:mod:`emabench.runs.folder`) and
 ``sweep.json``: the sweep's arguments (base config, grid, ``mode``: ``runs`` or ``shadows``, engine, jobs). The
 report (``emabench report``) writes, into a folder of the caller's choice: ``report.csv``, ``report.md``,
-``report.html``, ``comparison.csv``, ``per_run.csv`` and the figures ``fig_*.png``. Every file is written
-atomically.
+``report.html``, ``comparison.csv``, ``per_run.csv``, ``versus.csv`` (with ``--versus``) and the figures
+``fig_*.png``. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SWEEP = "sweep.json"
 
 REPORT_CSV, REPORT_MD, REPORT_HTML = "report.csv", "report.md", "report.html"
 COMPARISON_CSV, PER_RUN_CSV = "comparison.csv", "per_run.csv"
+VERSUS_CSV = "versus.csv"  # report --versus KEY=VALUE only
 FIG_PAIRED_STABILITY = "fig_paired_stability.png"
 FIG_VAL_LOSS = "fig_val_loss.png"
 
