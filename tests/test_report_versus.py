@@ -70,7 +70,7 @@ def run(root, seed, settings, raw_mse, ema_mse, *, wobble):
             row |= {f"{model}_val_loss": loss, f"{model}_mse": loss, f"{model}_mae": loss**0.5, f"{model}_r2": 1 - loss}
         rows.append(row)
     folder.write_history(rows)
-    folder.write_metrics(final_metrics(pd.DataFrame(rows), Regression()))
+    folder.write_metrics(final_metrics(rows, Regression()))
     folder.mark_done({"status": "completed", "stop_reason": "max_epochs", "epochs": EPOCHS, "wall_time_s": 1.0})
     return folder
 
