@@ -14,10 +14,14 @@ from emabench.errors import ConfigError
 @handles_errors
 def bench(
     which: Annotated[
-        list[str] | None, typer.Argument(help="Sub-benchmarks to run: run, ema, sweep (default: all three).")
+        list[str] | None,
+        typer.Argument(help="Sub-benchmarks to run: run, ema, sweep, scaling (default: all four)."),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Interleaved A/B repetitions per case.")] = 5,
-    quick: Annotated[bool, typer.Option("--quick", help="Skip the slowest case (40 runs one process each).")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Skip the slowest cases (40 runs one process each; the largest stacks)."),
+    ] = False,
     threads: Annotated[
         int, typer.Option("--threads", min=1, help="torch intra-op threads for the in-process cases (both sides).")
     ] = 1,
@@ -25,18 +29,21 @@ def bench(
         "runs"
     ),
 ) -> None:
-    """Measure speed against references run side by side: the seed script (per epoch and whole process), torch's
-    AveragedModel / ema-pytorch / the seed's EMA loop (one update, up to 25M parameters), and a 40-run sweep vs one
-    run. Prints the table and writes bench.csv and bench.md. Ratios are ours / reference (lower is faster)."""
+    """Measure speed against references run side by side: the seed script (per epoch and whole process) and what a
+    run costs besides training, torch's AveragedModel / ema-pytorch / the seed's EMA loop (one update, up to 25M
+    parameters) and the update in the real loop vs a bare lerp_, 40-run sweeps vs one run (seed study, digits), and
+    R stacked runs from R = 1 to 1024. Prints the table and writes bench.csv and bench.md. Ratios are ours /
+    reference (lower is faster)."""
     import torch
 
     from emabench import bench as benchmarks
     from emabench.runs.atomic import atomic_write_text, make_folder
 
-    chosen = which or ["run", "ema", "sweep"]
-    unknown = [w for w in chosen if w not in ("run", "ema", "sweep")]
+    chosen = which or list(benchmarks.BENCHMARKS)
+    unknown = [w for w in chosen if w not in benchmarks.BENCHMARKS]
     if unknown:
-        raise ConfigError(f"bench: unknown sub-benchmark {unknown[0]!r} (allowed: run, ema, sweep)")
+        allowed = ", ".join(benchmarks.BENCHMARKS)
+        raise ConfigError(f"bench: unknown sub-benchmark {unknown[0]!r} (allowed: {allowed})")
     make_folder(out)  # before minutes of measuring: a folder that cannot be made is a one-line error (exit code 3)
     torch.set_num_threads(threads)
     rows: list[Any] = []
@@ -47,6 +54,8 @@ def bench(
             rows += benchmarks.bench_ema(repeats)
         if "sweep" in chosen:
             rows += benchmarks.bench_sweep(quick)
+        if "scaling" in chosen:
+            rows += benchmarks.bench_scaling(max(1, repeats // 2), quick)
     header = ["benchmark", "case", "ours", "reference", "unit", "ratio", "target"]
     body = [
         [r.benchmark, r.case, f"{r.ours:.4g}", f"{r.reference:.4g}", r.unit, f"{r.ratio:.3f}", r.target] for r in rows
