@@ -31,3 +31,24 @@ def test_cuda_stacked_sweep_with_averagers(tiny_config):
     histories = engine_history(configs)
     assert all(len(h) > 0 for h in histories)
     assert all(torch.isfinite(torch.tensor([r["ema_mse"] for r in h])).all() for h in histories)
+
+
+def test_cuda_digits_lenet_matches_cpu():
+    from emabench.config import load_config
+
+    from .conftest import ROOT
+    from .test_engine_tasks import histories
+
+    config = with_overrides(load_config(ROOT / "configs" / "digits.yaml"), {"train.max_epochs": 2})
+    cpu = histories([with_overrides(config, {"device": "cpu"})])[0]
+    gpu = histories([with_overrides(config, {"device": "cuda"})])[0]
+    for a, b in zip(gpu, cpu):  # cuDNN's convolutions differ from the CPU's in the last bits
+        assert a["raw_accuracy"] == pytest.approx(b["raw_accuracy"], abs=0.02)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision_trains(tiny_config, precision):
+    config = with_overrides(tiny_config, {"device": "cuda", "train.precision": precision})
+    (history,) = engine_history([config])
+    assert all(torch.isfinite(torch.tensor([r["raw_val_loss"] for r in history])))
+    assert history[-1]["raw_val_loss"] < history[0]["raw_val_loss"]

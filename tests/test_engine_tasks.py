@@ -175,3 +175,11 @@ def test_task_and_data_must_agree(tiny_config: Config) -> None:
     raw = tiny_config.to_dict() | {"task": "classification"}
     with pytest.raises(ConfigError, match="needs class labels"):
         validate_config(raw)
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused(tiny_config: Config) -> None:
+    """bf16 autocast runs on a CPU (slower than fp32 without bf16 hardware, but it runs); fp16 needs CUDA."""
+    (history,) = histories([with_overrides(tiny_config, {"train.precision": "bf16", "train.max_epochs": 3})])
+    assert all(math.isfinite(row["raw_val_loss"]) for row in history)
+    with pytest.raises(ConfigError, match="fp16' needs CUDA"):
+        histories([with_overrides(tiny_config, {"train.precision": "fp16"})])

@@ -21,7 +21,7 @@ from emabench.runs.plan import Engine, Unit, expand_grid, plan_units
 from emabench.runs.pool import run_in_pool
 from emabench.runs.sweep_folder import sweep_dir, write_sweep_spec
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, SweepWork
-from emabench.train.build import resolve_device
+from emabench.train.build import runnable_device
 
 StackCallback = Callable[[list[RunOutcome]], None]
 
@@ -55,8 +55,8 @@ def sweep(
     folder = sweep_dir(Path(runs_dir), base.name, spec)
     inside(folder, runs_dir)
     pending, outcomes = _not_done(configs, folder, force)
-    for device in {c.device for c in pending}:
-        resolve_device(device)  # refuse before any folder is created
+    for device, precision in {(c.device, c.train.precision) for c in pending}:
+        runnable_device(next(c for c in pending if (c.device, c.train.precision) == (device, precision)))
     write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs})
     units = plan_units(pending, folder, engine, jobs, force)
     work = SweepWork(folder, engine, force, stop, checkpoint_every, plots)

@@ -48,6 +48,18 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def runnable_device(config: Config) -> torch.device:
+    """The device ``config`` trains on, after checking it can: ``device: cuda`` needs CUDA, ``precision: fp16`` (a
+    gradient scaler's float16) needs CUDA too (on a CPU, ``bf16`` is the reduced precision autocast offers)."""
+    device = resolve_device(config.device)
+    if config.train.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.precision: 'fp16' needs CUDA and this run trains on {device.type} "
+            "(allowed here: fp32, bf16; bf16 autocast on a CPU without bf16 hardware is slower than fp32)"
+        )
+    return device
+
+
 def stack_key(config: Config) -> str:
     """What replicas must share to train as one stacked model (a custom model or fp16 never stacks)."""
     raw = config.to_dict()

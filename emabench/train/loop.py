@@ -67,7 +67,7 @@ class Trainer:
         self.ids = list(range(self.replicas))
         self.active = [True] * self.replicas  # by original replica number
         self.task = get_task(first.task, smoothing_kind=first.train.label_smoothing_kind)
-        self.device = build.resolve_device(first.device)
+        self.device = build.runnable_device(first)
         self.data = dataset.to(self.device)
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
         self.mask_generators = [mask_generator(c.seed) for c in configs]
