@@ -9,14 +9,17 @@ A run folder holds::
     r2.png        validation R² curves, raw vs averaged
     checkpoint.pt with ``--checkpoint-every`` or after Ctrl-C: the state to continue the run (removed once DONE)
     INTERRUPTED   written when Ctrl-C/SIGTERM stopped the run (JSON: epochs, checkpoint epoch)
+    FAILED        written when the run's task failed for good (``--engine ray``: it raised, or its node was lost more
+                  often than Ray retries; JSON: error, epochs, checkpoint epoch); re-running the sweep retries it
     DONE          written last (JSON: status, stop reason, epochs, wall time); a folder without it is incomplete
     .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
 
 The lifecycle, in :class:`RunFolder`'s methods: :meth:`~RunFolder.start` (clear what a previous attempt left, create,
 write the config), :meth:`~RunFolder.record_epoch` (append a history row), :meth:`~RunFolder.save_checkpoint`,
-:meth:`~RunFolder.interrupt`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's epoch) and
-:meth:`~RunFolder.finish` (metrics, figures, DONE, then the checkpoint dropped). Every file is written atomically
-(:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in :mod:`emabench.runs.sweep_folder`.
+:meth:`~RunFolder.interrupt`, :meth:`~RunFolder.fail`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's
+epoch) and :meth:`~RunFolder.finish` (metrics, figures, DONE, then the checkpoint dropped). Every file is written
+atomically (:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in
+:mod:`emabench.runs.sweep_folder`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ LOSS_PLOT = "loss.png"
 R2_PLOT = "r2.png"
 DONE = "DONE"
 INTERRUPTED = "INTERRUPTED"
+FAILED = "FAILED"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 CHECKPOINT_FORMAT = 1  # bump when the layout of Trainer.replica_state changes; older checkpoints are refused
@@ -139,9 +143,17 @@ class RunFolder:
         """Mark the run stopped before its end (its checkpoint, if any, lets it continue)."""
         self.mark_interrupted(info)
 
+    def fail(self, config: Config, info: dict[str, Any]) -> None:
+        """Mark the run failed (its task raised or was lost for good); a checkpoint, if any, stays to continue from.
+        A run that failed before it started gets its config too, so it is listed (``emabench ls``) and counted."""
+        if not (self.path / CONFIG).is_file():
+            self.create().write_config(dump_yaml(config.to_dict()))
+        (self.path / INTERRUPTED).unlink(missing_ok=True)
+        atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
+
     def resume(self, history: Sequence[dict[str, Any]]) -> None:
-        """Continue from the checkpoint: drop partial writes and the interrupted mark, and cut ``history.csv`` back to
-        the checkpoint's rows (epochs after it are trained again)."""
+        """Continue from the checkpoint: drop partial writes and the interrupted or failed mark, and cut
+        ``history.csv`` back to the checkpoint's rows (epochs after it are trained again)."""
         self.remove_partial_writes()
         self.clear_interrupted()
         self.write_history(history)
@@ -217,14 +229,16 @@ class RunFolder:
         atomic_write_bytes(self.path / name, buffer.getvalue())
 
     def mark_done(self, info: dict[str, Any]) -> None:
-        (self.path / INTERRUPTED).unlink(missing_ok=True)
+        self.clear_interrupted()
         atomic_write_text(self.path / DONE, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
 
     def mark_interrupted(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.path / INTERRUPTED, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     def clear_interrupted(self) -> None:
+        """Drop the marks of an earlier attempt that did not finish (INTERRUPTED, FAILED)."""
         (self.path / INTERRUPTED).unlink(missing_ok=True)
+        (self.path / FAILED).unlink(missing_ok=True)
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def write_checkpoint(self, state: dict[str, Any]) -> None:
@@ -271,9 +285,11 @@ class RunFolder:
 
     @property
     def status(self) -> str:
-        """``completed``/``diverged`` (from DONE), ``interrupted``, or ``incomplete``."""
+        """``completed``/``diverged`` (from DONE), ``failed``, ``interrupted``, or ``incomplete``."""
         if self.is_done:
             return str(self.done_info().get("status", "completed"))
+        if (self.path / FAILED).is_file():
+            return "failed"
         if (self.path / INTERRUPTED).is_file():
             return "interrupted"
         return "incomplete"

@@ -36,8 +36,9 @@ StopCheck = Callable[[], bool]
 @dataclass(frozen=True)
 class RunOutcome:
     """What one run ended as. ``status``: ``completed`` or ``diverged`` (DONE), ``skipped`` (already DONE),
-    ``interrupted`` (stopped after an epoch, checkpointed), ``not_started`` (the sweep was stopped first) or
-    ``locked`` (another process is training it). ``resumed_from``: the checkpoint epoch it continued from."""
+    ``interrupted`` (stopped after an epoch, checkpointed), ``not_started`` (the sweep was stopped first),
+    ``locked`` (another process is training it) or ``failed`` (FAILED: its Ray task raised or was lost for good;
+    ``error`` says why). ``resumed_from``: the checkpoint epoch it continued from."""
 
     folder: RunFolder
     status: str
@@ -45,6 +46,7 @@ class RunOutcome:
     stop_reason: str
     wall_time_s: float
     resumed_from: int = 0
+    error: str = ""
 
     @classmethod
     def skipped(cls, folder: RunFolder) -> RunOutcome:
@@ -146,8 +148,13 @@ def train_stack(
     checkpoint_every: int = 0,
     resume: bool = False,
     plots: bool = True,
+    flush: Callable[[], None] | None = None,
 ) -> list[RunOutcome]:
     """Train ``configs`` as one stacked model, writing replica r into ``folders[r]`` (which the caller has locked).
+
+    ``folders`` are :class:`RunFolder` s, or anything with the same lifecycle methods (a Ray task's proxies that
+    send each call to the driver, :mod:`emabench.runs.ray_task`); ``flush`` is called after every epoch's calls
+    (rows, finished runs, checkpoints), so such a proxy can send them as one message.
 
     ``plots``: draw each run's loss.png and r2.png (~0.25 s a run; sweeps leave them to ``report``'s figures).
 
@@ -167,6 +174,8 @@ def train_stack(
             stopping = stop is not None and stop()
             if not trainer.done and (stopping or (checkpoint_every and trainer.epoch % checkpoint_every == 0)):
                 stack.checkpoint(checkpoint_every)
+            if flush is not None:
+                flush()
             if stopping:
                 break
     except BaseException:
@@ -223,19 +232,26 @@ class SweepWork:
 
     def claim(self, unit: Unit, outcomes: list[RunOutcome]) -> list[Claimed]:
         """Lock the unit's runs just before training them; runs another process holds or has finished meanwhile
-        are recorded in ``outcomes`` and left out, and the rest re-planned from what is on disk now."""
+        are recorded in ``outcomes`` and left out, and the rest re-planned from what is on disk now. If anything
+        goes wrong on the way (no lock file can be opened, ...), the locks taken so far are released (leaving no
+        folder behind) before the error goes on."""
         locks: dict[str, RunLock] = {}
-        for run_folder in self.folders(unit):
-            lock = run_folder.try_lock()
-            if lock is None:
-                outcomes.append(RunOutcome(run_folder, "locked", 0, "", 0.0))
-            elif run_folder.is_done and not self.force:
+        try:
+            for run_folder in self.folders(unit):
+                lock = run_folder.try_lock()
+                if lock is None:
+                    outcomes.append(RunOutcome(run_folder, "locked", 0, "", 0.0))
+                elif run_folder.is_done and not self.force:
+                    lock.release()
+                    outcomes.append(RunOutcome.skipped(run_folder))
+                else:
+                    locks[run_folder.name] = lock
+            mine = [c for c, f in zip(unit.configs, self.folders(unit)) if f.name in locks]
+            units = plan_units(mine, self.folder, self.engine, 1, self.force)
+        except BaseException:
+            for lock in locks.values():
                 lock.release()
-                outcomes.append(RunOutcome.skipped(run_folder))
-            else:
-                locks[run_folder.name] = lock
-        mine = [c for c, f in zip(unit.configs, self.folders(unit)) if f.name in locks]
-        units = plan_units(mine, self.folder, self.engine, 1, self.force)
+            raise
         return [(u, [locks[f.name] for f in self.folders(u)]) for u in units]
 
     def train(self, unit: Unit, on_epoch: EpochCallback | None = None) -> list[RunOutcome]:
