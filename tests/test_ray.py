@@ -85,8 +85,8 @@ def test_ray_sweep_matches_vectorized_and_reruns_skip(tmp_path, local_ray):
 def test_ray_stop_checkpoints_running_tasks_and_a_rerun_continues_them(tmp_path, local_ray, tiny_config: Config):
     base = with_overrides(tiny_config, {"train.max_epochs": 1000, "train.early_stopping.patience": None})
 
-    def training_started() -> bool:  # asked by the driver while the tasks run
-        return any((tmp_path / "ray").rglob("history.csv"))
+    def training_started() -> bool:  # asked by the driver while the tasks run: both tasks are training
+        return len(list((tmp_path / "ray").rglob("history.csv"))) == 4
 
     _, stopped = sweep(base, GRID, tmp_path / "ray", jobs=2, engine="ray", stop=training_started)
     assert sorted(o.status for o in stopped) == ["interrupted"] * 4

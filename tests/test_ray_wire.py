@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from emabench.config import Config, with_overrides
-from emabench.runs.folder import CHECKPOINT, RunFolder, find_runs, run_id
+from emabench.runs.folder import CHECKPOINT, RunFolder, decode_checkpoint, find_runs
 from emabench.runs.plan import Unit
 from emabench.runs.ray_executor import UnitInFlight
 from emabench.runs.ray_ledger import Ledger
@@ -63,11 +63,11 @@ def configs(tiny_config: Config) -> list[Config]:
 def remote_attempt(ledger: Ledger, runs: list[Config], lose_after: int | None = None, **kwargs: Any) -> LocalCourier:
     """One attempt of unit 0 as a task would run it: where to start from the ledger, calls through RemoteRun."""
     courier = LocalCourier(ledger, 0, lose_after)
-    todo, states = courier.start["runs"], courier.start["states"]
-    proxies = [RemoteRun(courier, i, run_id(runs[i].to_dict()), states.get(i)) for i in todo]
+    todo, checkpoints = courier.start["runs"], courier.start["checkpoints"]
+    proxies = [RemoteRun(courier, i, runs[i].to_dict(), checkpoints.get(i)) for i in todo]
     stack = [runs[i] for i in todo]
     try:
-        train_stack(stack, proxies, resume=bool(states), plots=False, flush=courier.flush, **kwargs)  # type: ignore[arg-type]
+        train_stack(stack, proxies, resume=bool(checkpoints), plots=False, flush=courier.flush, **kwargs)  # type: ignore[arg-type]
     except NodeLost:
         return courier
     courier.flush(force=True)
@@ -169,7 +169,8 @@ def test_a_retry_continues_from_the_last_checkpoint_received(tiny_config: Config
 
     retry = remote_attempt(ledger, runs, checkpoint_every=2)
     assert retry.attempt == 2 and retry.start["runs"] == [1, 2]  # the finished run is not trained again
-    assert {i: len(s["history"]) for i, s in retry.start["states"].items()} == {1: 4, 2: 4}
+    resumed = {i: decode_checkpoint(data, "wire") for i, data in retry.start["checkpoints"].items()}
+    assert {i: (s["epoch"], len(s["history"])) for i, s in resumed.items()} == {1: (4, 4), 2: (4, 4)}
     apply_drained(ledger, unit)
     assert ledger.post(0, lost.attempt, [(1, "row", {"epoch": 99})])  # a late call of the lost attempt: dropped
     assert ledger.drain() == []

@@ -195,7 +195,8 @@ def _progress(engine: str, total: int, quiet: bool, view: _RayView) -> Iterator[
         def on_ray_progress(counts: RayProgress) -> None:
             view.last = counts
             if progress is not None:
-                status = f"{counts.running} running, {counts.failed} failed, {counts.retried} retried"
+                status = f"{counts.finished} finished, {counts.running} running, {counts.failed} failed, "
+                status += f"{counts.retried} retried"
                 progress.update(task, completed=counts.finished + counts.failed, status=status)
 
         yield {"on_ray_progress": on_ray_progress}

@@ -159,15 +159,26 @@ class RunFolder:
         self.write_history(history)
 
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
-        """The run's own state (see :meth:`write_checkpoint`), tagged with the hash of ``config``."""
-        self.write_checkpoint(state | {"config_hash": config_hash(config.to_dict())})
+        """The run's own state (see :func:`encode_checkpoint`), tagged with the hash of ``config``."""
+        self.write_checkpoint_bytes(encode_checkpoint(state, config.to_dict()))
 
     def checkpoint_for(self, config: Config) -> dict[str, Any]:
         """The checkpoint, if it was saved for ``config``; else a :class:`RunError`."""
-        state = self.read_checkpoint()
+        return self.checkpoint_file_for(config)[1]
+
+    def checkpoint_file_for(self, config: Config) -> tuple[bytes, dict[str, Any]]:
+        """The checkpoint's bytes (``checkpoint.pt`` as it is) and its state, if saved for ``config``."""
+        path = self.path / CHECKPOINT
+        if not path.is_file():
+            raise RunError(f"{self.path}: no {CHECKPOINT} to resume from (the run was not checkpointed)")
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise RunError(f"{path}: unreadable checkpoint ({err.strerror or err})") from None
+        state = decode_checkpoint(data, path)
         if state.get("config_hash") != config_hash(config.to_dict()):
             raise RunError(f"{self.path}: the checkpoint was saved for a different config than its config.yaml")
-        return state
+        return data, state
 
     def resume_point(self, config: Config) -> dict[str, Any] | None:
         """The checkpoint the run can continue from, or ``None`` (DONE, none, unreadable or saved for another
@@ -241,14 +252,9 @@ class RunFolder:
         (self.path / FAILED).unlink(missing_ok=True)
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
-    def write_checkpoint(self, state: dict[str, Any]) -> None:
-        """Save a run's state (tensors, numbers, strings, lists and dicts only) atomically as ``checkpoint.pt``."""
-        import torch
-
-        _check_plain(state, "checkpoint")
-        buffer = io.BytesIO()
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
-        atomic_write_bytes(self.path / CHECKPOINT, buffer.getvalue())
+    def write_checkpoint_bytes(self, data: bytes) -> None:
+        """``checkpoint.pt``, atomically, from :func:`encode_checkpoint` 's bytes (made here or in a Ray task)."""
+        atomic_write_bytes(self.path / CHECKPOINT, data)
 
     @property
     def has_checkpoint(self) -> bool:
@@ -256,18 +262,14 @@ class RunFolder:
 
     def read_checkpoint(self) -> dict[str, Any]:
         """The saved state, loaded with ``weights_only=True`` (no code runs) onto the CPU."""
-        import torch
-
         path = self.path / CHECKPOINT
         if not path.is_file():
             raise RunError(f"{self.path}: no {CHECKPOINT} to resume from (the run was not checkpointed)")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file: torch raises several kinds
-            raise RunError(f"{path}: unreadable checkpoint ({type(err).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise RunError(f"{path}: not a checkpoint of this emabench version (format {CHECKPOINT_FORMAT})")
-        return state
+            data = path.read_bytes()
+        except OSError as err:
+            raise RunError(f"{path}: unreadable checkpoint ({err.strerror or err})") from None
+        return decode_checkpoint(data, path)
 
     def remove_checkpoint(self) -> None:
         (self.path / CHECKPOINT).unlink(missing_ok=True)
@@ -326,6 +328,32 @@ class RunFolder:
 
     def read_metrics(self) -> pd.DataFrame:
         return self.read_table(METRICS)
+
+
+def encode_checkpoint(state: dict[str, Any], config: dict[str, Any]) -> bytes:
+    """A run's state (tensors, numbers, strings, lists and dicts only) as ``checkpoint.pt`` 's bytes, tagged with the
+    hash of the run's resolved ``config`` (what :meth:`RunFolder.checkpoint_for` checks)."""
+    import torch
+
+    state = state | {"config_hash": config_hash(config)}
+    _check_plain(state, "checkpoint")
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    return buffer.getvalue()
+
+
+def decode_checkpoint(data: bytes, where: str | Path) -> dict[str, Any]:
+    """:func:`encode_checkpoint` 's bytes back, loaded with ``weights_only=True`` (no code runs) onto the CPU;
+    a :class:`RunError` naming ``where`` if they are not a checkpoint of this version."""
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: torch raises several kinds
+        raise RunError(f"{where}: unreadable checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{where}: not a checkpoint of this emabench version (format {CHECKPOINT_FORMAT})")
+    return state
 
 
 def _check_plain(value: Any, where: str) -> None:

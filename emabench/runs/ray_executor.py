@@ -58,6 +58,7 @@ from emabench.runs.ray_ledger import Ledger
 from emabench.runs.ray_task import TaskSpec, train_unit
 
 if TYPE_CHECKING:
+    from emabench.config import Config
     from emabench.runs.folder import RunFolder
     from emabench.runs.lock import RunLock
     from emabench.runs.plan import Unit
@@ -138,8 +139,8 @@ class UnitInFlight:
         if method == "start":  # a fresh start (again, after a lost attempt that never checkpointed)
             folder.start(config)
             self.epochs[index] = self.resumed[index] = 0
-        elif method == "save_checkpoint":
-            folder.save_checkpoint(config, *args)
+        elif method == "write_checkpoint_bytes":
+            folder.write_checkpoint_bytes(*args)
         elif method == "finish":
             rows, extra, info = args
             folder.finish(rows, extra, info, plots=self.plots)
@@ -256,8 +257,8 @@ class _Driver:
         try:
             key = next(self.keys)
             folders = self.work.folders(unit)
-            states = [f.checkpoint_for(c) for f, c in zip(folders, unit.configs)] if unit.resume else None
-            self.ray.get(self.ledger.register.remote(key, len(folders), states))
+            checkpoints = [_resumed(f, c) for f, c in zip(folders, unit.configs)] if unit.resume else None
+            self.ray.get(self.ledger.register.remote(key, len(folders), checkpoints))
             configs = [c.to_dict() for c in unit.configs]
             ref = self.train.remote(key, configs, self.spec, self.ledger)
         except BaseException:
@@ -333,6 +334,12 @@ class _Driver:
                 progress.bytes_from_tasks = traffic["from_tasks"]
         if self.on_progress is not None:
             self.on_progress(progress)
+
+
+def _resumed(folder: RunFolder, config: Config) -> tuple[bytes, list[dict[str, Any]]]:
+    """What a unit resumes from, for the ledger: ``checkpoint.pt`` as it is, and the history inside it."""
+    data, state = folder.checkpoint_file_for(config)
+    return data, [dict(row) for row in state["history"]]
 
 
 def _finished(folder: RunFolder, info: dict[str, Any]) -> RunOutcome:

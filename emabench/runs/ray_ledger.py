@@ -4,12 +4,12 @@ A :class:`Ledger` lives in one small Ray actor (no CPU) pinned to the driver's n
 driver. Tasks talk to it; the driver drains it:
 
 - :meth:`Ledger.begin` — a task (first attempt or a retry after its node was lost) asks where to start: which of its
-  runs are still to train and, for those, the latest checkpoint the driver received (with the history up to it);
-- :meth:`Ledger.post` — a task sends its runs' lifecycle calls, compact (:data:`WireEvent`: new history rows only, a
-  checkpoint without the history it repeats); the answer says whether the sweep is stopping;
+  runs are still to train and, for those, the latest checkpoint the driver received (``checkpoint.pt`` 's bytes);
+- :meth:`Ledger.post` — a task sends its runs' lifecycle calls, compact (:data:`WireEvent`: new history rows only,
+  checkpoints as the bytes of ``checkpoint.pt``, made by the task); the answer says whether the sweep is stopping;
 - :meth:`Ledger.drain` — the driver collects the same calls expanded to the arguments of
-  :class:`~emabench.runs.folder.RunFolder`'s methods (full history, checkpoint state with its history), and applies
-  them to the run folders it alone writes.
+  :class:`~emabench.runs.folder.RunFolder`'s methods (full history rows, checkpoint bytes to write as they are), and
+  applies them to the run folders it alone writes.
 
 Each task attempt is numbered; calls from an attempt that a retry has replaced are dropped, so a run's folder only
 ever follows one attempt. Nothing here imports Ray or torch: the actor process stays light, and the class is tested
@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # A task's calls, as sent: (run index in the unit, kind, payload), kind one of start (payload None), resume (the
-# checkpoint's epoch), row (one history row), checkpoint (the state without its history), finish ((extra, info)),
+# checkpoint's epoch), row (one history row), checkpoint (checkpoint.pt's bytes), finish ((extra, info)),
 # interrupt (info).
 WireEvent = tuple[int, str, Any]
 # What a drain returns, in order: ("call", unit key, run index, RunFolder method, its arguments) for the runs' folders
-# (methods: start, resume, write_history, save_checkpoint, finish, interrupt; the driver adds the config to start and
-# save_checkpoint), and ("begin", unit key, attempt, node id) each time an attempt of a unit starts.
+# (methods: start, resume, write_history, write_checkpoint_bytes, finish, interrupt; the driver adds the config to
+# start), and ("begin", unit key, attempt, node id) each time an attempt of a unit starts.
 Drained = tuple[Any, ...]
+Resumed = tuple[bytes, list[dict[str, Any]]]  # a checkpoint.pt read by the driver, and the history inside it
 
 
 @dataclass
@@ -37,14 +38,8 @@ class _Run:
     """The driver's view of one run of a unit: its history so far, its latest checkpoint, whether it finished."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    state: dict[str, Any] | None = None  # the latest checkpoint, without its history
+    checkpoint: bytes | None = None  # the latest checkpoint.pt (its history inside)
     finished: bool = False
-
-    def resume_state(self) -> dict[str, Any]:
-        """The latest checkpoint with its history: the rows up to its epoch (later ones were sent by an attempt
-        that did not live to checkpoint them)."""
-        assert self.state is not None  # only asked for runs with a checkpoint
-        return self.state | {"history": self.rows[: int(self.state["epoch"])]}
 
 
 @dataclass
@@ -63,13 +58,14 @@ class Ledger:
         self.traffic = {"to_tasks": 0, "from_tasks": 0, "posts": 0, "begins": 0}
 
     # --- the driver's side ------------------------------------------------------------------------------------------
-    def register(self, key: int, runs: int, states: list[dict[str, Any]] | None = None) -> None:
-        """A unit of ``runs`` runs about to be submitted; ``states``: the checkpoints (with their history) it resumes
-        from, one per run, as read from the run folders."""
+    def register(
+        self, key: int, runs: int, checkpoints: list[tuple[bytes, list[dict[str, Any]]]] | None = None
+    ) -> None:
+        """A unit of ``runs`` runs about to be submitted; ``checkpoints``: what it resumes from, one per run as read
+        from its folder (``checkpoint.pt`` 's bytes, and the history inside)."""
         unit = _Unit([_Run() for _ in range(runs)])
-        for run, state in zip(unit.runs, states or []):
-            run.rows = [dict(row) for row in state["history"]]
-            run.state = {k: v for k, v in state.items() if k != "history"}
+        for run, (data, history) in zip(unit.runs, checkpoints or []):
+            run.checkpoint, run.rows = data, [dict(row) for row in history]
         self._units[key] = unit
 
     def drain(self) -> list[Drained]:
@@ -95,13 +91,13 @@ class Ledger:
     # --- the tasks' side --------------------------------------------------------------------------------------------
     def begin(self, key: int, node: str) -> dict[str, Any]:
         """A new attempt of unit ``key`` starts on ``node``: its number, whether the sweep is stopping, the runs still
-        to train (indices) and their latest checkpoints (with history; empty for a fresh start)."""
+        to train (indices) and their latest checkpoints (bytes; none for a fresh start)."""
         unit = self._units[key]
         unit.attempt += 1
         self._outbox.append(("begin", key, unit.attempt, node))
         todo = [i for i, run in enumerate(unit.runs) if not run.finished]
-        states = {i: unit.runs[i].resume_state() for i in todo if unit.runs[i].state is not None}
-        reply = {"attempt": unit.attempt, "stop": self._stopping, "runs": todo, "states": states}
+        checkpoints = {i: unit.runs[i].checkpoint for i in todo if unit.runs[i].checkpoint is not None}
+        reply = {"attempt": unit.attempt, "stop": self._stopping, "runs": todo, "checkpoints": checkpoints}
         self.traffic["begins"] += 1
         self.traffic["to_tasks"] += len(pickle.dumps(reply, protocol=5))
         return reply
@@ -130,14 +126,14 @@ class Ledger:
 
     def _apply(self, key: int, index: int, run: _Run, kind: str, payload: Any) -> None:
         if kind == "start":
-            run.rows, run.state = [], None
+            run.rows, run.checkpoint = [], None
             self._call(key, index, "start")
         elif kind == "resume":  # payload: the checkpoint's epoch; later rows of a lost attempt are dropped
             run.rows = run.rows[:payload]
             self._call(key, index, "resume", list(run.rows))
         elif kind == "checkpoint":
-            run.state = payload
-            self._call(key, index, "save_checkpoint", payload | {"history": list(run.rows)})
+            run.checkpoint = payload
+            self._call(key, index, "write_checkpoint_bytes", run.checkpoint)
         elif kind == "finish":
             extra, info = payload
             run.finished = True

@@ -5,6 +5,8 @@ A task gets its runs' configs (plain dicts) and a handle to the sweep's :class:`
 never a path: it asks the ledger where to start (:meth:`~Ledger.begin`: the runs still to train and the latest
 checkpoint the driver holds for them, so a retry after a lost node continues from there), and every call the
 trainer makes on a run folder (start, a history row, a checkpoint, finish, interrupt) becomes a :data:`WireEvent`.
+Checkpoints are serialized here, as the bytes of ``checkpoint.pt``: the cost stays with the tasks, and the driver
+and the ledger only move bytes.
 :class:`Courier` sends them in one blocking :meth:`~Ledger.post` per epoch that has more than history rows in it (a
 checkpoint, a finished run, a start), or once rows have waited :data:`ROWS_EVERY_S`; the reply says whether to stop.
 The driver applies the calls to the real folders (:mod:`emabench.runs.ray_executor`).
@@ -50,7 +52,6 @@ def train_unit(key: int, configs: list[dict[str, Any]], spec: TaskSpec, ledger: 
     import torch
 
     from emabench.config import Config
-    from emabench.runs.folder import run_id
     from emabench.runs.unit import train_stack
 
     node = ray.get_runtime_context().get_node_id()
@@ -62,14 +63,14 @@ def train_unit(key: int, configs: list[dict[str, Any]], spec: TaskSpec, ledger: 
     device = _device(spec, node)
     torch.set_num_threads(max(1, int(spec.cpus)))
     stack = [_placed(Config.model_validate(configs[i]), device) for i in start["runs"]]
-    runs = [RemoteRun(courier, i, run_id(configs[i]), start["states"].get(i)) for i in start["runs"]]
+    runs = [RemoteRun(courier, i, configs[i], start["checkpoints"].get(i)) for i in start["runs"]]
     try:
         train_stack(
             stack,
             runs,  # type: ignore[arg-type]  # RunFolder's lifecycle, sent to the driver
             stop=courier.stop,
             checkpoint_every=spec.checkpoint_every,
-            resume=bool(start["states"]),
+            resume=bool(start["checkpoints"]),
             plots=False,  # drawn by the driver, which writes the folders
             flush=courier.flush,
         )
@@ -159,13 +160,17 @@ class Courier:
 
 class RemoteRun:
     """A run folder's lifecycle inside a task (the methods :func:`~emabench.runs.unit.train_stack` calls): each call
-    becomes an event for the driver. ``path`` is the run's id, for messages only: the task never sees a path."""
+    becomes an event for the driver; a checkpoint is sent as the bytes of ``checkpoint.pt``, made here (the driver
+    writes them as they are). ``path`` is the run's id, for messages only: the task never sees a path."""
 
-    def __init__(self, courier: Courier, index: int, name: str, state: dict[str, Any] | None) -> None:
+    def __init__(self, courier: Courier, index: int, config: dict[str, Any], checkpoint: bytes | None) -> None:
+        from emabench.runs.folder import run_id
+
         self._courier = courier
         self._index = index
-        self._state = state
-        self.path = PurePosixPath(name)
+        self._config = config  # as the driver has it: the checkpoint's tag is its hash
+        self._checkpoint = checkpoint
+        self.path = PurePosixPath(run_id(config))
 
     @property
     def name(self) -> str:
@@ -181,12 +186,16 @@ class RemoteRun:
         self._send("row", dict(row))
 
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
-        self._send("checkpoint", {k: v for k, v in state.items() if k != "history"})  # the driver has the rows
+        from emabench.runs.folder import encode_checkpoint
+
+        self._send("checkpoint", encode_checkpoint(state, self._config))
 
     def checkpoint_for(self, config: Config) -> dict[str, Any]:
-        if self._state is None:
+        from emabench.runs.folder import decode_checkpoint
+
+        if self._checkpoint is None:
             raise RunError(f"{self.name}: the driver holds no checkpoint to resume from")
-        return self._state
+        return decode_checkpoint(self._checkpoint, self.name)
 
     def resume(self, history: list[dict[str, Any]]) -> None:
         self._send("resume", len(history))

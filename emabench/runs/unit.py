@@ -4,7 +4,8 @@
 :class:`~emabench.runs.folder.RunFolder`'s lifecycle as the epochs come: a row per epoch (so a killed run keeps every
 finished epoch), ``finish`` on a replica's last epoch, a checkpoint every ``checkpoint_every`` epochs, ``interrupt``
 when asked to stop. :class:`SweepWork` is what every unit of one sweep shares (and how a unit is claimed, i.e.
-locked, just before it trains); :func:`stack_worker` is the picklable entry point of worker processes and Ray tasks.
+locked, just before it trains); :func:`stack_worker` is the picklable entry point of worker processes (Ray tasks
+have their own, :mod:`emabench.runs.ray_task`).
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ class SweepWork:
         return [c.to_dict() for c in unit.configs], str(self.folder), unit.resume, self.checkpoint_every, self.plots
 
 
-# --- in a worker process or a Ray task ----------------------------------------------------------------------------
+# --- in a worker process -------------------------------------------------------------------------------------------
 
 _WORKER_STOP: StopRequest | None = None
 
@@ -293,7 +294,7 @@ def stack_worker(
     plots: bool,
     stop: StopCheck | None = None,
 ) -> list[RunOutcome]:
-    """One unit in a worker process or a Ray task: picklable arguments in, outcomes out. ``stop`` defaults to the
+    """One unit in a worker process: picklable arguments in, outcomes out. ``stop`` defaults to the
     worker process's own request (:func:`init_worker`)."""
     stack = [Config.model_validate(c) for c in configs]
     if stop is None and _WORKER_STOP is not None:
