@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from emabench.runs.ray_ledger import WireEvent
 
 ROWS_EVERY_S = 5.0  # history rows alone reach the driver at most this often (a live history.csv, few messages)
+STOP_POLL_S = 0.5  # a task asks "stop?" at most this often: one small actor call, not one per (short) epoch
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Courier:
         self._last_post = time.monotonic()
         self._stop = False
         self._poll: Any = None  # an unanswered ledger.stopping() call
+        self._asked = 0.0  # when it was sent
 
     def begin(self, node: str) -> dict[str, Any]:
         import ray
@@ -142,8 +144,8 @@ class Courier:
 
     def stop(self) -> bool:
         """Whether the sweep is stopping: the answer to the previous question (or a post's reply), and a new
-        question sent, so an epoch never waits for the network. An unreachable ledger (the driver is gone) reads
-        as a stop."""
+        question sent (every :data:`STOP_POLL_S` at most), so an epoch never waits for the network. An unreachable
+        ledger (the driver is gone) reads as a stop."""
         import ray
 
         if self._stop:
@@ -153,8 +155,8 @@ class Courier:
                 self._stop, self._poll = bool(ray.get(self._poll)), None
         except ray.exceptions.RayError:
             self._stop = True
-        if not self._stop and self._poll is None:
-            self._poll = self._ledger.stopping.remote()
+        if not self._stop and self._poll is None and time.monotonic() - self._asked >= STOP_POLL_S:
+            self._poll, self._asked = self._ledger.stopping.remote(), time.monotonic()
         return self._stop
 
 
