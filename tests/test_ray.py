@@ -1,6 +1,8 @@
 """``emabench sweep --engine ray``: without Ray a one-line refusal (fast); with Ray (``pip install 'emabench[ray]'``)
-the same results as the local engines, re-runs that skip, and a stop that checkpoints (slow: a local Ray instance
-takes seconds to start)."""
+the same results as the local engines, re-runs that skip, a stop that checkpoints (slow: a local Ray instance takes
+seconds to start), and on a real two-node cluster started here (tests/raycluster.py): a driver whose runs folder no
+worker can see, a node killed mid-sweep, a task that raises. What a task sends and the driver writes is tested
+without Ray in tests/test_ray_wire.py."""
 
 from __future__ import annotations
 
@@ -153,15 +155,15 @@ def driver(cluster, args: list[str], tmp_path: Path) -> tuple[subprocess.Popen, 
     private, copy = tmp_path / "private", tmp_path / "runs"
     private.mkdir()
     copy.mkdir()
-    if can_unshare():
+    isolated = can_unshare()
+    if isolated:
         command = isolated_driver(["sweep", str(SEED_CONFIG), *args], private, copy)
-        watch = lambda process: Path(f"/proc/{process.pid}/root") / private.relative_to("/")  # noqa: E731
     else:  # no private namespace here: the same sweep, its folder merely unused by the workers
         command = [sys.executable, "-m", "emabench", "sweep", str(SEED_CONFIG), *args, "--runs-dir", str(copy)]
-        watch = lambda process: copy  # noqa: E731
     env = os.environ | cluster.driver_env
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return process, watch(process), copy
+    watch = Path(f"/proc/{process.pid}/root") / private.relative_to("/") if isolated else copy
+    return process, watch, copy
 
 
 @pytest.mark.slow
