@@ -87,9 +87,9 @@ def test_sweep_without_a_config_sweeps_the_shipped_seed_study(tmp_path):
 
 
 def test_bench_reads_the_packaged_config_not_the_repository():
-    from emabench.bench import _seed_config
+    from emabench.bench.common import seed_config
 
-    assert _seed_config() == shipped_config_path("regression") == PACKAGED / "regression.yaml"
+    assert seed_config() == shipped_config_path("regression") == PACKAGED / "regression.yaml"
 
 
 # --- a non-editable install, from an empty folder (slow: a venv, torch and the dependencies from the local index) --

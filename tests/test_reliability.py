@@ -322,7 +322,7 @@ def test_two_sweeps_into_one_folder_at_once(tmp_path: Path):
 
 
 def test_history_is_appended_as_if_rewritten(tmp_path: Path):
-    from emabench.runs.folder import rows_to_csv
+    from emabench.runs.encoding import rows_to_csv
 
     folder = RunFolder(tmp_path).create()
     rows = [{"epoch": e, "loss": 1 / e, "lr": 1e-3 if e < 3 else float("nan")} for e in range(1, 6)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,21 +13,24 @@ from emabench.cli.common import (
     CheckpointOption,
     ForceOption,
     QuietOption,
-    RunsDirOption,
     SetOption,
     ThreadsOption,
     console,
     exit_interrupted,
     handles_errors,
+    progress_bar,
     set_threads,
     stopping_notice,
     sweep_progress,
 )
-from emabench.errors import ConfigError
+from emabench.cli.sweep_axes import parse_betas, runs_dir_path, sweep_axes
+from emabench.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
     from emabench.config import Config
     from emabench.runs.plan import SweepPlan
+    from emabench.runs.ray_cluster import RayOptions
+    from emabench.runs.ray_executor import RayProgress
     from emabench.runs.unit import RunOutcome
 
 DEFAULT_CONFIG: Path | None = None  # the seed study shipped inside the package (emabench.config.load)
@@ -46,8 +51,7 @@ GridOption = Annotated[
     typer.Option("--grid", "-g", metavar="KEY=V1,V2", help="Sweep any other field too (repeatable)."),
 ]
 JobsOption = Annotated[
-    int,
-    typer.Option("--jobs", "-j", min=1, help="Worker processes (--engine ray: Ray tasks at a time, 1 CPU each)."),
+    int, typer.Option("--jobs", "-j", min=1, help="Worker processes (--engine ray: Ray tasks in flight).")
 ]
 EngineOption = Annotated[
     str,
@@ -55,10 +59,31 @@ EngineOption = Annotated[
         "--engine",
         help="auto: stack runs that share data and architecture into one vectorized model; "
         "vectorized: insist on it; process: one run per process; "
-        "ray: auto's stacks as Ray tasks, on the cluster at `RAY_ADDRESS` (else a local Ray), "
-        "with the runs folder on a filesystem every node shares (`pip install 'emabench[ray]'`).",
+        "ray: auto's stacks as Ray tasks, on the cluster at `RAY_ADDRESS` (else a local Ray); this process alone "
+        "writes the run folders, no shared filesystem needed (`pip install 'emabench[ray]'`).",
     ),
 ]
+MaxRunsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-runs", min=1, metavar="N", help="Refuse sweeps of more than N runs (default 1000) before starting."
+    ),
+]
+CpusOption = Annotated[
+    int | None,
+    typer.Option("--cpus-per-task", min=1, metavar="N", help="--engine ray: CPUs (and torch threads) per task [1]."),
+]
+GpusOption = Annotated[
+    float | None,
+    typer.Option(
+        "--gpus-per-task",
+        min=0,
+        metavar="F",
+        help="--engine ray: GPUs per task, e.g. 0.25 packs four stacks on a GPU [0]; `device: auto` then trains "
+        "on the GPU Ray assigned.",
+    ),
+]
+SweepRunsDirOption = Annotated[str, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 ShadowsOption = Annotated[
     bool,
     typer.Option(
@@ -82,18 +107,23 @@ def sweep(
     jobs: JobsOption = 1,
     engine: EngineOption = "auto",
     shadows: ShadowsOption = False,
-    runs_dir: RunsDirOption = Path("runs"),
+    runs_dir: SweepRunsDirOption = "runs",
     force: ForceOption = False,
     quiet: QuietOption = False,
     checkpoint_every: CheckpointOption = None,
     plots: PlotsOption = False,
     threads: ThreadsOption = 1,
+    max_runs: MaxRunsOption = None,
+    cpus_per_task: CpusOption = None,
+    gpus_per_task: GpusOption = None,
 ) -> None:
     """Run every combination of betas × seeds × grid values, each into its own run folder of one sweep folder.
 
     Re-running the same sweep skips runs that already finished, continues checkpointed ones and restarts the rest
     (--force: redo all); runs another emabench process is training are left to it. Ctrl-C stops after the current
     epoch, checkpoints unfinished runs and starts nothing new. Then compare them: `emabench report <sweep folder>`.
+    Options that contradict each other (a value listed twice, --set of a swept key, one key swept by two options)
+    are refused, not merged.
     """
     from emabench.config import load_config
     from emabench.runs import plan
@@ -102,97 +132,77 @@ def sweep(
 
     if engine not in plan.ENGINES:
         raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(plan.ENGINES)}")
-    axes = _axes(beta, seeds, grid, shadows)
+    options = _ray_options(engine, cpus_per_task, gpus_per_task)
+    limit = max_runs or plan.MAX_RUNS
+    axes = sweep_axes(beta, seeds, grid, shadows, set_ or [], limit)
+    folder_root = runs_dir_path(runs_dir)
     base = load_config(config, set_ or [])
     if shadows:
         base = plan.with_beta_shadows(base, parse_betas(beta or ""))
         if not quiet:
             _print_shadow_mode(base)
-    described = plan.describe(base, axes, engine, jobs)  # type: ignore[arg-type]  # validates every combination
+    described = plan.describe(base, axes, engine, jobs, limit)  # type: ignore[arg-type]  # validates every combination
     if not quiet:
         _print_plan(described, engine, jobs)
     set_threads(threads)
-    stop = StopRequest(notice=stopping_notice)
-    with stop.installed(), sweep_progress(described.runs, quiet) as (on_epoch, on_stack_done):
+    stop, view = StopRequest(notice=stopping_notice), _RayView()
+    with stop.installed(), _progress(engine, described.runs, quiet, view) as callbacks:
         folder, outcomes = run_sweep(
             base,
             axes,
-            runs_dir,
+            folder_root,
             jobs=jobs,
             engine=engine,  # type: ignore[arg-type]
             force=force,
             mode="shadows" if shadows else "runs",
-            on_epoch=on_epoch,
-            on_stack_done=on_stack_done,
             stop=stop.is_set,
             checkpoint_every=checkpoint_every or 0,
             plots=plots,
+            max_runs=limit,
+            ray=options,
+            **callbacks,
         )
-    _render(folder, outcomes, stopped=stop.is_set())
+    _render(folder, outcomes, stopped=stop.is_set(), ray=view.last)
 
 
-def parse_betas(text: str) -> list[float]:
-    """``"0.99,0.999"`` → ``[0.99, 0.999]``; every value must be a number in [0, 1)."""
-    betas = []
-    for part in _items(text, "--beta"):
-        try:
-            value = float(part)
-        except ValueError:
-            raise ConfigError(f"--beta: {part!r} is not a number (allowed: comma-separated values in [0, 1))") from None
-        if not 0 <= value < 1:
-            raise ConfigError(f"--beta: {value} is outside [0, 1) (allowed: comma-separated values in [0, 1))")
-        betas.append(value)
-    return betas
+def _ray_options(engine: str, cpus: int | None, gpus: float | None) -> RayOptions | None:
+    """``--cpus-per-task``/``--gpus-per-task`` for Ray's tasks; refused with any other engine."""
+    if engine != "ray":
+        for name, value in (("--cpus-per-task", cpus), ("--gpus-per-task", gpus)):
+            if value is not None:
+                raise ConfigError(f"{name}: only with --engine ray (not --engine {engine})")
+        return None
+    from emabench.runs.ray_cluster import RayOptions
+
+    return RayOptions(cpus_per_task=cpus or 1, gpus_per_task=gpus or 0.0)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"``, ``"0-9"`` or a mix like ``"0-4,7"`` → a list of distinct seeds ≥ 0 in the given order."""
-    seeds: list[int] = []
-    for part in _items(text, "--seeds"):
-        low, dash, high = part.partition("-")
-        try:
-            values = range(int(low), int(high) + 1) if dash else [int(part)]
-        except ValueError:
-            raise ConfigError(f"--seeds: {part!r} is not an integer or a range like 0-9") from None
-        if dash and int(high) < int(low):
-            raise ConfigError(f"--seeds: range {part!r} is empty (write low-high with low <= high)")
-        seeds += [s for s in values if s not in seeds]
-    if any(s < 0 for s in seeds):
-        raise ConfigError("--seeds: seeds must be >= 0")
-    return seeds
+class _RayView:
+    """The latest Ray counts, kept for the summary after the progress display is gone."""
+
+    def __init__(self) -> None:
+        self.last: RayProgress | None = None
 
 
-def parse_grid_option(text: str) -> tuple[str, list[Any]]:
-    """``"train.optimizer.lr=0.001,0.01"`` → ``("train.optimizer.lr", [0.001, 0.01])`` (values parsed as YAML)."""
-    from emabench.config import check_key, parse_yaml
+@contextlib.contextmanager
+def _progress(engine: str, total: int, quiet: bool, view: _RayView) -> Iterator[dict[str, Any]]:
+    """The sweep's progress callbacks: finished / running / failed / retried runs on Ray, epochs and stacks here."""
+    if engine != "ray":
+        with sweep_progress(total, quiet) as (on_epoch, on_stack_done):
+            yield {"on_epoch": on_epoch, "on_stack_done": on_stack_done}
+        return
+    with contextlib.ExitStack() as stack:
+        progress = None if quiet else stack.enter_context(progress_bar())
+        task = None if progress is None else progress.add_task("runs", total=total, status="")
 
-    key, sep, raw = text.partition("=")
-    if not sep or not raw.strip():
-        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,... e.g. train.optimizer.lr=0.001,0.003")
-    check_key(key, "--grid", text)  # the key exists; an error quotes the whole option
-    return key.strip(), [parse_yaml(v, f"--grid {key}") for v in _items(raw, f"--grid {key}")]
+        def on_ray_progress(counts: RayProgress) -> None:
+            view.last = counts
+            if progress is not None:
+                status = f"{counts.finished} finished, {counts.running} running, {counts.failed} failed, "
+                status += f"{counts.retried} retried"
+                progress.update(task, completed=counts.finished + counts.failed, status=status)
 
-
-def _items(text: str, option: str) -> list[str]:
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or any(not p for p in parts):
-        raise ConfigError(f"{option}: expected a comma-separated list, got {text!r}")
-    return parts
-
-
-def _axes(beta: str | None, seeds: str | None, grid: list[str] | None, shadows: bool) -> dict[str, list[Any]]:
-    """The swept keys and their values from ``--beta`` (unless ``--shadows``), ``--grid`` and ``--seeds``."""
-    axes: dict[str, list[Any]] = {}
-    if shadows and beta is None:
-        raise ConfigError("--shadows: give the betas to track with --beta")
-    if beta is not None and not shadows:
-        axes["ema.beta"] = parse_betas(beta)
-    for item in grid or []:
-        key, values = parse_grid_option(item)
-        axes[key] = values
-    if seeds is not None:
-        axes["seed"] = parse_seeds(seeds)
-    return axes
+        yield {"on_ray_progress": on_ray_progress}
 
 
 def _print_shadow_mode(base: Config) -> None:
@@ -209,17 +219,35 @@ def _print_plan(described: SweepPlan, engine: str, jobs: int) -> None:
     console.print(f"Sweep: {described.runs} runs ({mode}, {jobs} job(s){where}).")
 
 
-def _render(folder: Path, outcomes: list[RunOutcome], *, stopped: bool) -> None:
-    """The sweep's outcome counts and where to look next; exit code 130 if it was interrupted."""
+def _render(folder: Path, outcomes: list[RunOutcome], *, stopped: bool, ray: RayProgress | None) -> None:
+    """The sweep's outcome counts and where to look next; exit code 130 if it was interrupted, 3 if runs failed."""
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status.replace("_", " ")] = counts.get(outcome.status.replace("_", " "), 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     resumed = sum(1 for o in outcomes if o.resumed_from and o.status != "skipped")
     summary += f"; {resumed} continued from a checkpoint" if resumed else ""
+    if ray is not None and ray.tasks:
+        console.print(_traffic(ray), highlight=False)
     if stopped:
         exit_interrupted(f"{summary}; re-run the same command to continue ({folder})")
     console.print(f"Sweep folder: [bold]{folder}[/]  ({summary})")
     if counts.get("locked"):
         console.print(f"{counts['locked']} run(s) are being trained by another emabench process and were left to it.")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        first = f"{failed[0].folder.name}: {failed[0].error}"
+        raise RunError(
+            f"{len(failed)} run(s) failed (FAILED in their folders; first: {first}); re-run the same command to "
+            "retry them"
+        )
     console.print(f"Compare: emabench report {folder}")
+
+
+def _traffic(ray: RayProgress) -> str:
+    """Ray's tasks, retries and the bytes that went over the wire (pickled), in total and per task."""
+    to_tasks, from_tasks = ray.bytes_to_tasks / 1024, ray.bytes_from_tasks / 1024
+    return (
+        f"Ray: {ray.tasks} task(s), {ray.retried} retried; {to_tasks:.1f} KiB sent to tasks and {from_tasks:.1f} KiB "
+        f"back ({to_tasks / ray.tasks:.1f} / {from_tasks / ray.tasks:.1f} KiB per task)"
+    )

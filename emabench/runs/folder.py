@@ -9,14 +9,17 @@ A run folder holds::
     r2.png        the task's plot metric per epoch, raw vs averaged (:func:`metric_plot`: r2.png, accuracy.png)
     checkpoint.pt with ``--checkpoint-every`` or after Ctrl-C: the state to continue the run (removed once DONE)
     INTERRUPTED   written when Ctrl-C/SIGTERM stopped the run (JSON: epochs, checkpoint epoch)
+    FAILED        written when the run's task failed for good (``--engine ray``: it raised, or its node was lost more
+                  often than Ray retries; JSON: error, epochs, checkpoint epoch); re-running the sweep retries it
     DONE          written last (JSON: status, stop reason, epochs, wall time); a folder without it is incomplete
     .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
 
 The lifecycle, in :class:`RunFolder`'s methods: :meth:`~RunFolder.start` (clear what a previous attempt left, create,
 write the config), :meth:`~RunFolder.record_epoch` (append a history row), :meth:`~RunFolder.save_checkpoint`,
-:meth:`~RunFolder.interrupt`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's epoch) and
-:meth:`~RunFolder.finish` (metrics, figures, DONE, then the checkpoint dropped). Every file is written atomically
-(:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in :mod:`emabench.runs.sweep_folder`.
+:meth:`~RunFolder.interrupt`, :meth:`~RunFolder.fail`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's
+epoch) and :meth:`~RunFolder.finish` (metrics, figures, DONE, then the checkpoint dropped). Every file is written
+atomically (:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in
+:mod:`emabench.runs.sweep_folder`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from emabench.config import Config, dump_yaml, parse_yaml, validate_config
 from emabench.errors import InputError, RunError
 from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
+from emabench.runs.encoding import csv_value, decode_checkpoint, encode_checkpoint, rows_to_csv
 from emabench.runs.lock import RunLock, try_lock
 
 if TYPE_CHECKING:
@@ -48,9 +52,9 @@ METRICS = "metrics.csv"
 LOSS_PLOT = "loss.png"
 DONE = "DONE"
 INTERRUPTED = "INTERRUPTED"
+FAILED = "FAILED"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
-CHECKPOINT_FORMAT = 2  # bump when the layout of Trainer.replica_state changes; older checkpoints are refused
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -75,15 +79,6 @@ def config_hash(config: dict[str, Any]) -> str:
 def run_id(config: dict[str, Any]) -> str:
     """``<name>-seed<seed>-<hash>``, deterministic from the resolved config."""
     return safe_name(f"{config['name']}-seed{config['seed']}-{config_hash(config)}")
-
-
-def rows_to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    columns = list(columns or (rows[0].keys() if rows else []))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 class RunFolder:
@@ -161,23 +156,43 @@ class RunFolder:
         """Mark the run stopped before its end (its checkpoint, if any, lets it continue)."""
         self.mark_interrupted(info)
 
+    def fail(self, config: Config, info: dict[str, Any]) -> None:
+        """Mark the run failed (its task raised or was lost for good); a checkpoint, if any, stays to continue from.
+        A run that failed before it started gets its config too, so it is listed (``emabench ls``) and counted."""
+        if not (self.path / CONFIG).is_file():
+            self.create().write_config(dump_yaml(config.to_dict()))
+        (self.path / INTERRUPTED).unlink(missing_ok=True)
+        atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
+
     def resume(self, history: Sequence[dict[str, Any]]) -> None:
-        """Continue from the checkpoint: drop partial writes and the interrupted mark, and cut ``history.csv`` back to
-        the checkpoint's rows (epochs after it are trained again)."""
+        """Continue from the checkpoint: drop partial writes and the interrupted or failed mark, and cut
+        ``history.csv`` back to the checkpoint's rows (epochs after it are trained again)."""
         self.remove_partial_writes()
         self.clear_interrupted()
         self.write_history(history)
 
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
-        """The run's own state (see :meth:`write_checkpoint`), tagged with the hash of ``config``."""
-        self.write_checkpoint(state | {"config_hash": config_hash(config.to_dict())})
+        """The run's own state (see :func:`encode_checkpoint`), tagged with the hash of ``config``."""
+        self.write_checkpoint_bytes(encode_checkpoint(state, config_hash(config.to_dict())))
 
     def checkpoint_for(self, config: Config) -> dict[str, Any]:
-        """The checkpoint, if it was saved for ``config``; else a :class:`RunError`."""
-        state = self.read_checkpoint()
+        """The checkpoint, if it was saved for ``config``; else an :class:`InputError` (none) or a :class:`RunError`
+        (unreadable, or saved for another config)."""
+        return self.checkpoint_file_for(config)[1]
+
+    def checkpoint_file_for(self, config: Config) -> tuple[bytes, dict[str, Any]]:
+        """The checkpoint's bytes (``checkpoint.pt`` as it is) and its state, if saved for ``config``."""
+        path = self.path / CHECKPOINT
+        if not path.is_file():  # a user's --resume of a run that has none: bad input (exit 2)
+            raise InputError(f"{self.path}: no {CHECKPOINT} to resume from (the run was not checkpointed)")
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise RunError(f"{path}: unreadable checkpoint ({err.strerror or err})") from None
+        state = decode_checkpoint(data, path)
         if state.get("config_hash") != config_hash(config.to_dict()):
             raise RunError(f"{self.path}: the checkpoint was saved for a different config than its config.yaml")
-        return state
+        return data, state
 
     def resume_point(self, config: Config) -> dict[str, Any] | None:
         """The checkpoint the run can continue from, or ``None`` (DONE, none, unreadable or saved for another
@@ -241,43 +256,25 @@ class RunFolder:
         atomic_write_bytes(self.path / name, buffer.getvalue())
 
     def mark_done(self, info: dict[str, Any]) -> None:
-        (self.path / INTERRUPTED).unlink(missing_ok=True)
+        self.clear_interrupted()
         atomic_write_text(self.path / DONE, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
 
     def mark_interrupted(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.path / INTERRUPTED, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     def clear_interrupted(self) -> None:
+        """Drop the marks of an earlier attempt that did not finish (INTERRUPTED, FAILED)."""
         (self.path / INTERRUPTED).unlink(missing_ok=True)
+        (self.path / FAILED).unlink(missing_ok=True)
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
-    def write_checkpoint(self, state: dict[str, Any]) -> None:
-        """Save a run's state (tensors, numbers, strings, lists and dicts only) atomically as ``checkpoint.pt``."""
-        import torch
-
-        _check_plain(state, "checkpoint")
-        buffer = io.BytesIO()
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
-        atomic_write_bytes(self.path / CHECKPOINT, buffer.getvalue())
+    def write_checkpoint_bytes(self, data: bytes) -> None:
+        """``checkpoint.pt``, atomically, from :func:`encode_checkpoint` 's bytes (made here or in a Ray task)."""
+        atomic_write_bytes(self.path / CHECKPOINT, data)
 
     @property
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).is_file()
-
-    def read_checkpoint(self) -> dict[str, Any]:
-        """The saved state, loaded with ``weights_only=True`` (no code runs) onto the CPU."""
-        import torch
-
-        path = self.path / CHECKPOINT
-        if not path.is_file():
-            raise InputError(f"{self.path}: no {CHECKPOINT} to resume from (the run was not checkpointed)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file: torch raises several kinds
-            raise RunError(f"{path}: unreadable checkpoint ({type(err).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise RunError(f"{path}: not a checkpoint of this emabench version (format {CHECKPOINT_FORMAT})")
-        return state
 
     def remove_checkpoint(self) -> None:
         (self.path / CHECKPOINT).unlink(missing_ok=True)
@@ -295,9 +292,11 @@ class RunFolder:
 
     @property
     def status(self) -> str:
-        """``completed``/``diverged`` (from DONE), ``interrupted``, or ``incomplete``."""
+        """``completed``/``diverged`` (from DONE), ``failed``, ``interrupted``, or ``incomplete``."""
         if self.is_done:
             return str(self.done_info().get("status", "completed"))
+        if (self.path / FAILED).is_file():
+            return "failed"
         if (self.path / INTERRUPTED).is_file():
             return "interrupted"
         return "incomplete"
@@ -337,7 +336,7 @@ class RunFolder:
         try:
             with open(self.path / METRICS, encoding="utf-8", newline="") as handle:
                 return [
-                    {k: v if k == "model" else _number(v) for k, v in row.items()} for row in csv.DictReader(handle)
+                    {k: v if k == "model" else csv_value(v) for k, v in row.items()} for row in csv.DictReader(handle)
                 ]
         except (OSError, csv.Error, UnicodeDecodeError) as err:
             raise RunError(f"{self.path / METRICS}: unreadable ({err})") from None
@@ -355,28 +354,6 @@ class RunFolder:
 
     def read_metrics(self) -> pd.DataFrame:
         return self.read_table(METRICS)
-
-
-def _number(text: str) -> float | str:
-    try:
-        return float(text) if text != "" else float("nan")
-    except ValueError:
-        return text
-
-
-def _check_plain(value: Any, where: str) -> None:
-    """Refuse anything ``torch.load(weights_only=True)`` would not read back (custom classes, str subclasses)."""
-    import torch
-
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_plain(key, where)
-            _check_plain(item, f"{where}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
-    elif not (type(value) in (str, int, float, bool, type(None)) or type(value) is torch.Tensor):
-        raise TypeError(f"{where}: {type(value).__name__} cannot be saved in a weights-only checkpoint")
 
 
 def is_run_folder(path: Path) -> bool:

@@ -2,11 +2,18 @@
 
 Nothing here trains or writes; :mod:`emabench.runs.unit` trains a :class:`Unit`, the executors
 (:mod:`~emabench.runs.sweep`, :mod:`~emabench.runs.pool`, :mod:`~emabench.runs.ray_executor`) hand units out.
+
+Bounds: a sweep holds at most ``max_runs`` runs (:data:`MAX_RUNS` unless asked for more), checked from the axes'
+lengths before a single config is built; a unit holds at most :func:`stack_limit` runs, because every run of a unit
+in training is locked through one open file (:mod:`emabench.runs.lock`), so the open files stay bounded by
+``jobs`` × that limit whatever the sweep's size.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +21,61 @@ from typing import Any, Literal
 
 from emabench.config import Config, validate_config, with_overrides
 from emabench.errors import ConfigError
-from emabench.runs.folder import RunFolder
+from emabench.runs.folder import RunFolder, run_id
 from emabench.train.build import stack_key
 
 Engine = Literal["auto", "vectorized", "process", "ray"]
 ENGINES: tuple[Engine, ...] = ("auto", "vectorized", "process", "ray")
 
+MAX_RUNS = 1000  # per sweep unless --max-runs says more: a typo like --seeds 0-100000 must not start 100k runs
+MAX_STACK = 256  # runs per stacked model: beyond this a bigger stack gains nothing and holds more open lock files
+RESERVED_FDS = 128  # open files left for everything but run locks (torch, data, the executor's pipes)
+
+
+def count_runs(grid: dict[str, Sequence[Any]]) -> int:
+    """How many runs the grid expands to (the product of its axes' lengths), without building any."""
+    return math.prod(len(values) for values in grid.values())
+
+
+def check_size(grid: dict[str, Sequence[Any]], max_runs: int) -> None:
+    """Refuse a grid of more than ``max_runs`` runs, naming each axis's length and how to allow it."""
+    runs = count_runs(grid)
+    if runs > max_runs:
+        shape = " × ".join(f"{len(values)} {key}" for key, values in grid.items())
+        raise ConfigError(
+            f"the sweep has {runs} runs ({shape}), more than --max-runs {max_runs}; "
+            f"check the values, or allow it with --max-runs {runs}"
+        )
+
+
+def stack_limit(jobs: int) -> int:
+    """The most runs one unit may stack: :data:`MAX_STACK`, fewer when ``jobs`` units at a time would hold more
+    run locks (one open file each) than this process may open."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    budget = MAX_STACK * max(1, jobs) if soft == resource.RLIM_INFINITY else soft - RESERVED_FDS
+    return max(1, min(MAX_STACK, budget // max(1, jobs)))
+
 
 def expand_grid(base: Config, grid: dict[str, Sequence[Any]]) -> list[Config]:
-    """Every combination of the grid's dotted keys (e.g. ``{"ema.beta": [...], "seed": [...]}``), validated."""
+    """Every combination of the grid's dotted keys (e.g. ``{"ema.beta": [...], "seed": [...]}``), validated.
+    Two combinations that resolve to the same config (the same run) are refused, naming both."""
     keys = list(grid)
-    return [with_overrides(base, dict(zip(keys, values))) for values in itertools.product(*grid.values())]
+    configs, seen = [], {}
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(keys, values))
+        config = with_overrides(base, setting)
+        first = seen.setdefault(run_id(config.to_dict()), setting)
+        if first is not setting:
+            raise ConfigError(
+                f"the sweep lists one run twice: {_setting(first)} and {_setting(setting)} give the same config "
+                "(give each value once)"
+            )
+        configs.append(config)
+    return configs
+
+
+def _setting(values: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "the base config"
 
 
 def with_beta_shadows(base: Config, betas: Sequence[float]) -> Config:
@@ -38,7 +89,8 @@ def with_beta_shadows(base: Config, betas: Sequence[float]) -> Config:
 
 def plan_stacks(configs: Sequence[Config], engine: Engine, jobs: int) -> list[list[Config]]:
     """Split the runs into units of work: singletons for ``process``; groups that can share one stacked model,
-    cut into at most ``jobs`` pieces each, for ``auto``, ``vectorized`` (one group only) and ``ray``."""
+    cut into ``jobs`` pieces each (fewer for many groups) of at most :func:`stack_limit` runs, for ``auto``,
+    ``vectorized`` (one group only) and ``ray``."""
     if engine == "process":
         return [[c] for c in configs]
     groups: dict[Any, list[Config]] = {}
@@ -47,7 +99,13 @@ def plan_stacks(configs: Sequence[Config], engine: Engine, jobs: int) -> list[li
     if engine == "vectorized" and len(groups) > 1:
         raise ConfigError("--engine vectorized: the swept settings change the data or the architecture")
     pieces = max(1, jobs // max(1, len(groups)))
-    return [group[i::pieces] for group in groups.values() for i in range(pieces) if group[i::pieces]]
+    return [stack for group in groups.values() for stack in _cut(group, pieces, stack_limit(jobs))]
+
+
+def _cut(group: list[Config], pieces: int, limit: int) -> list[list[Config]]:
+    """``group`` in ``pieces`` interleaved stacks, or more when that would put more than ``limit`` in one."""
+    pieces = max(pieces, math.ceil(len(group) / limit))
+    return [group[i::pieces] for i in range(pieces) if group[i::pieces]]
 
 
 @dataclass(frozen=True)
@@ -67,9 +125,13 @@ class SweepPlan:
         return self.stacks < self.runs
 
 
-def describe(base: Config, grid: dict[str, Sequence[Any]], engine: Engine, jobs: int) -> SweepPlan:
+def describe(
+    base: Config, grid: dict[str, Sequence[Any]], engine: Engine, jobs: int, max_runs: int = MAX_RUNS
+) -> SweepPlan:
     """Validate every combination of the grid and count the units a fresh sweep would train; raises
-    :class:`ConfigError` for a bad combination or an engine that cannot train them."""
+    :class:`ConfigError` for a grid of more than ``max_runs`` runs, a bad or repeated combination, or an engine
+    that cannot train them."""
+    check_size(grid, max_runs)
     configs = expand_grid(base, grid)
     return SweepPlan(configs, len(plan_stacks(configs, engine, jobs)))
 
@@ -95,6 +157,6 @@ def plan_units(configs: Sequence[Config], folder: Path, engine: Engine, jobs: in
     units = []
     pieces = 1 if engine == "process" else max(1, jobs // max(1, len(resumable)))
     for group in resumable.values():
-        stacks = [[c] for c in group] if engine == "process" else [group[i::pieces] for i in range(pieces)]
-        units += [Unit(stack, True) for stack in stacks if stack]
+        stacks = [[c] for c in group] if engine == "process" else _cut(group, pieces, stack_limit(jobs))
+        units += [Unit(stack, True) for stack in stacks]
     return units + [Unit(stack, False) for stack in plan_stacks(fresh, engine, jobs)]

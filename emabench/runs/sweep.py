@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from emabench.config import Config
+from emabench.errors import ConfigError
 from emabench.runs import ray_executor
 from emabench.runs.atomic import inside
 from emabench.runs.folder import RunFolder
-from emabench.runs.plan import Engine, Unit, expand_grid, plan_units
+from emabench.runs.plan import MAX_RUNS, Engine, Unit, check_size, expand_grid, plan_units
 from emabench.runs.pool import run_in_pool
+from emabench.runs.ray_cluster import RayOptions, check_devices, require_ray
+from emabench.runs.ray_executor import ProgressCallback
 from emabench.runs.sweep_folder import sweep_dir, write_sweep_spec
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, SweepWork
 from emabench.train.build import runnable_device
@@ -40,33 +43,51 @@ def sweep(
     stop: StopCheck | None = None,
     checkpoint_every: int = 0,
     plots: bool = False,
+    max_runs: int = MAX_RUNS,
+    ray: RayOptions | None = None,
+    on_ray_progress: ProgressCallback | None = None,
 ) -> tuple[Path, list[RunOutcome]]:
     """Run every grid combination into ``<runs_dir>/sweep-<name>-<hash>/<run-id>/``; DONE runs are skipped,
     checkpointed ones resumed, runs another process is training left to it (``locked``).
 
+    A grid of more than ``max_runs`` runs, or one that lists a run twice, is refused before anything is written.
+
     ``mode`` is recorded in ``sweep.json``: ``runs`` (one run per setting) or ``shadows`` (settings tracked as
     shadow averagers of one trajectory, see :func:`emabench.runs.plan.with_beta_shadows`).
 
-    ``engine="ray"``: the units are Ray tasks, ``jobs`` at a time (:mod:`emabench.runs.ray_executor`)."""
+    ``engine="ray"``: the units are Ray tasks, ``jobs`` at a time, each asking for ``ray``'s resources
+    (:mod:`emabench.runs.ray_executor`); ``on_ray_progress`` gets the run counts as they change."""
     if engine == "ray":
-        ray_executor.require_ray()  # refuse before anything is written
+        require_ray()  # refuse before anything is written
+    elif ray is not None:
+        raise ConfigError(f"--cpus-per-task/--gpus-per-task: only with --engine ray (not --engine {engine})")
+    check_size(grid, max_runs)
     configs = expand_grid(base, grid)
     spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
     folder = sweep_dir(Path(runs_dir), base.name, spec)
     inside(folder, runs_dir)
     pending, outcomes = _not_done(configs, folder, force)
-    for device, precision in {(c.device, c.train.precision) for c in pending}:
-        runnable_device(next(c for c in pending if (c.device, c.train.precision) == (device, precision)))
+    _check_devices(pending, engine, ray)  # refuse before any folder is created
     write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs})
     units = plan_units(pending, folder, engine, jobs, force)
     work = SweepWork(folder, engine, force, stop, checkpoint_every, plots)
     if engine == "ray":
-        outcomes += ray_executor.run_units(units, work, jobs, on_stack_done)
+        outcomes += ray_executor.run_units(units, work, jobs, on_stack_done, ray, on_ray_progress)
     elif jobs > 1 and len(units) > 1:
         outcomes += run_in_pool(units, work, jobs, on_stack_done)
     else:
         outcomes += _run_here(units, work, on_epoch, on_stack_done)
     return folder, outcomes
+
+
+def _check_devices(pending: list[Config], engine: Engine, ray: RayOptions | None) -> None:
+    """Locally, this machine must have the devices (and CUDA for fp16); on Ray, the tasks' nodes (asked for through
+    ``ray``)."""
+    if engine == "ray":
+        check_devices({c.device for c in pending}, ray or RayOptions())
+        return
+    for config in {(c.device, c.train.precision): c for c in pending}.values():
+        runnable_device(config)
 
 
 def _not_done(configs: list[Config], folder: Path, force: bool) -> tuple[list[Config], list[RunOutcome]]:

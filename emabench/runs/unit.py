@@ -4,7 +4,8 @@
 :class:`~emabench.runs.folder.RunFolder`'s lifecycle as the epochs come: a row per epoch (so a killed run keeps every
 finished epoch), ``finish`` on a replica's last epoch, a checkpoint every ``checkpoint_every`` epochs, ``interrupt``
 when asked to stop. :class:`SweepWork` is what every unit of one sweep shares (and how a unit is claimed, i.e.
-locked, just before it trains); :func:`stack_worker` is the picklable entry point of worker processes and Ray tasks.
+locked, just before it trains); :func:`stack_worker` is the picklable entry point of worker processes (Ray tasks
+have their own, :mod:`emabench.runs.ray_task`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ StopCheck = Callable[[], bool]
 @dataclass(frozen=True)
 class RunOutcome:
     """What one run ended as. ``status``: ``completed`` or ``diverged`` (DONE), ``skipped`` (already DONE),
-    ``interrupted`` (stopped after an epoch, checkpointed), ``not_started`` (the sweep was stopped first) or
-    ``locked`` (another process is training it). ``resumed_from``: the checkpoint epoch it continued from."""
+    ``interrupted`` (stopped after an epoch, checkpointed), ``not_started`` (the sweep was stopped first),
+    ``locked`` (another process is training it) or ``failed`` (FAILED: its Ray task raised or was lost for good;
+    ``error`` says why). ``resumed_from``: the checkpoint epoch it continued from."""
 
     folder: RunFolder
     status: str
@@ -46,6 +48,7 @@ class RunOutcome:
     stop_reason: str
     wall_time_s: float
     resumed_from: int = 0
+    error: str = ""
 
     @classmethod
     def skipped(cls, folder: RunFolder) -> RunOutcome:
@@ -149,8 +152,13 @@ def train_stack(
     checkpoint_every: int = 0,
     resume: bool = False,
     plots: bool = True,
+    flush: Callable[[], None] | None = None,
 ) -> list[RunOutcome]:
     """Train ``configs`` as one stacked model, writing replica r into ``folders[r]`` (which the caller has locked).
+
+    ``folders`` are :class:`RunFolder` s, or anything with the same lifecycle methods (a Ray task's proxies that
+    send each call to the driver, :mod:`emabench.runs.ray_task`); ``flush`` is called after every epoch's calls
+    (rows, finished runs, checkpoints), so such a proxy can send them as one message.
 
     ``plots``: draw each run's loss.png and r2.png (~0.25 s a run; sweeps leave them to ``report``'s figures).
 
@@ -170,6 +178,8 @@ def train_stack(
             stopping = stop is not None and stop()
             if not trainer.done and (stopping or (checkpoint_every and trainer.epoch % checkpoint_every == 0)):
                 stack.checkpoint(checkpoint_every)
+            if flush is not None:
+                flush()
             if stopping:
                 break
     except BaseException:
@@ -226,19 +236,26 @@ class SweepWork:
 
     def claim(self, unit: Unit, outcomes: list[RunOutcome]) -> list[Claimed]:
         """Lock the unit's runs just before training them; runs another process holds or has finished meanwhile
-        are recorded in ``outcomes`` and left out, and the rest re-planned from what is on disk now."""
+        are recorded in ``outcomes`` and left out, and the rest re-planned from what is on disk now. If anything
+        goes wrong on the way (no lock file can be opened, ...), the locks taken so far are released (leaving no
+        folder behind) before the error goes on."""
         locks: dict[str, RunLock] = {}
-        for run_folder in self.folders(unit):
-            lock = run_folder.try_lock()
-            if lock is None:
-                outcomes.append(RunOutcome(run_folder, "locked", 0, "", 0.0))
-            elif run_folder.is_done and not self.force:
+        try:
+            for run_folder in self.folders(unit):
+                lock = run_folder.try_lock()
+                if lock is None:
+                    outcomes.append(RunOutcome(run_folder, "locked", 0, "", 0.0))
+                elif run_folder.is_done and not self.force:
+                    lock.release()
+                    outcomes.append(RunOutcome.skipped(run_folder))
+                else:
+                    locks[run_folder.name] = lock
+            mine = [c for c, f in zip(unit.configs, self.folders(unit)) if f.name in locks]
+            units = plan_units(mine, self.folder, self.engine, 1, self.force)
+        except BaseException:
+            for lock in locks.values():
                 lock.release()
-                outcomes.append(RunOutcome.skipped(run_folder))
-            else:
-                locks[run_folder.name] = lock
-        mine = [c for c, f in zip(unit.configs, self.folders(unit)) if f.name in locks]
-        units = plan_units(mine, self.folder, self.engine, 1, self.force)
+            raise
         return [(u, [locks[f.name] for f in self.folders(u)]) for u in units]
 
     def train(self, unit: Unit, on_epoch: EpochCallback | None = None) -> list[RunOutcome]:
@@ -258,7 +275,7 @@ class SweepWork:
         return [c.to_dict() for c in unit.configs], str(self.folder), unit.resume, self.checkpoint_every, self.plots
 
 
-# --- in a worker process or a Ray task ----------------------------------------------------------------------------
+# --- in a worker process -------------------------------------------------------------------------------------------
 
 _WORKER_STOP: StopRequest | None = None
 
@@ -280,7 +297,7 @@ def stack_worker(
     plots: bool,
     stop: StopCheck | None = None,
 ) -> list[RunOutcome]:
-    """One unit in a worker process or a Ray task: picklable arguments in, outcomes out. ``stop`` defaults to the
+    """One unit in a worker process: picklable arguments in, outcomes out. ``stop`` defaults to the
     worker process's own request (:func:`init_worker`)."""
     stack = [Config.model_validate(c) for c in configs]
     if stop is None and _WORKER_STOP is not None:
