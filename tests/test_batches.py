@@ -34,3 +34,12 @@ def test_a_replica_draws_the_same_in_any_stack() -> None:
 def test_micro_batches_cover_the_batch() -> None:
     assert micro_batches(10, 3) == [(0, 3), (3, 7), (7, 10)]
     assert micro_batches(2, 4) == [(0, 1), (1, 2)]
+
+
+def test_scaled_masks_are_the_kept_units_times_one_over_keep() -> None:
+    out = np.empty((300, 7), dtype=np.float32)
+    from emabench.train.batches import scaled_masks
+
+    scaled_masks(mask_generator(3), (300, 7), 0.7, out=out)
+    kept = keep_masks(mask_generator(3), (300, 7), 0.7)
+    assert np.array_equal(out, kept.astype(np.float32) * np.float32(1 / 0.7))

@@ -144,5 +144,11 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
 
 
+_DUMPER = getattr(
+    yaml, "CSafeDumper", yaml.SafeDumper
+)  # libyaml's emitter when PyYAML has it: the same text, 4x faster
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    """Plain types as YAML (a sweep writes one resolved config per run)."""
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, default_flow_style=None)

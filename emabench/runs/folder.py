@@ -28,8 +28,10 @@ import csv
 import hashlib
 import io
 import json
+import math
 import re
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from emabench.tasks.base import Task
+
+HISTORY_EVERY_S = 2.0  # history.csv is rewritten at most this often while a run trains (always at its end)
 
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
@@ -86,7 +90,9 @@ class RunFolder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._history: tuple[list[dict[str, Any]], str] = ([], "")  # rows written so far, and their CSV text
+        self._history: tuple[list[dict[str, Any]], str] = ([], "")  # rows so far, and their CSV text
+        self._unwritten = False  # rows not yet in history.csv
+        self._written_at = -math.inf  # when history.csv was last written (time.monotonic())
 
     @classmethod
     def for_config(cls, config: Config, runs_dir: str | Path) -> RunFolder:
@@ -109,8 +115,18 @@ class RunFolder:
         self.create().write_config(dump_yaml(config.to_dict()))
 
     def record_epoch(self, row: dict[str, Any]) -> None:
-        """One finished epoch's history row (see :meth:`append_history`)."""
-        self.append_history(row)
+        """One finished epoch's history row: kept, and ``history.csv`` rewritten at most every
+        :data:`HISTORY_EVERY_S` seconds while the run trains (a sweep of hundreds of runs would otherwise spend more
+        on renaming files than on a short epoch); every row is on disk at a checkpoint, a stop and the run's end."""
+        self._remember(row)
+        if time.monotonic() - self._written_at >= HISTORY_EVERY_S:
+            self.flush_history()
+
+    def flush_history(self) -> None:
+        """Write the rows not yet on disk (``history.csv``, whole and atomically)."""
+        if self._unwritten:
+            atomic_write_text(self.path / HISTORY, self._history[1])
+            self._unwritten, self._written_at = False, time.monotonic()
 
     def finish(
         self,
@@ -127,6 +143,7 @@ class RunFolder:
         the checkpoint is dropped."""
         from emabench.results.tables import final_metrics
 
+        self.flush_history()
         self.write_metrics(final_metrics(history, task, extra))
         if plots:
             self.draw_figures(history, task, seed)
@@ -154,6 +171,7 @@ class RunFolder:
 
     def interrupt(self, info: dict[str, Any]) -> None:
         """Mark the run stopped before its end (its checkpoint, if any, lets it continue)."""
+        self.flush_history()
         self.mark_interrupted(info)
 
     def fail(self, config: Config, info: dict[str, Any]) -> None:
@@ -173,6 +191,7 @@ class RunFolder:
 
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
         """The run's own state (see :func:`encode_checkpoint`), tagged with the hash of ``config``."""
+        self.flush_history()
         self.write_checkpoint_bytes(encode_checkpoint(state, config_hash(config.to_dict())))
 
     def checkpoint_for(self, config: Config) -> dict[str, Any]:
@@ -212,7 +231,7 @@ class RunFolder:
     def clear(self) -> None:
         """Remove everything a previous attempt left (``--force``, restarting an incomplete run), except the lock
         file: it is held by the caller, and a new file would let a second process lock the same run."""
-        self._history = ([], "")
+        self._history, self._unwritten = ([], ""), False
         if not self.path.is_dir():
             return
         for entry in self.path.iterdir():
@@ -233,17 +252,22 @@ class RunFolder:
 
     def write_history(self, rows: Sequence[dict[str, Any]]) -> None:
         self._history = ([dict(row) for row in rows], rows_to_csv(rows))
-        atomic_write_text(self.path / HISTORY, self._history[1])
+        self._unwritten = True
+        self.flush_history()
 
     def append_history(self, row: dict[str, Any]) -> None:
-        """Add one epoch's row to the rows written so far and replace ``history.csv`` (whole, atomically); only the
-        new row is rendered, so a long run does not pay for its whole history every epoch."""
+        """Add one epoch's row to the rows written so far and replace ``history.csv`` (whole, atomically) now."""
+        self._remember(row)
+        self.flush_history()
+
+    def _remember(self, row: dict[str, Any]) -> None:
+        """Add a row to the history text; only the new row is rendered, so a long run does not pay for its whole
+        history every epoch."""
         rows, text = self._history
         rows.append(dict(row))
         same_columns = len(rows) > 1 and rows[-2].keys() == rows[-1].keys()
         text = text + rows_to_csv([row]).split("\n", 1)[1] if same_columns else rows_to_csv(rows)
-        self._history = (rows, text)
-        atomic_write_text(self.path / HISTORY, text)
+        self._history, self._unwritten = (rows, text), True
 
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
         from emabench.results.tables import metrics_columns

@@ -16,6 +16,7 @@ kept, as ``DataLoader(shuffle=True)``); with gradient accumulation each batch is
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,27 @@ def keep_masks(
     return out
 
 
+def scaled_masks(generator: np.random.Generator, shape: tuple[int, ...], keep: float, out: np.ndarray) -> None:
+    """Dropout's multipliers, ``1/keep`` where :func:`keep_masks` keeps a unit and ``0`` elsewhere, written into the
+    float32 array ``out`` in one pass: the 16 random bits index a table of the two values (numpy, about 5x faster
+    here than a comparison and a cast in torch)."""
+    if keep >= 1:
+        out.fill(1.0)
+        return
+    table = _multipliers(keep)
+    count = math.prod(shape)
+    words = generator.integers(0, 2**64 - 1, size=-(-count // 4), dtype=np.uint64, endpoint=True)
+    np.take(table, words.view(np.uint16)[:count].reshape(shape), out=out)
+
+
+@functools.lru_cache(maxsize=64)
+def _multipliers(keep: float) -> np.ndarray:
+    """For each 16-bit value ``v``: ``1/keep`` if ``v < round(keep·2¹⁶)`` (the unit is kept), else ``0``."""
+    table = np.zeros(2**MASK_BITS, dtype=np.float32)
+    table[: min(round(keep * 2**MASK_BITS), 2**MASK_BITS - 1)] = 1.0 / keep
+    return table
+
+
 def draw_epoch(
     generators: Sequence[torch.Generator],
     mask_generators: Sequence[np.random.Generator],
@@ -79,12 +101,10 @@ def draw_epoch(
     n, replicas = x.shape[0], len(generators)
     order = torch.empty(replicas, n, dtype=torch.long)
     masks = [np.empty((replicas, n, *shape), dtype=np.float32) for shape in mask_shapes]
-    flags = [np.empty((n, *shape), dtype=bool) for shape in mask_shapes]
     for r, generator in enumerate(generators):
         torch.randperm(n, generator=generator, out=order[r])
-        for mask, kept, shape in zip(masks, flags, mask_shapes):
-            keep_masks(mask_generators[r], (n, *shape), keep[r], out=kept)
-            np.multiply(kept, np.float32(1.0 / keep[r]), out=mask[r])  # 0 or 1/keep (numpy: ~5x torch's cast here)
+        for mask, shape in zip(masks, mask_shapes):
+            scaled_masks(mask_generators[r], (n, *shape), keep[r], out=mask[r])
     index = order.to(x.device, non_blocking=True).view(-1)
     xs = x.index_select(0, index).view(replicas, n, *x.shape[1:])
     ys = y.index_select(0, index).view(replicas, n, *y.shape[1:])
