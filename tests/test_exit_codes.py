@@ -166,3 +166,9 @@ def test_an_unreadable_config_is_bad_input(tmp_path):
     path.write_text(SEED_CONFIG.read_text())
     path.chmod(0)
     assert "cannot read the config" in one_line(invoke("run", path, "--runs-dir", tmp_path), EXIT_BAD_INPUT)
+
+
+def test_an_empty_runs_dir_is_refused_by_run_too(tmp_path):
+    """`--runs-dir ''` would otherwise train into the current folder (issue 11, item 9)."""
+    result = CliRunner().invoke(app, ["run", "--runs-dir", "", "--set", "train.max_epochs=1", "-q"])
+    assert result.exit_code == 2 and "--runs-dir: empty path" in result.output

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from emabench.cli.tables import print_fitted, print_run_metrics
-from emabench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_ERROR, EmabenchError, one_line
+from emabench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_ERROR, ConfigError, EmabenchError, one_line
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -46,6 +46,8 @@ SetOption = Annotated[
     ),
 ]
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.", file_okay=False)]
+# where runs are written: read as text, so that an empty --runs-dir is refused instead of meaning this folder
+WriteRunsDirOption = Annotated[str, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display, only the result.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Re-train runs that are already finished (DONE).")]
 ThreadsOption = Annotated[
@@ -112,7 +114,13 @@ def exit_interrupted(message: str) -> None:
     raise typer.Exit(EXIT_INTERRUPTED)
 
 
-STATUS_STYLES = {"completed": "green", "diverged": "red", "interrupted": "yellow", "incomplete": "yellow"}
+STATUS_STYLES = {
+    "completed": "green",
+    "diverged": "red",
+    "failed": "red",
+    "interrupted": "yellow",
+    "incomplete": "yellow",
+}
 
 
 def print_table(header: list[str], body: list[list[str]], title: str | None = None) -> None:
@@ -176,3 +184,13 @@ def sweep_progress(total: int, quiet: bool) -> Iterator[tuple[Any, Any]]:
             progress.update(task, completed=max(stopped_here[0], reported[0]))
 
         yield on_epoch, on_stack_done
+
+
+def runs_dir_path(text: str) -> Path:
+    """``--runs-dir`` as a path; an empty one is refused rather than read as the current directory."""
+    if not text.strip():
+        raise ConfigError("--runs-dir: empty path (give a folder, e.g. --runs-dir runs; '.' for this one)")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--runs-dir: {text} is a file, not a folder")
+    return path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,14 +11,15 @@ from emabench.cli.common import (
     CheckpointOption,
     ForceOption,
     QuietOption,
-    RunsDirOption,
     SetOption,
     ThreadsOption,
+    WriteRunsDirOption,
     console,
     epoch_progress,
     exit_interrupted,
     handles_errors,
     print_metrics,
+    runs_dir_path,
     set_threads,
     stopping_notice,
 )
@@ -40,7 +41,7 @@ def run(
         ),
     ] = None,
     set_: SetOption = None,
-    runs_dir: RunsDirOption = Path("runs"),
+    runs_dir: WriteRunsDirOption = "runs",
     force: ForceOption = False,
     quiet: QuietOption = False,
     checkpoint_every: CheckpointOption = None,
@@ -65,33 +66,38 @@ def run(
     checkpoint continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
     """
     cfg = _checked_config(config, set_, force, resume)  # before the training stack is imported: a refusal is quick
-    from emabench.runs import single
-    from emabench.runs.interrupts import StopRequest
-
+    folder_root = runs_dir_path(runs_dir)
     if config is None and resume is None and not quiet:
         console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
+    from emabench.runs.interrupts import StopRequest
+
     stop = StopRequest(notice=stopping_notice)
     set_threads(threads)
     with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
-        if resume is not None:
-            outcome = single.resume(
-                resume, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every, plots=False
-            )
-        else:
-            outcome = single.run(
-                cfg,
-                runs_dir,
-                force=force,
-                on_epoch=on_epoch,
-                stop=stop.is_set,
-                checkpoint_every=checkpoint_every,
-                plots=False,
-            )
+        outcome = _train(cfg, resume, folder_root, force, on_epoch, stop.is_set, checkpoint_every)
     _render(outcome)
     if outcome.status in ("completed", "diverged"):  # the table first: matplotlib costs more than a short run
         outcome.folder.draw_run_figures()
     if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _train(
+    cfg: Config,
+    resume: Path | None,
+    runs_dir: Path,
+    force: bool,
+    on_epoch: Any,
+    stop: Any,
+    checkpoint_every: int | None,
+) -> RunOutcome:
+    """Train the run (or continue ``resume``), leaving its figures for after the table."""
+    from emabench.runs import single
+
+    common = {"on_epoch": on_epoch, "stop": stop, "checkpoint_every": checkpoint_every, "plots": False}
+    if resume is not None:
+        return single.resume(resume, **common)
+    return single.run(cfg, runs_dir, force=force, **common)
 
 
 def _checked_config(config: Path | None, set_: list[str] | None, force: bool, resume: Path | None) -> Config:

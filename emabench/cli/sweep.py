@@ -15,15 +15,17 @@ from emabench.cli.common import (
     QuietOption,
     SetOption,
     ThreadsOption,
+    WriteRunsDirOption,
     console,
     exit_interrupted,
     handles_errors,
     progress_bar,
+    runs_dir_path,
     set_threads,
     stopping_notice,
     sweep_progress,
 )
-from emabench.cli.sweep_axes import parse_betas, runs_dir_path, sweep_axes
+from emabench.cli.sweep_axes import parse_betas, sweep_axes
 from emabench.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
@@ -83,7 +85,6 @@ GpusOption = Annotated[
         "on the GPU Ray assigned.",
     ),
 ]
-SweepRunsDirOption = Annotated[str, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 ShadowsOption = Annotated[
     bool,
     typer.Option(
@@ -107,7 +108,7 @@ def sweep(
     jobs: JobsOption = 1,
     engine: EngineOption = "auto",
     shadows: ShadowsOption = False,
-    runs_dir: SweepRunsDirOption = "runs",
+    runs_dir: WriteRunsDirOption = "runs",
     force: ForceOption = False,
     quiet: QuietOption = False,
     checkpoint_every: CheckpointOption = None,

@@ -12,7 +12,6 @@ other refused in one line naming both options (exit 2) — nothing is silently d
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from emabench.errors import ConfigError
@@ -96,16 +95,6 @@ def sweep_axes(
                     "(drop one of them)"
                 )
     return axes
-
-
-def runs_dir_path(text: str) -> Path:
-    """``--runs-dir`` as a path; an empty one is refused rather than read as the current directory."""
-    if not text.strip():
-        raise ConfigError("--runs-dir: empty path (give a folder, e.g. --runs-dir runs; '.' for this one)")
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--runs-dir: {text} is a file, not a folder")
-    return path
 
 
 def _add(axes: dict[str, list[Any]], options: dict[str, str], key: str, values: list[Any], option: str) -> None:
