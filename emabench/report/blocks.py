@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from emabench.report.elements import Block, Bullets, Heading, Image, Paragraph, Table
-from emabench.report.formats import diff_text, fmt, p_text, pct, summary_text
+from emabench.report.formats import comparison_cells, diff_text, fmt, p_text, pct
 from emabench.report.frames import Report
 from emabench.report.groups import BASELINE, with_groups
 from emabench.report.published import PUBLISHED_RUN
@@ -225,13 +225,7 @@ def _metric_table(report: Report, selection: str) -> Table:
                 r["model"],
                 spec(tasks[r["task"]], r["metric"]).label,
                 str(r["n"]),
-                summary_text(r, "baseline_"),
-                summary_text(r, ""),
-                diff_text(r).replace(" [", "\n["),
-                pct(r["rel_diff_pct"]),
-                *(p_text(r[k]) for k in ("p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm")),
-                f"{r['wins']}/{r['n']}",
-                str(r["verdict"]),
+                *comparison_cells(r),
             )
         )
     return Table(header, tuple(body))

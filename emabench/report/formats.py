@@ -49,3 +49,17 @@ def summary_text(row: Mapping[str, Any], prefix: str) -> str:
     low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
     text = f"{fmt(mean)} ± {fmt(std, 2)}"
     return text + (f"\n[{fmt(low)}, {fmt(high)}]" if math.isfinite(low) else "")
+
+
+def comparison_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """A paired comparison's cells, as every comparison table shows them: baseline and model summaries, the
+    difference with its interval, the mean relative change, raw and Holm-adjusted p of both tests, wins, verdict."""
+    return (
+        summary_text(row, "baseline_"),
+        summary_text(row, ""),
+        diff_text(row).replace(" [", "\n["),
+        pct(row["rel_diff_pct"]),
+        *(p_text(row[k]) for k in ("p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm")),
+        f"{row['wins']}/{row['n']}",
+        str(row["verdict"]),
+    )

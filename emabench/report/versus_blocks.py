@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from emabench.report.elements import Block, Bullets, Heading, Paragraph, Table
-from emabench.report.formats import diff_text, fmt, p_text, pct, summary_text
+from emabench.report.formats import comparison_cells, diff_text, fmt, p_text, pct
 from emabench.report.groups import plain_value, with_groups
 from emabench.report.specs import SELECTION_LABELS, STABILITY, compared_columns, headline, spec
 from emabench.report.versus import Versus, key_text
@@ -124,13 +124,7 @@ def _detail_table(versus: Versus, rows: pd.DataFrame, task: Task) -> Table:
                 plain_value(r["value"]),
                 titles.get((r["selection"], r["metric"]), r["metric"]),
                 str(r["n"]),
-                summary_text(r, "baseline_"),
-                summary_text(r, ""),
-                diff_text(r).replace(" [", "\n["),
-                pct(r["rel_diff_pct"]),
-                *(p_text(r[k]) for k in ("p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm")),
-                f"{r['wins']}/{r['n']}",
-                str(r["verdict"]),
+                *comparison_cells(r),
             )
         )
     return Table(header, tuple(body))
