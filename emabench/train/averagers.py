@@ -45,10 +45,6 @@ from emabench.config import (
 from emabench.config.averager_specs import _DecaySpec
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return math.ceil(n_train / batch_size)
-
-
 def _library_buffers(policy: str) -> str:
     """``recalibrate`` keeps the live model's statistics between evaluations (``copy``) and re-estimates them for
     the averaged weights before each evaluation."""
@@ -138,7 +134,7 @@ def build_averager(spec: Any, model: nn.Module, *, batch_size: int, epoch_steps:
 def build_all(model: nn.Module, configs: Sequence[Config], *, n_train: int) -> dict[str, Averager]:
     """``{"ema": seed EMA, **extra averagers}`` in config order."""
     first = configs[0]
-    epoch_steps = steps_per_epoch(n_train, first.train.batch_size)
+    epoch_steps = math.ceil(n_train / first.train.batch_size)  # the last partial batch is kept
     averagers: dict[str, Averager] = {"ema": seed_ema(model, configs)}
     for name, spec in first.averagers.items():
         averagers[name] = build_averager(
