@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -54,6 +55,17 @@ def run(
         ),
     ] = None,
     threads: ThreadsOption = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            metavar="N",
+            help="Train this one run on N processes, data parallel (torch's elastic launcher, as torchrun: gloo on "
+            "the CPU, NCCL on CUDA with a GPU per process): each takes its share of every batch, so without dropout "
+            "the run equals one process's. Custom models only (`model: {name: custom}`); with --resume too.",
+        ),
+    ] = 1,
 ) -> None:
     """Train one run and write its folder: config.yaml, history.csv, metrics.csv, loss.png, r2.png, DONE.
 
@@ -70,8 +82,11 @@ def run(
 
     if config is None and resume is None and not quiet:
         console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
-    stop = StopRequest(notice=stopping_notice)
     set_threads(threads)
+    if nproc > 1:
+        _run_on_processes(cfg, nproc, resume, runs_dir, force, quiet, checkpoint_every, threads)
+        return
+    stop = StopRequest(notice=stopping_notice)
     with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
         if resume is not None:
             outcome = single.resume(resume, on_epoch=on_epoch, stop=stop.is_set, checkpoint_every=checkpoint_every)
@@ -81,6 +96,40 @@ def run(
             )
     _render(outcome)
     if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _run_on_processes(
+    cfg: Config,
+    nproc: int,
+    resume: Path | None,
+    runs_dir: Path,
+    force: bool,
+    quiet: bool,
+    checkpoint_every: int | None,
+    threads: int,
+) -> None:
+    """``--nproc N``: the run on N processes; this one launches them, forwards Ctrl-C and shows rank 0's progress."""
+    from emabench.runs import data_parallel
+
+    requested: list[bool] = []
+
+    def notice() -> None:
+        requested.append(True)
+        stopping_notice()
+
+    options = {
+        "checkpoint_every": checkpoint_every,
+        "threads": threads,
+        "progress": functools.partial(epoch_progress, cfg.train.max_epochs, quiet),
+        "notice": notice,
+    }
+    if resume is not None:
+        outcome = data_parallel.resume(resume, nproc, **options)
+    else:
+        outcome = data_parallel.run(cfg, runs_dir, nproc, force=force, **options)
+    _render(outcome)
+    if requested:  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
         raise typer.Exit(EXIT_INTERRUPTED)
 
 

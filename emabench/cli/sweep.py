@@ -88,6 +88,7 @@ def sweep(
     checkpoint_every: CheckpointOption = None,
     plots: PlotsOption = False,
     threads: ThreadsOption = 1,
+    nproc: Annotated[int | None, typer.Option("--nproc", hidden=True)] = None,
 ) -> None:
     """Run every combination of betas × seeds × grid values, each into its own run folder of one sweep folder.
 
@@ -100,6 +101,11 @@ def sweep(
     from emabench.runs.interrupts import StopRequest
     from emabench.runs.sweep import sweep as run_sweep
 
+    if nproc is not None:
+        raise ConfigError(
+            "--nproc is not supported by sweep (it splits one run over processes): `emabench sweep --jobs N` trains "
+            "the sweep's runs in N processes; `emabench run CONFIG --nproc N` trains one custom-model run on N"
+        )
     if engine not in plan.ENGINES:
         raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(plan.ENGINES)}")
     axes = _axes(beta, seeds, grid, shadows)
