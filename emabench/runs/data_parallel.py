@@ -79,7 +79,7 @@ def run(
     run is skipped unless ``force``, an incomplete one with a checkpoint continues. ``notice`` is called on the
     first Ctrl-C/SIGTERM; a run stopped by one comes back ``interrupted``, a second raises ``KeyboardInterrupt``."""
     folder = RunFolder.for_config(config, Path(runs_dir))
-    return _run_in(folder, config, force, nproc, checkpoint_every, threads, progress, notice)
+    return _run_in(folder, config, force, False, nproc, checkpoint_every, threads, progress, notice)
 
 
 def resume(
@@ -93,16 +93,14 @@ def resume(
 ) -> RunOutcome:
     """Continue the run in folder ``path`` from its checkpoint on ``nproc`` processes (saved by any number)."""
     folder = RunFolder(path)
-    config = load_run_config(folder)
-    if not folder.is_done:
-        folder.checkpoint_for(config)  # a clear error now if there is nothing to resume from
-    return _run_in(folder, config, False, nproc, checkpoint_every, threads, progress, notice)
+    return _run_in(folder, load_run_config(folder), False, True, nproc, checkpoint_every, threads, progress, notice)
 
 
 def _run_in(
     folder: RunFolder,
     config: Config,
     force: bool,
+    resuming: bool,
     nproc: int,
     checkpoint_every: int | None,
     threads: int,
@@ -111,6 +109,8 @@ def _run_in(
 ) -> RunOutcome:
     gpus = torch.cuda.device_count() if config.device != "cpu" else 0
     device = parallel_device(config, nproc, cpus=_cpus(), gpus=gpus)  # refuse before anything is written
+    if resuming and not folder.is_done:
+        folder.checkpoint_for(config)  # a clear error now if there is nothing to resume from
     if folder.is_done and not force:
         return RunOutcome.skipped(folder)
     lock = folder.try_lock()

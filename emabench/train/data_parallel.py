@@ -37,6 +37,12 @@ from emabench.errors import ConfigError, RunError
 
 MAX_PROCESSES_PER_CPU = 4  # beyond this, processes only wait for a core
 
+# Every DDP wrapper made here, kept until the process exits. DDP's reducer holds the process group; if the reducer
+# were freed last, gloo's destructor would run with the GIL held and join gloo's worker thread, which may be waiting
+# for the GIL to free the tensors of the last collective: a deadlock (met here when a rank stops on an error;
+# pytorch/pytorch#56297). A worker process ends without running destructors (os._exit after a fork).
+_KEPT: list[DistributedDataParallel] = []
+
 
 def parallel_device(config: Config, nproc: int, cpus: int, gpus: int) -> str:
     """``cpu`` or ``cuda`` for a run of ``config`` on ``nproc`` processes, or a :class:`ConfigError` saying why it
@@ -93,6 +99,7 @@ class DataParallel:
         return cls(dist.get_rank(), dist.get_world_size(), where)
 
     def close(self) -> None:
+        """Leave the process group (the DDP wrappers keep it alive until the process exits: :data:`_KEPT`)."""
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -104,6 +111,7 @@ class DataParallel:
         ids = [self.device.index] if self.device.type == "cuda" else None
         # buffers are made rank 0's after every step (synced_buffers), before the averagers read them
         wrapped = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+        _KEPT.append(wrapped)
         if self.rank:
             torch.manual_seed(_stream_seed(seed, self.rank))
         return wrapped
