@@ -20,8 +20,9 @@ import torch.distributed as dist
 from typer.testing import CliRunner
 
 from emabench.cli import app
-from emabench.config import Config, dump_yaml, validate_config, with_overrides
+from emabench.config import Config, dump_yaml, load_config, validate_config, with_overrides
 from emabench.runs import folder as run_folder
+from emabench.runs import single
 from emabench.runs.folder import CHECKPOINT, find_runs
 from emabench.train.data_parallel import DataParallel
 
@@ -167,6 +168,22 @@ def test_batchnorm_statistics_are_rank_0s_and_the_averagers_are_checked(
     result = invoke("run", config, "--runs-dir", tmp_path / "apart", "--nproc", 2, "-q")
     assert result.exit_code == 3, result.output
     assert "averagers.ema differs across the 2 processes (ranks [1] do not match rank 0)" in flat(result.output)
+
+
+def test_a_checkpoint_continues_on_another_number_of_processes(tmp_path: Path, tiny_config: Config):
+    """A run stopped after epoch 3 in one process continues on 2 and ends as the run never stopped (within 1e-5):
+    the checkpoint holds plain tensors and no process count."""
+    config = load_config(custom_config(tmp_path, tiny_config, **{"train.early_stopping.patience": None}))
+    straight = single.run(config, tmp_path / "straight")
+    epochs: list[int] = []
+    first = single.run(config, tmp_path / "cut", on_epoch=lambda t, r: epochs.append(t.epoch), stop=lambda: 3 in epochs)
+    assert (first.status, first.epochs) == ("interrupted", 3)
+    resumed = invoke("run", "--resume", first.folder.path, "--nproc", 2, "-q")
+    assert resumed.exit_code == 0 and "resumed from epoch 3" in flat(resumed.output), resumed.output
+    assert first.folder.done_info()["processes"] == 2
+    for name in ("history.csv", "metrics.csv"):
+        assert_close_frames(read(tmp_path / "cut", name), read(tmp_path / "straight", name))
+    assert straight.epochs == 12
 
 
 @pytest.mark.slow

@@ -185,13 +185,16 @@ class Forwarder:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        variable = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")  # the agent sets it for this process
+        # torch's agent takes SIGHUP and SIGQUIT for the launch (and sets an environment variable saying so)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGQUIT)}
+        previous |= {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        variable = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
         try:
             yield self
         finally:
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                if handler is not None:  # None: set outside Python, cannot be put back from here
+                    signal.signal(signum, handler)
             if variable is None:
                 os.environ.pop("TORCHELASTIC_SIGNALS_TO_HANDLE", None)
             else:
