@@ -89,8 +89,8 @@ class Trainer:
         outputs = self.task.outputs(dataset.n_classes)
         self.model = build.build_model(configs, dataset.sample_shape, outputs, self.generators).to(self.device)
         self.model.pack()  # after .to(): one buffer for the parameters, one for their gradients
-        # what the training forward runs through: DDP's wrapper (all-reduces the gradients) or the model itself
-        self._forward = self.model if parallel is None else parallel.wrap(self.model, first.seed)
+        # the network the training forward runs through: DDP's wrapper (it all-reduces the gradients) or the model
+        self._net = self.model if parallel is None else parallel.wrap(self.model, first.seed)
         self.stepper = build.build_stepper(configs, self.model)
         self.averagers = averaging.build_all(self.model, configs, n_train=dataset.n_train)
         self.recalibrated = averaging.recalibrated(first)
@@ -210,9 +210,9 @@ class Trainer:
                 dropout.set_mask(mask[:, start:end])
             # under DDP the gradients are all-reduced once a batch, with its last micro-batch
             last = self.parallel is None or end == size
-            with contextlib.nullcontext() if last else self._forward.no_sync():
+            with contextlib.nullcontext() if last else self._net.no_sync():
                 with self._autocast():
-                    out = self._forward(x[:, start:end])
+                    out = self._net(x[:, start:end])
                     loss = self.task.loss(out, y[:, start:end], self._smoothing)
                     if self._teacher is not None:
                         loss = loss + self._teacher_term(out, x[:, start:end])
