@@ -77,15 +77,15 @@ def run(
     checkpoint continues). Ctrl-C stops after the current epoch and saves a checkpoint; a second Ctrl-C aborts at once.
     """
     cfg = _checked_config(config, set_, force, resume)  # before the training stack is imported: a refusal is quick
+    if nproc > 1:  # the workers train, with `threads` each; this process launches them
+        _run_on_processes(cfg, nproc, resume, runs_dir, force, quiet, checkpoint_every, threads)
+        return
     from emabench.runs import single
     from emabench.runs.interrupts import StopRequest
 
     if config is None and resume is None and not quiet:
         console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
     set_threads(threads)
-    if nproc > 1:
-        _run_on_processes(cfg, nproc, resume, runs_dir, force, quiet, checkpoint_every, threads)
-        return
     stop = StopRequest(notice=stopping_notice)
     with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
         if resume is not None:
