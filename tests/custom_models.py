@@ -11,3 +11,8 @@ def small_mlp(in_features: int, hidden: int = 16, outputs: int = 1, dropout: flo
 
 def not_a_module() -> object:
     return "a string"
+
+
+def batchnorm_mlp(in_features: int, hidden: int = 16) -> nn.Module:
+    """BatchNorm: running statistics that, under DDP, each rank first computes from its own rows."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -55,6 +56,17 @@ def run(
         ),
     ] = None,
     threads: ThreadsOption = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            metavar="N",
+            help="Train this one run on N processes, data parallel (torch's elastic launcher, as torchrun: gloo on "
+            "the CPU, NCCL on CUDA with a GPU per process): each takes its share of every batch, so without dropout "
+            "the run equals one process's. Custom models only (`model: {name: custom}`); with --resume too.",
+        ),
+    ] = 1,
 ) -> None:
     """Train one run and write its folder: config.yaml, history.csv, metrics.csv, loss.png, r2.png, DONE.
 
@@ -67,12 +79,15 @@ def run(
     """
     cfg = _checked_config(config, set_, force, resume)  # before the training stack is imported: a refusal is quick
     folder_root = runs_dir_path(runs_dir)
+    if nproc > 1:  # the workers train, with `threads` each; this process launches them
+        _run_on_processes(cfg, nproc, resume, folder_root, force, quiet, checkpoint_every, threads)
+        return
     if config is None and resume is None and not quiet:
         console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
     from emabench.runs.interrupts import StopRequest
 
-    stop = StopRequest(notice=stopping_notice)
     set_threads(threads)
+    stop = StopRequest(notice=stopping_notice)
     with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
         outcome = _train(cfg, resume, folder_root, force, on_epoch, stop.is_set, checkpoint_every)
     _render(outcome)
@@ -98,6 +113,42 @@ def _train(
     if resume is not None:
         return single.resume(resume, **common)
     return single.run(cfg, runs_dir, force=force, **common)
+
+
+def _run_on_processes(
+    cfg: Config,
+    nproc: int,
+    resume: Path | None,
+    runs_dir: Path,
+    force: bool,
+    quiet: bool,
+    checkpoint_every: int | None,
+    threads: int,
+) -> None:
+    """``--nproc N``: the run on N processes; this one launches them, forwards Ctrl-C and shows rank 0's progress."""
+    from emabench.runs import data_parallel
+
+    requested: list[bool] = []
+
+    def notice() -> None:
+        requested.append(True)
+        stopping_notice()
+
+    options = {
+        "checkpoint_every": checkpoint_every,
+        "threads": threads,
+        "progress": functools.partial(epoch_progress, cfg.train.max_epochs, quiet),
+        "notice": notice,
+    }
+    if resume is not None:
+        outcome = data_parallel.resume(resume, nproc, **options)
+    else:
+        outcome = data_parallel.run(cfg, runs_dir, nproc, force=force, **options)
+    _render(outcome)
+    if outcome.status in ("completed", "diverged"):
+        outcome.folder.draw_run_figures()
+    if requested:  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _checked_config(config: Path | None, set_: list[str] | None, force: bool, resume: Path | None) -> Config:

@@ -117,6 +117,7 @@ def sweep(
     max_runs: MaxRunsOption = None,
     cpus_per_task: CpusOption = None,
     gpus_per_task: GpusOption = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", hidden=True)] = None,
 ) -> None:
     """Run every combination of betas × seeds × grid values, each into its own run folder of one sweep folder.
 
@@ -131,6 +132,11 @@ def sweep(
     from emabench.runs.interrupts import StopRequest
     from emabench.runs.sweep import sweep as run_sweep
 
+    if nproc is not None:
+        raise ConfigError(
+            "--nproc is not supported by sweep (it splits one run over processes): `emabench sweep --jobs N` trains "
+            "the sweep's runs in N processes; `emabench run CONFIG --nproc N` trains one custom-model run on N"
+        )
     if engine not in plan.ENGINES:
         raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(plan.ENGINES)}")
     options = _ray_options(engine, cpus_per_task, gpus_per_task)

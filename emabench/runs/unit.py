@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from emabench.runs.plan import Engine, Unit, plan_units
 from emabench.tasks.data import make_dataset
 from emabench.tasks.registry import get_task
 from emabench.train.loop import EpochRecord, Trainer
+
+if TYPE_CHECKING:
+    from emabench.train.data_parallel import DataParallel
 
 EpochCallback = Callable[[Trainer, list[EpochRecord]], None]
 StopCheck = Callable[[], bool]
@@ -101,6 +104,7 @@ class _Stack:
             "wall_time_s": round(elapsed, 3),
             "device": str(self.trainer.device),
             "replicas_in_stack": self.trainer.replicas,
+            "processes": self.trainer.parallel.world if self.trainer.parallel is not None else 1,
             "emabench": __version__,
             "torch": torch.__version__,
         }
@@ -153,6 +157,7 @@ def train_stack(
     resume: bool = False,
     plots: bool = True,
     flush: Callable[[], None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> list[RunOutcome]:
     """Train ``configs`` as one stacked model, writing replica r into ``folders[r]`` (which the caller has locked).
 
@@ -161,13 +166,15 @@ def train_stack(
     (rows, finished runs, checkpoints), so such a proxy can send them as one message.
 
     ``plots``: draw each run's loss.png and r2.png (~0.25 s a run; sweeps leave them to ``report``'s figures).
+    ``parallel``: this process's part of a data-parallel run (one config; every process calls this, ``stop`` must
+    answer alike on all, and the folders of ranks other than 0 write nothing: :mod:`.data_parallel`).
 
     ``resume``: continue every run from its folder's checkpoint (all saved after the same epoch). ``stop`` is asked
     after each epoch; when it says so, unfinished runs are checkpointed, marked interrupted and returned as such.
     """
     if stop is not None and stop():
         return [RunOutcome(folder, "not_started", 0, "", 0.0) for folder in folders]
-    stack = _start(configs, folders, resume, plots)
+    stack = _start(configs, folders, resume, plots, parallel)
     trainer = stack.trainer
     try:
         while not trainer.done:
@@ -188,18 +195,20 @@ def train_stack(
     return stack.interrupt()
 
 
-def _start(configs: Sequence[Config], folders: Sequence[RunFolder], resume: bool, plots: bool) -> _Stack:
+def _start(
+    configs: Sequence[Config], folders: Sequence[RunFolder], resume: bool, plots: bool, parallel: DataParallel | None
+) -> _Stack:
     """A stack fresh (folders started: cleared, configs written) or from each folder's checkpoint (its history cut
     back to the checkpoint's epoch), with the histories and wall time so far."""
     dataset = make_dataset(configs[0].data, configs[0].task)
     if not resume:
-        trainer = Trainer(configs, dataset)  # validates the device before anything is written
+        trainer = Trainer(configs, dataset, parallel=parallel)  # validates the device before anything is written
         for folder, config in zip(folders, configs):
             folder.start(config)
         return _Stack(configs, folders, trainer, [[] for _ in configs], [0.0] * len(configs), plots)
     states = [folder.checkpoint_for(config) for folder, config in zip(folders, configs)]
     try:
-        trainer = Trainer.resume(configs, dataset, states)
+        trainer = Trainer.resume(configs, dataset, states, parallel=parallel)
     except ValueError as err:
         names = ", ".join(str(f.path) for f in folders)
         raise RunError(f"{names}: cannot resume from the checkpoint ({err})") from None

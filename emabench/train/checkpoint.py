@@ -38,6 +38,8 @@ def replica_state(trainer: Trainer, position: int) -> dict[str, Any]:
     }
     if trainer.configs[0].model.name == "custom":  # a user's dropout draws from torch's global generator
         state["global_generator"] = torch.get_rng_state()
+    if trainer.parallel is not None:  # every process's own (a collective: every rank saves, rank 0 writes)
+        state["rank_generators"] = trainer.parallel.generator_states()
     if trainer.scaler is not None:
         state["grad_scaler"] = {k: v for k, v in trainer.scaler.state_dict().items() if v is not None}
     return state
@@ -66,6 +68,9 @@ def load_replica_states(trainer: Trainer, states: Sequence[dict[str, Any]]) -> N
             trainer.mask_generators[position].bit_generator.state = dict(state["mask_generator"])
         if "global_generator" in states[0]:
             torch.set_rng_state(states[0]["global_generator"])
+        if trainer.parallel is not None:
+            seed, step = trainer.configs[0].seed, int(states[0]["step"])
+            trainer.parallel.restore_generator(states[0].get("rank_generators"), seed, step)
         if trainer.scaler is not None and "grad_scaler" in states[0]:
             trainer.scaler.load_state_dict(dict(states[0]["grad_scaler"]))
         trainer.step = int(rows.shared([int(s["step"]) for s in states], "optimizer step"))

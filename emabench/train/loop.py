@@ -13,6 +13,10 @@ Replicas share the data and the architecture and differ in anything listed in
 :data:`emabench.train.build.PER_REPLICA`. The stacked loss is the *sum* of the per-replica mean losses, so each
 replica's gradient is its own run's. A replica that stops keeps its history up to its stop epoch, exactly as if it
 had run alone, and is then dropped from the stack.
+
+With a :class:`~emabench.train.data_parallel.DataParallel` (``emabench run --nproc N``: one run, one replica), each
+process trains on its share of every batch under ``DistributedDataParallel`` and the epoch's numbers are agreed
+across the processes before anything is decided from them (see that module).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +39,9 @@ from emabench.train import averagers as averaging
 from emabench.train import build, checkpoint
 from emabench.train.batches import draw_epoch, mask_generator, micro_batches
 from emabench.train.control import EarlyStopping, PlateauScheduler
+
+if TYPE_CHECKING:
+    from emabench.train.data_parallel import DataParallel
 
 EVAL_CHUNK = 4096  # validation samples per forward pass (bounds memory for big stacks and data sets)
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,7 +61,14 @@ class EpochRecord:
 class Trainer:
     """Holds the state of R stacked runs; :meth:`run_epoch` advances every still-active replica by one epoch."""
 
-    def __init__(self, configs: Sequence[Config], dataset: Dataset, *, fast_paths: bool = True) -> None:
+    def __init__(
+        self,
+        configs: Sequence[Config],
+        dataset: Dataset,
+        *,
+        fast_paths: bool = True,
+        parallel: DataParallel | None = None,
+    ) -> None:
         if not configs:
             raise ValueError("Trainer needs at least one config")
         if len({build.stack_key(c) for c in configs}) != 1:
@@ -67,13 +81,16 @@ class Trainer:
         self.ids = list(range(self.replicas))
         self.active = [True] * self.replicas  # by original replica number
         self.task = get_task(first.task, smoothing_kind=first.train.label_smoothing_kind)
-        self.device = build.runnable_device(first)
+        self.parallel = parallel
+        self.device = parallel.device if parallel is not None else build.runnable_device(first)
         self.data = dataset.to(self.device)
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
         self.mask_generators = [mask_generator(c.seed) for c in configs]
         outputs = self.task.outputs(dataset.n_classes)
         self.model = build.build_model(configs, dataset.sample_shape, outputs, self.generators).to(self.device)
         self.model.pack()  # after .to(): one buffer for the parameters, one for their gradients
+        # the network the training forward runs through: DDP's wrapper (it all-reduces the gradients) or the model
+        self._net = self.model if parallel is None else parallel.wrap(self.model, first.seed)
         self.stepper = build.build_stepper(configs, self.model)
         self.averagers = averaging.build_all(self.model, configs, n_train=dataset.n_train)
         self.recalibrated = averaging.recalibrated(first)
@@ -88,12 +105,16 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if first.train.precision == "fp16" else None
         train, spec = first.train, first.model
         extras = train.teacher is not None or train.precision != "fp32" or train.grad_accumulation > 1
-        self.fast = fast_paths and fast_mlp.covers(
-            self.model,
-            task=first.task,
-            activation=getattr(spec, "activation", ""),
-            norm=getattr(spec, "norm", ""),
-            extras=extras,
+        self.fast = (
+            fast_paths
+            and parallel is None
+            and fast_mlp.covers(
+                self.model,
+                task=first.task,
+                activation=getattr(spec, "activation", ""),
+                norm=getattr(spec, "norm", ""),
+                extras=extras,
+            )
         )  # the seed's network: its gradient written out (tested equal to autograd), see stack/fast_mlp.py
         self._refresh_per_replica()
 
@@ -156,21 +177,29 @@ class Trainer:
         per_step = self.schedule_unit == "step" or self.configs[0].train.swa_lr is not None
         lrs = self.lrs()
         for x, y, masks in order.batches(train.batch_size):
-            losses = self._backward(x, y, masks, train.grad_accumulation)
+            rows, scale = x.shape[1], 1.0
+            if self.parallel is not None:  # this rank's rows of the batch, its loss weighted (data_parallel.py)
+                x, y, masks, rows, scale = self.parallel.share(x, y, masks)
+            losses = self._backward(x, y, masks, train.grad_accumulation, scale)
             if per_step:
                 lrs = self.lrs()
             self._last_lrs = lrs
             self.stepper.step(lrs, scaler=self.scaler)
             self.step += 1
+            if self.parallel is not None:
+                self.parallel.synced_buffers()
             for averager in self.averagers.values():
                 averager.update(self.step)
-            loss_sum.add_(losses.detach(), alpha=x.shape[1])  # no .item(): one host sync per epoch, not per step
+            loss_sum.add_(losses.detach(), alpha=rows)  # no .item(): one host sync per epoch, not per step
         for dropout in self._dropouts:
             dropout.set_mask(None)
         return loss_sum / self.data.n_train, lrs
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], parts: int) -> torch.Tensor:
-        """Gradients of the batch's mean loss into ``.grad`` (accumulated over micro-batches); per-replica loss."""
+    def _backward(
+        self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], parts: int, scale: float = 1.0
+    ) -> torch.Tensor:
+        """Gradients of ``scale`` × the batch's mean loss into ``.grad`` (accumulated over micro-batches; under DDP
+        all-reduced once, with the last); the per-replica mean loss."""
         if self.fast:
             return fast_mlp.loss_and_grad(self.model, x, y, masks)
         self.stepper.zero_grad()
@@ -179,14 +208,17 @@ class Trainer:
         for start, end in micro_batches(size, parts):
             for dropout, mask in zip(self._dropouts, masks):
                 dropout.set_mask(mask[:, start:end])
-            with self._autocast():
-                out = self.model(x[:, start:end])
-                loss = self.task.loss(out, y[:, start:end], self._smoothing)
-                if self._teacher is not None:
-                    loss = loss + self._teacher_term(out, x[:, start:end])
-            weight = (end - start) / size
-            scaled = loss.sum() * weight
-            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            # under DDP the gradients are all-reduced once a batch, with its last micro-batch
+            last = self.parallel is None or end == size
+            with contextlib.nullcontext() if last else self._net.no_sync():
+                with self._autocast():
+                    out = self._net(x[:, start:end])
+                    loss = self.task.loss(out, y[:, start:end], self._smoothing)
+                    if self._teacher is not None:
+                        loss = loss + self._teacher_term(out, x[:, start:end])
+                weight = (end - start) / size
+                scaled = loss.sum() * (weight * scale)
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.detach().float() * weight
         return total
 
@@ -239,6 +271,9 @@ class Trainer:
         self.epoch += 1
         train_loss, lrs = self._train_one_epoch()
         metrics = self.evaluate()
+        if self.parallel is not None:  # every rank decides from the same numbers; the averagers must be the same
+            train_loss, metrics = self.parallel.agree(train_loss, metrics)
+            self.parallel.check(self.averagers)
         names = [(model, metric) for model in metrics for metric in metrics[model]]
         table = torch.stack([train_loss.double()] + [metrics[m][k] for m, k in names]).cpu().tolist()
         decays = self._decays()
@@ -303,12 +338,19 @@ class Trainer:
         return checkpoint.replica_state(self, position)
 
     @classmethod
-    def resume(cls, configs: Sequence[Config], dataset: Dataset, states: Sequence[dict[str, Any]]) -> Trainer:
+    def resume(
+        cls,
+        configs: Sequence[Config],
+        dataset: Dataset,
+        states: Sequence[dict[str, Any]],
+        *,
+        parallel: DataParallel | None = None,
+    ) -> Trainer:
         """A trainer that continues ``configs`` from their :meth:`replica_state` s (all taken after the same epoch).
 
         Stacked replicas are independent, so a replica continues here exactly as it would have in its old stack.
         """
-        trainer = cls(configs, dataset)
+        trainer = cls(configs, dataset, parallel=parallel)
         checkpoint.load_replica_states(trainer, states)
         return trainer
 
