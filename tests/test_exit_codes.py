@@ -172,3 +172,13 @@ def test_an_empty_runs_dir_is_refused_by_run_too(tmp_path):
     """`--runs-dir ''` would otherwise train into the current folder (issue 11, item 9)."""
     result = CliRunner().invoke(app, ["run", "--runs-dir", "", "--set", "train.max_epochs=1", "-q"])
     assert result.exit_code == 2 and "--runs-dir: empty path" in result.output
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_step_warmup_longer_than_the_run_is_refused_before_anything_is_written(tmp_path, command):
+    """Steps per epoch come from the data, so this is checked once the data is known — still before any folder."""
+    warmup = ["--set", "train.lr_schedule.name=cosine", "--set", "train.lr_schedule.per=step"]
+    warmup += ["--set", "train.lr_schedule.warmup=1000"]  # TINY: 3 epochs of a few steps
+    output = last_line(invoke(command, SEED_CONFIG, *TINY, *warmup, "--runs-dir", tmp_path / "runs"), EXIT_BAD_INPUT)
+    assert output.startswith("error: train.lr_schedule.warmup: 1000 is not below the run's ") and "steps" in output
+    assert not (tmp_path / "runs").exists()

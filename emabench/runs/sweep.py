@@ -24,7 +24,7 @@ from emabench.runs.ray_cluster import RayOptions, check_devices, require_ray
 from emabench.runs.ray_executor import ProgressCallback
 from emabench.runs.sweep_folder import sweep_dir, write_sweep_spec
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, SweepWork
-from emabench.train.build import runnable_device
+from emabench.train.build import check_step_warmups, runnable_device
 
 StackCallback = Callable[[list[RunOutcome]], None]
 
@@ -68,6 +68,7 @@ def sweep(
     inside(folder, runs_dir)
     pending, outcomes = _not_done(configs, folder, force)
     _check_devices(pending, engine, ray)  # refuse before any folder is created
+    check_step_warmups(pending)
     write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs})
     units = plan_units(pending, folder, engine, jobs, force)
     work = SweepWork(folder, engine, force, stop, checkpoint_every, plots)

@@ -17,6 +17,7 @@ from torch import nn
 from emabench.config import OPTIMIZER_ARGUMENTS, Config
 from emabench.errors import ConfigError
 from emabench.stack import models
+from emabench.tasks.data import make_dataset
 from emabench.tasks.sources import import_callable
 from emabench.train.schedules import Schedule
 from emabench.train.stepper import ReplicaStepper
@@ -89,6 +90,11 @@ def lr_schedule(config: Config, n_train: int) -> tuple[Schedule, str]:
     total = config.train.max_epochs
     if spec.per == "step":
         total *= steps_per_epoch(n_train, config.train.batch_size)
+    if spec.warmup >= total:  # per step, the run's length is known only with the data (per epoch: validated)
+        raise ConfigError(
+            f"train.lr_schedule.warmup: {spec.warmup} is not below the run's {total} {spec.per}s "
+            f"(train.max_epochs {config.train.max_epochs}, {total // config.train.max_epochs} {spec.per}s each epoch)"
+        )
     schedule = Schedule(
         spec.name,
         total=total,
@@ -100,6 +106,19 @@ def lr_schedule(config: Config, n_train: int) -> tuple[Schedule, str]:
         warmup_start=spec.warmup_start,
     )
     return schedule, spec.per
+
+
+def check_step_warmups(configs: Sequence[Config]) -> None:
+    """A warm-up counted in steps must be shorter than the run, whose steps are known only with the data: loaded
+    here (once per data spec) for the configs that have one, so a refusal comes before anything is written."""
+    sizes: dict[str, int] = {}
+    for config in configs:
+        spec = config.train.lr_schedule
+        if spec.per == "step" and spec.warmup > 0:
+            key = json.dumps([config.task, config.data.model_dump(mode="json")], sort_keys=True)
+            if key not in sizes:
+                sizes[key] = make_dataset(config.data, config.task).n_train
+            lr_schedule(config, sizes[key])
 
 
 def build_model(
