@@ -30,50 +30,58 @@ def covers(net: nn.Module, *, task: str, activation: str, norm: str, extras: boo
     return all(k in (StackedLinear, nn.ReLU, StackedDropout) for k in kinds) and kinds[-1] is StackedLinear
 
 
-@torch.no_grad()
 def loss_and_grad(
     net: StackedNet, x: torch.Tensor, y: torch.Tensor, dropout_masks: Sequence[torch.Tensor] = ()
 ) -> torch.Tensor:
     """Per-replica MSE loss ``(R,)`` of a training batch ``x`` ``(R, B, in)``; writes every parameter's ``.grad``
     (overwritten, not accumulated). ``dropout_masks``: one per dropout layer of the net, in order (none: no
-    dropout)."""
-    linears, masks = _layout(net, dropout_masks)
-    inputs = [x]
-    h = x
-    last = len(linears) - 1
-    for i, layer in enumerate(linears):
-        h = torch.baddbmm(layer.bias.unsqueeze(1), h, layer.weight.transpose(1, 2))
-        if i < last:
-            h = h.relu_()
-            if masks[i] is not None:
-                h = h.mul_(masks[i])
-            inputs.append(h)
-    err = h.sub_(y)
-    g = err * (2.0 / err[0].numel())
-    for i in range(last, -1, -1):
-        layer = linears[i]
-        torch.bmm(g.transpose(1, 2), inputs[i], out=layer.weight.grad)
-        torch.sum(g, dim=1, out=layer.bias.grad)
-        if i > 0:
-            g = torch.bmm(g, layer.weight)
-            if masks[i - 1] is not None:
-                g = g.mul_(masks[i - 1])
-            # h = relu(z)·mask is > 0 exactly where both z > 0 and mask > 0: ReLU's own backward kernel
-            g = torch.ops.aten.threshold_backward(g, inputs[i], 0)
-    return err.square_().mean(dim=(1, 2))
+    dropout). A trainer keeps one :class:`WrittenOutGradient` instead (the net's layout read once)."""
+    return WrittenOutGradient(net)(x, y, dropout_masks)
 
 
-def _layout(
-    net: StackedNet, dropout_masks: Sequence[torch.Tensor]
-) -> tuple[list[StackedLinear], dict[int, torch.Tensor | None]]:
-    """The net's linear layers, and the dropout mask applied after each hidden one (by linear index)."""
-    linears: list[StackedLinear] = []
-    masks: dict[int, torch.Tensor | None] = {}
-    given = iter(dropout_masks)
-    for module in net:
-        if isinstance(module, StackedLinear):
-            linears.append(module)
-            masks[len(linears) - 1] = None
-        elif isinstance(module, StackedDropout):
-            masks[len(linears) - 1] = next(given, None)
-    return linears, masks
+class WrittenOutGradient:
+    """:func:`loss_and_grad` for one network, its layers looked up once: at a few µs a step, reading the layout and
+    the modules' attributes again every step was a tenth of the seed model's whole step."""
+
+    def __init__(self, net: StackedNet) -> None:
+        linears: list[StackedLinear] = []
+        self._mask_after: list[int | None] = []  # per linear: which of the dropout masks follows it
+        dropouts = 0
+        for module in net:
+            if isinstance(module, StackedLinear):
+                linears.append(module)
+                self._mask_after.append(None)
+            elif isinstance(module, StackedDropout):
+                self._mask_after[-1] = dropouts
+                dropouts += 1
+        self._layers = [(layer.weight, layer.bias) for layer in linears]  # the parameters: updated in place
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, dropout_masks: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        masks = [None if i is None or i >= len(dropout_masks) else dropout_masks[i] for i in self._mask_after]
+        inputs = [x]
+        h = x
+        last = len(self._layers) - 1
+        for i, (weight, bias) in enumerate(self._layers):
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if i < last:
+                h = h.relu_()
+                if masks[i] is not None:
+                    h = h.mul_(masks[i])
+                inputs.append(h)
+        err = h.sub_(y)
+        g = err * (2.0 / (err.shape[1] * err.shape[2]))
+        for i in range(last, -1, -1):
+            weight, bias = self._layers[i]
+            torch.bmm(g.transpose(1, 2), inputs[i], out=weight.grad)
+            torch.sum(g, dim=1, out=bias.grad)
+            if i > 0:
+                g = torch.bmm(g, weight)
+                if masks[i - 1] is not None:
+                    g = g.mul_(masks[i - 1])
+                # h = relu(z)·mask is > 0 exactly where both z > 0 and mask > 0: ReLU's own backward kernel
+                g = _RELU_BACKWARD(g, inputs[i], 0)
+        return err.square_().mean(dim=(1, 2))
+
+
+_RELU_BACKWARD = torch.ops.aten.threshold_backward.default

@@ -16,7 +16,6 @@ kept, as ``DataLoader(shuffle=True)``); with gradient accumulation each batch is
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,23 +65,12 @@ def keep_masks(
 
 def scaled_masks(generator: np.random.Generator, shape: tuple[int, ...], keep: float, out: np.ndarray) -> None:
     """Dropout's multipliers, ``1/keep`` where :func:`keep_masks` keeps a unit and ``0`` elsewhere, written into the
-    float32 array ``out`` in one pass: the 16 random bits index a table of the two values (numpy, about 5x faster
-    here than a comparison and a cast in torch)."""
+    float32 array ``out``: the comparison of the 16 random bits, times ``float32(1/keep)`` (numpy; ~4x faster here
+    than looking the bits up in a table, which widens every index to 64 bits first)."""
     if keep >= 1:
         out.fill(1.0)
         return
-    table = _multipliers(keep)
-    count = math.prod(shape)
-    words = generator.integers(0, 2**64 - 1, size=-(-count // 4), dtype=np.uint64, endpoint=True)
-    np.take(table, words.view(np.uint16)[:count].reshape(shape), out=out)
-
-
-@functools.lru_cache(maxsize=64)
-def _multipliers(keep: float) -> np.ndarray:
-    """For each 16-bit value ``v``: ``1/keep`` if ``v < round(keep·2¹⁶)`` (the unit is kept), else ``0``."""
-    table = np.zeros(2**MASK_BITS, dtype=np.float32)
-    table[: min(round(keep * 2**MASK_BITS), 2**MASK_BITS - 1)] = 1.0 / keep
-    return table
+    np.multiply(keep_masks(generator, shape, keep), np.float32(1.0 / keep), out=out)
 
 
 def draw_epoch(

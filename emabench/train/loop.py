@@ -116,6 +116,7 @@ class Trainer:
                 extras=extras,
             )
         )  # the seed's network: its gradient written out (tested equal to autograd), see stack/fast_mlp.py
+        self._written_out = fast_mlp.WrittenOutGradient(self.model) if self.fast else None
         self._refresh_per_replica()
 
     # --- per-replica settings as tensors (rebuilt when the stack shrinks) --------------------------------------------
@@ -200,8 +201,8 @@ class Trainer:
     ) -> torch.Tensor:
         """Gradients of ``scale`` × the batch's mean loss into ``.grad`` (accumulated over micro-batches; under DDP
         all-reduced once, with the last); the per-replica mean loss."""
-        if self.fast:
-            return fast_mlp.loss_and_grad(self.model, x, y, masks)
+        if self._written_out is not None:
+            return self._written_out(x, y, masks)
         self.stepper.zero_grad()
         size = x.shape[1]
         total = torch.zeros(len(self.configs), device=self.device)
