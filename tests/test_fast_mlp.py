@@ -13,17 +13,19 @@ from emabench.tasks.registry import get_task
 from emabench.train.loop import Trainer
 
 
-def test_gradient_equals_autograd() -> None:
-    net = mlp(3, (5,), 1, [8, 6])
-    init_parameters(net, [torch.Generator().manual_seed(s) for s in range(3)], "xavier_normal")
+@pytest.mark.parametrize("block", [64, 2], ids=["one-pass", "in-blocks-of-2"])
+def test_gradient_equals_autograd(block: int) -> None:
+    """Also when the replicas are worked through in blocks (5 replicas in blocks of 2: the last one short)."""
+    net = mlp(5, (5,), 1, [8, 6])
+    init_parameters(net, [torch.Generator().manual_seed(s) for s in range(5)], "xavier_normal")
     net.pack()
     g = torch.Generator().manual_seed(7)
-    x, y = torch.randn(3, 11, 5, generator=g), torch.randn(3, 11, 1, generator=g)
-    masks = [(torch.rand(3, 11, h, generator=g) < 0.7).float() / 0.7 for h in (8, 6)]
+    x, y = torch.randn(5, 11, 5, generator=g), torch.randn(5, 11, 1, generator=g)
+    masks = [(torch.rand(5, 11, h, generator=g) < 0.7).float() / 0.7 for h in (8, 6)]
     for dropout, mask in zip(net.dropouts(), masks):
         dropout.set_mask(mask)
     net.train()
-    fast = fast_mlp.loss_and_grad(net, x, y, masks)
+    fast = fast_mlp.WrittenOutGradient(net, block=block)(x, y, masks)
     written = [p.grad.clone() for p in net.parameters()]
     for p in net.parameters():
         p.grad.zero_()

@@ -43,7 +43,7 @@ class WrittenOutGradient:
     """:func:`loss_and_grad` for one network, its layers looked up once: at a few µs a step, reading the layout and
     the modules' attributes again every step was a tenth of the seed model's whole step."""
 
-    def __init__(self, net: StackedNet) -> None:
+    def __init__(self, net: StackedNet, block: int = 64) -> None:
         linears: list[StackedLinear] = []
         self._mask_after: list[int | None] = []  # per linear: which of the dropout masks follows it
         dropouts = 0
@@ -54,15 +54,34 @@ class WrittenOutGradient:
             elif isinstance(module, StackedDropout):
                 self._mask_after[-1] = dropouts
                 dropouts += 1
-        self._layers = [(layer.weight, layer.bias) for layer in linears]  # the parameters: updated in place
+        self._params = [(m.weight, m.bias) for m in linears]  # the Parameters, whose data is updated in place
+        self.block = block  # replicas a pass works on: the activations of a few dozen fit in this CPU's caches
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, dropout_masks: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         masks = [None if i is None or i >= len(dropout_masks) else dropout_masks[i] for i in self._mask_after]
+        replicas = x.shape[0]
+        if replicas <= self.block:
+            return self._loss_and_grad(x, y, masks, [(w, b, w.grad, b.grad) for w, b in self._params])
+        losses = []
+        for start in range(0, replicas, self.block):
+            rows = slice(start, start + self.block)
+            layers = [(w[rows], b[rows], w.grad[rows], b.grad[rows]) for w, b in self._params]
+            block_masks = [None if m is None else m[rows] for m in masks]
+            losses.append(self._loss_and_grad(x[rows], y[rows], block_masks, layers))
+        return torch.cat(losses)
+
+    @staticmethod
+    def _loss_and_grad(
+        x: torch.Tensor,
+        y: torch.Tensor,
+        masks: list[torch.Tensor | None],
+        layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
         inputs = [x]
         h = x
-        last = len(self._layers) - 1
-        for i, (weight, bias) in enumerate(self._layers):
+        last = len(layers) - 1
+        for i, (weight, bias, _, _) in enumerate(layers):
             h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
             if i < last:
                 h = h.relu_()
@@ -72,9 +91,9 @@ class WrittenOutGradient:
         err = h.sub_(y)
         g = err * (2.0 / (err.shape[1] * err.shape[2]))
         for i in range(last, -1, -1):
-            weight, bias = self._layers[i]
-            torch.bmm(g.transpose(1, 2), inputs[i], out=weight.grad)
-            torch.sum(g, dim=1, out=bias.grad)
+            weight, _, weight_grad, bias_grad = layers[i]
+            torch.bmm(g.transpose(1, 2), inputs[i], out=weight_grad)
+            torch.sum(g, dim=1, out=bias_grad)
             if i > 0:
                 g = torch.bmm(g, weight)
                 if masks[i - 1] is not None:
