@@ -13,6 +13,7 @@ import typer
 
 from emabench.cli import bench, browse, configs, report, run, sweep
 from emabench.cli.common import EXIT_CODES_HELP
+from emabench.cli.memory import keep_freed_memory
 
 app = typer.Typer(
     name="emabench",
@@ -38,6 +39,7 @@ for command, name in (
 
 
 def main() -> None:
+    keep_freed_memory()
     try:
         app(prog_name="emabench")
     finally:

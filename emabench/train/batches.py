@@ -73,6 +73,26 @@ def scaled_masks(generator: np.random.Generator, shape: tuple[int, ...], keep: f
     np.multiply(keep_masks(generator, shape, keep), np.float32(1.0 / keep), out=out)
 
 
+class EpochBuffers:
+    """Where :func:`draw_epoch` writes, kept from one epoch to the next: at hundreds of replicas an epoch's masks
+    are hundreds of MB, and memory freshly mapped every epoch cost more page faults than the draws themselves."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        if name not in self._arrays or self._arrays[name].shape != shape:
+            self._arrays[name] = np.empty(shape, dtype=np.float32)
+        return self._arrays[name]
+
+    def like(self, name: str, source: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        kept = self._tensors.get(name)
+        if kept is None or kept.shape != shape or kept.dtype != source.dtype or kept.device != source.device:
+            kept = self._tensors[name] = torch.empty(shape, dtype=source.dtype, device=source.device)
+        return kept
+
+
 def draw_epoch(
     generators: Sequence[torch.Generator],
     mask_generators: Sequence[np.random.Generator],
@@ -80,23 +100,30 @@ def draw_epoch(
     y: torch.Tensor,
     mask_shapes: Sequence[tuple[int, ...]],
     keep: Sequence[float],
+    buffers: EpochBuffers | None = None,
 ) -> EpochOrder:
     """Shuffle ``x``/``y`` (on their device) and draw the dropout masks of every replica from its own streams.
 
     ``keep`` is ``1 − p`` per replica; a replica with ``p = 0`` draws no masks (all ones), as it would alone, where its
-    network has no dropout layer to draw for.
+    network has no dropout layer to draw for. With ``buffers`` the epoch is written into the previous one's memory
+    (which it overwrites).
     """
+    buffers = buffers or EpochBuffers()
     n, replicas = x.shape[0], len(generators)
     order = torch.empty(replicas, n, dtype=torch.long)
-    masks = [np.empty((replicas, n, *shape), dtype=np.float32) for shape in mask_shapes]
+    masks = [buffers.array(f"mask{i}", (replicas, n, *shape)) for i, shape in enumerate(mask_shapes)]
     for r, generator in enumerate(generators):
         torch.randperm(n, generator=generator, out=order[r])
         for mask, shape in zip(masks, mask_shapes):
             scaled_masks(mask_generators[r], (n, *shape), keep[r], out=mask[r])
     index = order.to(x.device, non_blocking=True).view(-1)
-    xs = x.index_select(0, index).view(replicas, n, *x.shape[1:])
-    ys = y.index_select(0, index).view(replicas, n, *y.shape[1:])
-    return EpochOrder(xs, ys, [torch.from_numpy(m).to(x.device, non_blocking=True) for m in masks])
+    xs = torch.index_select(x, 0, index, out=buffers.like("x", x, (replicas * n, *x.shape[1:])))
+    ys = torch.index_select(y, 0, index, out=buffers.like("y", y, (replicas * n, *y.shape[1:])))
+    return EpochOrder(
+        xs.view(replicas, n, *x.shape[1:]),
+        ys.view(replicas, n, *y.shape[1:]),
+        [torch.from_numpy(m).to(x.device, non_blocking=True) for m in masks],
+    )
 
 
 def micro_batches(size: int, parts: int) -> list[tuple[int, int]]:

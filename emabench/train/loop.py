@@ -37,7 +37,7 @@ from emabench.tasks.data import Dataset
 from emabench.tasks.registry import get_task
 from emabench.train import averagers as averaging
 from emabench.train import build, checkpoint
-from emabench.train.batches import draw_epoch, mask_generator, micro_batches
+from emabench.train.batches import EpochBuffers, draw_epoch, mask_generator, micro_batches
 from emabench.train.control import EarlyStopping, PlateauScheduler
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Trainer:
         self.data = dataset.to(self.device)
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
         self.mask_generators = [mask_generator(c.seed) for c in configs]
+        self._epoch_buffers = EpochBuffers()  # an epoch's order and masks, written over by the next
         outputs = self.task.outputs(dataset.n_classes)
         self.model = build.build_model(configs, dataset.sample_shape, outputs, self.generators).to(self.device)
         self.model.pack()  # after .to(): one buffer for the parameters, one for their gradients
@@ -171,7 +172,13 @@ class Trainer:
         train = self.configs[0].train
         mask_shapes = [d.sample_shape for d in self._dropouts]
         order = draw_epoch(
-            self.generators, self.mask_generators, self.data.x_train, self.data.y_train, mask_shapes, self._keep
+            self.generators,
+            self.mask_generators,
+            self.data.x_train,
+            self.data.y_train,
+            mask_shapes,
+            self._keep,
+            self._epoch_buffers,
         )
         loss_sum = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
         self.model.train()
