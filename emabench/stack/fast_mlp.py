@@ -57,8 +57,10 @@ class WrittenOutGradient:
         self._params = [(m.weight, m.bias) for m in linears]  # the Parameters, whose data is updated in place
         self.block = block  # replicas a pass works on: the activations of a few dozen fit in this CPU's caches
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor, dropout_masks: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        if torch.is_grad_enabled():  # a trainer calls it with autograd already off: no context per step
+            with torch.no_grad():
+                return self(x, y, dropout_masks)
         masks = [None if i is None or i >= len(dropout_masks) else dropout_masks[i] for i in self._mask_after]
         replicas = x.shape[0]
         if replicas <= self.block:

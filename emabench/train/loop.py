@@ -184,21 +184,22 @@ class Trainer:
         self.model.train()
         per_step = self.schedule_unit == "step" or self.configs[0].train.swa_lr is not None
         lrs = self.lrs()
-        for x, y, masks in order.batches(train.batch_size):
-            rows, scale = x.shape[1], 1.0
-            if self.parallel is not None:  # this rank's rows of the batch, its loss weighted (data_parallel.py)
-                x, y, masks, rows, scale = self.parallel.share(x, y, masks)
-            losses = self._backward(x, y, masks, train.grad_accumulation, scale)
-            if per_step:
-                lrs = self.lrs()
-            self._last_lrs = lrs
-            self.stepper.step(lrs, scaler=self.scaler)
-            self.step += 1
-            if self.parallel is not None:
-                self.parallel.synced_buffers()
-            for averager in self.averagers.values():
-                averager.update(self.step)
-            loss_sum.add_(losses.detach(), alpha=rows)  # no .item(): one host sync per epoch, not per step
+        with torch.set_grad_enabled(self._written_out is None):  # written out: autograd off once, not per call
+            for x, y, masks in order.batches(train.batch_size):
+                rows, scale = x.shape[1], 1.0
+                if self.parallel is not None:  # this rank's rows of the batch, its loss weighted (data_parallel.py)
+                    x, y, masks, rows, scale = self.parallel.share(x, y, masks)
+                losses = self._backward(x, y, masks, train.grad_accumulation, scale)
+                if per_step:
+                    lrs = self.lrs()
+                self._last_lrs = lrs
+                self.stepper.step(lrs, scaler=self.scaler)
+                self.step += 1
+                if self.parallel is not None:
+                    self.parallel.synced_buffers()
+                for averager in self.averagers.values():
+                    averager.update(self.step)
+                loss_sum.add_(losses.detach(), alpha=rows)  # no .item(): one host sync per epoch, not per step
         for dropout in self._dropouts:
             dropout.set_mask(None)
         return loss_sum / self.data.n_train, lrs

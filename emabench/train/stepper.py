@@ -80,8 +80,10 @@ class FusedAdam:
         """The fused kernel's domain: floating tensors on the CPU or a CUDA device."""
         return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
-    @torch.no_grad()
     def step(self) -> None:
+        if torch.is_grad_enabled():  # a trainer steps with autograd already off: no context per step
+            with torch.no_grad():
+                return self.step()
         group = self.param_groups[0]
         params = group["params"]
         states = [self._state_of(p) for p in params]
@@ -157,13 +159,15 @@ class ReplicaStepper:
         else:
             torch._foreach_zero_(self._grads())
 
-    @torch.no_grad()
     def step(self, lrs: Sequence[float], scaler: torch.amp.GradScaler | None = None) -> None:
         """One optimizer step with learning rate ``lrs[r]`` for replica r (gradients already in ``.grad``).
 
         With a ``scaler`` (fp16), gradients are unscaled first and a step with non-finite gradients is skipped, as
         ``GradScaler.step`` does (for the whole stack: fp16 runs are never stacked, see ``build.stack_key``).
         """
+        if torch.is_grad_enabled():  # a trainer steps with autograd already off: no context per step
+            with torch.no_grad():
+                return self.step(lrs, scaler)
         lrs = [float(lr) for lr in lrs]
         if scaler is not None:
             scaler.unscale_(self.optimizer)
