@@ -1,7 +1,7 @@
 """``emabench bench scaling``: what one more run costs in a stack. R runs of the seed study (and of seed 003's
 digits classifier) trained as one stacked model, one thread, early stopping off: the cost of a replica-epoch at each
 R against a solo run's epoch measured in the same session, its flatness from R = 64 up, and the memory a replica
-takes (resident memory after an epoch, per replica, between the two largest stacks).
+takes (memory in use after an epoch, per replica, between the two largest stacks).
 
 The arithmetic floor: a replica-epoch of the seed study is ~38 MFLOP (1,600 samples through 20-64-32-1 forward and
 backward, two evaluations of 400); the batched matmuls it needs run at ~30-45 GFLOP/s on this kind of core
@@ -10,6 +10,7 @@ backward, two evaluations of 400); the batched matmuls it needs run at ~30-45 GF
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import statistics
 import time
@@ -44,7 +45,7 @@ def bench_scaling(repeats: int = 3, quick: bool = False) -> list[Row]:
 
 
 def _epoch_ms(name: str, replicas: int, repeats: int) -> tuple[float, float]:
-    """Median ms per epoch of ``replicas`` stacked runs (after a warm-up epoch), and the resident MB after it."""
+    """Median ms per epoch of ``replicas`` stacked runs (after a warm-up epoch), and the MB in use after it."""
     from emabench.config import load_config, shipped_config_path, with_overrides
     from emabench.tasks.data import make_dataset
     from emabench.train.loop import Trainer
@@ -63,14 +64,33 @@ def _epoch_ms(name: str, replicas: int, repeats: int) -> tuple[float, float]:
         for _ in range(epochs):
             trainer.run_epoch()
         times.append((time.perf_counter() - start) / epochs * 1e3)
-    memory = _resident_mb()
+    memory = _memory_mb()
     del trainer
     gc.collect()
     return statistics.median(times), memory
 
 
-def _resident_mb() -> float:
-    """This process's resident memory now (Linux ``/proc``; NaN elsewhere)."""
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (malloc.h), field for field."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")
+    ]  # fmt: skip
+
+
+def _memory_mb() -> float:
+    """The MB this process's allocator has handed out and not taken back (glibc's ``mallinfo2``): unlike resident
+    memory it falls when a trainer is freed, which the command line's allocator settings (``cli/memory.py``) keep
+    resident. Resident memory from ``/proc`` where there is no ``mallinfo2``; NaN elsewhere."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+        mallinfo2.restype = _MallInfo2
+        info = mallinfo2()
+        return (info.uordblks + info.hblkhd) / 2**20
+    except (OSError, AttributeError):
+        pass
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, ValueError, IndexError):
