@@ -173,9 +173,15 @@ class Forwarder:
     def __init__(self, notice: Callable[[], None] | None = None) -> None:
         self.notice = notice
         self.received = 0
+        self._first = signal.SIGINT
 
     def handle(self, signum: int, frame: Any) -> None:
         self.received += 1
+        if self.received == 1:
+            self._first = signum
+        else:  # passed on as the other signal: two of one kind arriving while a worker is inside a C call (an
+            # all-reduce) reach its Python handler once, and the abort would be lost (seen in the tests)
+            signum = signal.SIGTERM if self._first == signal.SIGINT else signal.SIGINT
         for child in multiprocessing.active_children():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signum)
