@@ -140,6 +140,7 @@ def test_a_wheel_installed_in_a_fresh_venv_runs_the_seed_study_from_an_empty_fol
     printed = _run([emabench_cli, "configs", "regression"], empty).stdout
     assert printed == (PACKAGED / "regression.yaml").read_text(encoding="utf-8")
     where = _run(
-        [str(venv / "bin" / "python"), "-c", "import emabench.bench as b; print(b._seed_config())"], empty
+        [str(venv / "bin" / "python"), "-c", "from emabench.bench.common import seed_config; print(seed_config())"],
+        empty,
     ).stdout.strip()
     assert Path(where).is_relative_to(venv) and Path(where).is_file()

@@ -276,11 +276,12 @@ def test_ctrl_c_stops_every_rank_and_resume_continues_bit_identical(tmp_path: Pa
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_aborts_every_rank(tmp_path: Path, tiny_config: Config):
-    """The second Ctrl-C lands mid-epoch (1200 rows in batches of 2: ~1 s an epoch, the first Ctrl-C sent as it
-    begins): every rank aborts at once, the launcher returns (no rank left waiting on another), the run keeps its
-    last checkpoint and continues from it."""
+    """The second Ctrl-C lands mid-epoch (2,400 training rows in batches of 2, 1,200 all-reduced steps an epoch on two
+    ranks, the first Ctrl-C sent as it begins; at 1,200 rows the faster engine sometimes finished the epoch before
+    the second Ctrl-C): every rank aborts at once, the launcher returns (no rank left waiting on another), the run
+    keeps its last checkpoint and continues from it."""
     slow = {"train.batch_size": 2, "train.grad_accumulation": 1, "train.max_epochs": 4}
-    config = custom_config(tmp_path, tiny_config, rows=1500, **(LONG | slow))
+    config = custom_config(tmp_path, tiny_config, rows=3000, **(LONG | slow))
     runs = tmp_path / "runs"
     command = emabench("run", config, "--runs-dir", runs, "--nproc", 2, "--checkpoint-every", 1, "-q")
     aborted = start_and_signal(command, runs, 2, 2)
