@@ -244,7 +244,7 @@ def test_a_task_that_raises_is_recorded_failed_and_the_rest_complete(cluster, tm
     assert first.returncode == 130 and b"4 interrupted" in err, err
     broken = next(run for run in find_runs([runs]))
     state = torch.load(broken.path / CHECKPOINT, weights_only=True)
-    state["model"]["values"]["weight0"] = state["model"]["values"]["weight0"][:, :-1]  # a layer of the wrong shape
+    state["model"]["values"]["0.weight"] = state["model"]["values"]["0.weight"][:, :-1]  # a layer of the wrong shape
     torch.save(state, broken.path / CHECKPOINT)
 
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
