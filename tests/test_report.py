@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from scipy import stats as st
 from typer.testing import CliRunner
 
@@ -22,10 +21,10 @@ from emabench.report.figures import report_figures
 from emabench.report.files import render_files
 from emabench.report.frames import DEFAULT_BURN_IN, build_report
 from emabench.report.published import PUBLISHED_RUN
-from emabench.results.tables import final_metrics
 from emabench.runs.folder import RunFolder
 from emabench.runs.sweep_folder import REPORT_MD
 from emabench.tasks.regression import Regression
+from tests.fake_runs import write_run
 
 runner = CliRunner()
 EPOCHS = 14
@@ -62,8 +61,6 @@ def make_run(root, seed, beta, raw_final, ema_final, *, noise=0.1, status="compl
         "train": {"batch_size": 32, "max_epochs": 500},
         "ema": {"beta": beta, "update_every": 1},
     }
-    folder = RunFolder(root / f"fake-seed{seed}-b{beta}-n{noise}").create()
-    folder.write_config(yaml.safe_dump(config))
     rows = []
     for epoch in range(1, epochs + 1):
         row = {"epoch": epoch, "train_loss": 1.0 / epoch, "lr": 1e-3}
@@ -78,11 +75,8 @@ def make_run(root, seed, beta, raw_final, ema_final, *, noise=0.1, status="compl
             row[f"{model}_r2"] = 1.0 - loss
         row["ema_decay"] = 0.0 if epoch < 3 else 0.9
         rows.append(row)
-    folder.write_history(rows)
-    if done:
-        folder.write_metrics(final_metrics(rows, Regression()))
-        folder.mark_done({"status": status, "stop_reason": "early_stopping", "epochs": epochs, "wall_time_s": 1.0})
-    return folder
+    path = root / f"fake-seed{seed}-b{beta}-n{noise}"
+    return write_run(path, config, rows, Regression(), status=status, stop_reason="early_stopping", done=done)
 
 
 @pytest.fixture(scope="module")

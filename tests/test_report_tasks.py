@@ -11,7 +11,6 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from emabench.cli import app
@@ -26,6 +25,7 @@ from emabench.runs.folder import RunFolder
 from emabench.runs.sweep_folder import REPORT_MD
 from emabench.tasks.classification import Classification
 from emabench.tasks.regression import Regression
+from tests.fake_runs import write_run
 
 runner = CliRunner()
 EPOCHS = 12
@@ -47,8 +47,6 @@ def classification_run(root, seed, raw_acc, ema_acc, *, name="digits"):
         "train": {"batch_size": 32, "max_epochs": 100},
         "ema": {"beta": 0.99, "update_every": 1},
     }
-    folder = RunFolder(root / f"{name}-seed{seed}").create()
-    folder.write_config(yaml.safe_dump(config))
     rows = []
     for epoch in range(1, EPOCHS + 1):
         row = {"epoch": epoch, "train_loss": 2.0 / epoch, "lr": 1e-3}
@@ -58,10 +56,7 @@ def classification_run(root, seed, raw_acc, ema_acc, *, name="digits"):
             row[f"{model}_f1_macro"] = accuracy - 0.01
         row["ema_decay"] = 0.99
         rows.append(row)
-    folder.write_history(rows)
-    folder.write_metrics(final_metrics(rows, Classification()))
-    folder.mark_done({"status": "completed", "stop_reason": "max_epochs", "epochs": EPOCHS, "wall_time_s": 1.0})
-    return folder
+    return write_run(root / f"{name}-seed{seed}", config, rows, Classification())
 
 
 def regression_run(root, seed, raw_mse, ema_mse, *, n_samples=2000):
@@ -73,8 +68,6 @@ def regression_run(root, seed, raw_mse, ema_mse, *, n_samples=2000):
         "train": {"batch_size": 32, "max_epochs": 100},
         "ema": {"beta": 0.999, "update_every": 1},
     }
-    folder = RunFolder(root / f"regression-seed{seed}-n{n_samples}").create()
-    folder.write_config(yaml.safe_dump(config))
     rows = []
     for epoch in range(1, EPOCHS + 1):
         row = {"epoch": epoch, "train_loss": 1.0 / epoch, "lr": 1e-3}
@@ -82,10 +75,7 @@ def regression_run(root, seed, raw_mse, ema_mse, *, n_samples=2000):
             loss = final + 0.1 / epoch - 0.1 / EPOCHS
             row |= {f"{model}_val_loss": loss, f"{model}_mse": loss, f"{model}_mae": loss**0.5, f"{model}_r2": 1 - loss}
         rows.append(row)
-    folder.write_history(rows)
-    folder.write_metrics(final_metrics(rows, Regression()))
-    folder.mark_done({"status": "completed", "stop_reason": "max_epochs", "epochs": EPOCHS, "wall_time_s": 1.0})
-    return folder
+    return write_run(root / f"regression-seed{seed}-n{n_samples}", config, rows, Regression())
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from scipy import stats as st
 from typer.testing import CliRunner
 
@@ -25,9 +24,8 @@ from emabench.report.collect import collect
 from emabench.report.frames import build_report
 from emabench.report.markdown import to_markdown
 from emabench.report.terminal import display_tables
-from emabench.results.tables import final_metrics
-from emabench.runs.folder import RunFolder
 from emabench.tasks.regression import Regression
+from tests.fake_runs import write_run
 from tests.test_report_tasks import classification_run
 
 runner = CliRunner()
@@ -60,8 +58,6 @@ def run(root, seed, settings, raw_mse, ema_mse, *, wobble):
             node = node.setdefault(parent, {})
         node[leaf] = value
     label = "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in settings.items())
-    folder = RunFolder(root / f"versus-seed{seed}-{label}").create()
-    folder.write_config(yaml.safe_dump(config))
     rows = []
     for epoch in range(1, EPOCHS + 1):
         row = {"epoch": epoch, "train_loss": 1.0 / epoch, "lr": 1e-3}
@@ -69,10 +65,7 @@ def run(root, seed, settings, raw_mse, ema_mse, *, wobble):
             loss = final + 0.05 / epoch - 0.05 / EPOCHS + wobble[model] * (-1) ** epoch * (epoch < EPOCHS)
             row |= {f"{model}_val_loss": loss, f"{model}_mse": loss, f"{model}_mae": loss**0.5, f"{model}_r2": 1 - loss}
         rows.append(row)
-    folder.write_history(rows)
-    folder.write_metrics(final_metrics(rows, Regression()))
-    folder.mark_done({"status": "completed", "stop_reason": "max_epochs", "epochs": EPOCHS, "wall_time_s": 1.0})
-    return folder
+    return write_run(root / f"versus-seed{seed}-{label}", config, rows, Regression())
 
 
 def teacher_effect(beta: float) -> np.ndarray:
