@@ -13,10 +13,14 @@ import operator
 import torch
 
 Decay = float | torch.Tensor  # a float, or a 1-D tensor with one value per replica (leading dim of every tensor)
+# Per-replica decays are held in float64, the precision of a Python float: replica r of a stack then computes its
+# lerp weight ``1 − d_r`` exactly as the same averager with ``beta=float(beta[r])`` computes ``1 − d``, and both
+# round it to the average's dtype only inside the update, so a replica averages bit for bit as it would alone.
 
 
 def check_decay(beta: float | torch.Tensor, name: str = "beta") -> Decay:
-    """Validate a decay in ``[0, 1)``, given as a float or a 1-D per-replica tensor; return it as float or tensor."""
+    """Validate a decay in ``[0, 1)``, given as a float or a 1-D per-replica tensor; return it as a float or a
+    float64 tensor (see :data:`Decay`)."""
     if isinstance(beta, bool):
         raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
     try:
@@ -28,7 +32,7 @@ def check_decay(beta: float | torch.Tensor, name: str = "beta") -> Decay:
     if isinstance(beta, torch.Tensor):
         if beta.dim() != 1 or not beta.is_floating_point():
             raise ValueError(f"{name} as a tensor must be 1-D floating point (one value per replica), got {beta}")
-        return beta
+        return betas
     return float(beta)
 
 

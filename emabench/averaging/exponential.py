@@ -178,6 +178,14 @@ class BiasCorrectedEMA(Averager):
         averaged, online = self.tensor_pairs()
         torch._foreach_lerp_(accumulator, _like(online, accumulator), per_tensor(1.0 - self.beta, accumulator))
         torch._foreach_copy_(averaged, accumulator)
-        torch._foreach_div_(averaged, per_tensor(1.0 - self.beta**t, averaged))
+        torch._foreach_div_(averaged, per_tensor(_one_minus_power(self.beta, t), averaged))
         self._copy_buffers()
         return None  # done here: the corrected average is not a lerp of the previous one
+
+
+def _one_minus_power(beta: Decay, t: int) -> Decay:
+    """``1 − β^t`` with Python's ``pow`` for every replica's β: a tensor ``pow`` may round differently by where a
+    value lies in its vector, and replica r must divide exactly as it would alone."""
+    if isinstance(beta, torch.Tensor):
+        return torch.tensor([1.0 - b**t for b in beta.tolist()], dtype=torch.float64)
+    return 1.0 - beta**t

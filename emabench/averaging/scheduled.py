@@ -143,7 +143,7 @@ class AdaptiveEMA(ConstantEMA):
             raise ValueError(f"start must be an index into ladder (0 to {len(rungs) - 1}), got {start}")
         shape = () if replicas is None else (check_int("replicas", replicas, 1),)
         threshold = check_number("threshold", threshold, low=0.0, high=1.0, high_open=True)
-        beta = rungs[start] if replicas is None else torch.full(shape, rungs[start])
+        beta = rungs[start] if replicas is None else torch.full(shape, rungs[start], dtype=torch.float64)
         super().__init__(model, beta=beta, update_every=update_every, buffers=buffers, dtype=dtype)
         self.ladder = torch.tensor(rungs, dtype=torch.float64)
         self.threshold = threshold

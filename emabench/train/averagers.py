@@ -57,7 +57,7 @@ def seed_ema(model: nn.Module, configs: Sequence[Config]) -> EMA:
     ema = configs[0].ema
     return EMA(
         model,
-        beta=betas[0] if len(set(betas)) == 1 else torch.tensor(betas),
+        beta=betas[0] if len(set(betas)) == 1 else torch.tensor(betas, dtype=torch.float64),
         update_after_step=ema.update_after_step,
         update_every=ema.update_every,
         inv_gamma=ema.inv_gamma,
