@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emabench.train.stepper import OPTIMIZERS, ReplicaStepper
+from emabench.averaging.flat import pack_
+from emabench.train.stepper import OPTIMIZERS, ForeachAdam, ReplicaStepper
 
 R = 3
 SHAPES = [(4, 3), (4,), (2, 4), (2,)]
@@ -95,3 +96,55 @@ def test_select_keeps_the_remaining_replicas_state() -> None:
 def test_unknown_optimizer_is_refused() -> None:
     with pytest.raises(ValueError, match="optimizer must be one of"):
         ReplicaStepper("lamb", [torch.zeros(2, 2)], {}, weight_decays=[0.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_foreach_adam_is_torch_adams_arithmetic_bit_for_bit(dtype: torch.dtype) -> None:
+    """ForeachAdam (Adam without the class) computes what ``torch.optim.Adam(lr=1, foreach=True)`` computes."""
+    g = torch.Generator().manual_seed(1)
+    ours, theirs = [torch.randn(40, 7, generator=g, dtype=dtype) for _ in range(2)], []
+    theirs = [t.clone() for t in ours]
+    mine = ForeachAdam(ours, betas=(0.9, 0.99), eps=1e-8)
+    reference = torch.optim.Adam(theirs, lr=1.0, betas=(0.9, 0.99), eps=1e-8, foreach=True)
+    for _ in range(20):
+        grads = [torch.randn(40, 7, generator=g, dtype=dtype) for _ in range(2)]
+        for a, b, grad in zip(ours, theirs, grads):
+            a.grad, b.grad = grad.clone(), grad.clone()
+        mine.step()
+        reference.step()
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    assert torch.equal(mine.state[ours[0]]["exp_avg_sq"], reference.state[theirs[0]]["exp_avg_sq"])
+
+
+@pytest.mark.parametrize("key", list(OPTIONS))
+def test_a_replicas_step_does_not_depend_on_its_stack(key: str) -> None:
+    """Replica r of one flat buffer of R replicas steps to the same bits as the same values stepped alone, for stacks
+    of several sizes, with learning rates and weight decays that differ across the stack or not (float32)."""
+    name, options = _case(key)
+    g = torch.Generator().manual_seed(2)
+    shapes = [(13, 5), (13,), (1, 13)]  # odd sizes: replicas start at offsets a vector does not divide
+    rows = [[torch.randn(s, generator=g) for s in shapes] for _ in range(65)]
+    grads = [[[torch.randn(s, generator=g) for s in shapes] for _ in range(65)] for _ in range(6)]
+
+    def stepped(replicas: list[int], lr: list[float], decay: list[float]) -> list[list[torch.Tensor]]:
+        params = [torch.stack([rows[r][i] for r in replicas]) for i in range(len(shapes))]
+        pack_(params)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        pack_([p.grad for p in params])
+        stepper = ReplicaStepper(name, params, options, weight_decays=decay, clip_norms=[1.0] * len(replicas))
+        for step in range(6):
+            for i, p in enumerate(params):
+                p.grad.copy_(torch.stack([grads[step][r][i] for r in replicas]))
+            stepper.step([v * 0.9**step for v in lr])
+        return [[p[k] for p in params] for k in range(len(replicas))]
+
+    (alone,) = stepped([0], [0.01], [1e-3])
+    for size in (2, 8, 65):
+        at = size // 2  # the run (rows[0]) in the middle of the others
+        replicas = [*range(1, at + 1), 0, *range(at + 1, size)]
+        lrs = [0.01 if r == 0 else 0.01 * (1 + r % 3) for r in replicas]
+        for decays in ([1e-3] * size, [1e-3 if r == 0 else 0.0 for r in replicas]):
+            stacked = stepped(replicas, lrs, decays)[at]
+            assert all(torch.equal(a, b) for a, b in zip(stacked, alone)), (size, decays[0])

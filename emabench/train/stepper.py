@@ -11,10 +11,15 @@ stacked tensors, and per replica ``r``:
    ``θ_r ← θ_r·(1 − η_r·λ_r)`` (AdamW, applied before the step as torch's AdamW does);
 3. ``θ_after = optimizer.step()`` with lr 1, then ``θ_r ← θ_prev,r + η_r·(θ_after,r − θ_prev,r)`` (one lerp).
 
-This equals R separate optimizers with learning rates ``η_r`` (``tests/test_stepper.py`` checks all seven
-optimizers with changing learning rates, to ~1e-15 in float64). When every replica shares ``η`` and ``λ`` (one run,
-or a sweep over anything else), steps 2–3 are left to the optimizer itself (``lr=η``, ``weight_decay=λ``): torch's
-own arithmetic, no extra copy.
+This equals R separate optimizers with learning rates ``η_r`` (``tests/test_stepper.py`` checks every optimizer with
+changing learning rates, to ~1e-15 in float64).
+
+**A replica's bits do not depend on its stack.** Every step takes the same three steps, whether the stack holds one
+run or many and whether its learning rates differ or not, and uses only element-wise kernels whose vectorised body
+and scalar tail round alike (``add``, ``mul``, ``lerp``, ``addcmul``, ``addcdiv``, ``sqrt``, ``div``): an element's
+result then does not depend on where it lies in the flat buffer of R replicas, so replica r steps bit for bit as it
+would alone. torch's *fused* SGD and Adam kernels are not used for that reason: their scalar tail rounds differently
+from their vector body (measured here: a parameter's update changed with its offset in the buffer).
 """
 
 from __future__ import annotations
@@ -36,72 +41,59 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "radam": torch.optim.RAdam,
 }
 DECOUPLED = frozenset({"adamw"})  # weight decay applied to the weights, not added to the gradient
-_FUSED = frozenset({"sgd", "adam", "adamw"})  # torch has a fused CPU/CUDA kernel for these
 
 
 def build_optimizer(
     name: str, params: Sequence[torch.Tensor], options: dict[str, Any], *, scaled: bool = False
-) -> torch.optim.Optimizer | FusedAdam:
-    """``torch.optim.<name>(params, lr=1, weight_decay=0, **options)``, fused or foreach (one kernel per group);
-    Adam and AdamW as :class:`FusedAdam` (their fused kernel and state, without the class) unless a gradient scaler
-    (``scaled``) needs the class itself."""
+) -> torch.optim.Optimizer | ForeachAdam:
+    """``torch.optim.<name>(params, lr=1, weight_decay=0, foreach=True, **options)``; Adam and AdamW (whose decoupled
+    decay the stepper applies) as :class:`ForeachAdam`, the same arithmetic without the class, unless a gradient
+    scaler (``scaled``) needs the class itself."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    if name in ("adam", "adamw") and not scaled and FusedAdam.takes(params):
-        return FusedAdam(list(params), decoupled=name == "adamw", **options)
-    speed = {"fused": True} if name in _FUSED else {"foreach": True}
-    return OPTIMIZERS[name](list(params), lr=1.0, weight_decay=0.0, **options, **speed)
+    if name in ("adam", "adamw") and not scaled:
+        return ForeachAdam(list(params), **options)
+    return OPTIMIZERS[name](list(params), lr=1.0, weight_decay=0.0, foreach=True, **options)
 
 
-class FusedAdam:
-    """``torch.optim.Adam(fused=True)`` / ``AdamW(fused=True)`` without the class: the same ``param_groups`` and
-    ``state`` (made as its ``_init_group`` makes them), stepped by the same kernel (``torch._fused_adam_`` /
-    ``torch._fused_adamw_``, after ``step += 1``: ``torch.optim.adam._fused_adam``).
+class ForeachAdam:
+    """``torch.optim.Adam(lr=1, weight_decay=0, foreach=True)`` without the class: the same ``param_groups`` and
+    ``state`` (``step``, a float32 count on the parameter's device, ``exp_avg``, ``exp_avg_sq``) and the same
+    arithmetic (``torch.optim.adam._multi_tensor_adam``), at step ``t`` with gradient ``g``::
+
+        m ← lerp(m, g, 1 − β₁);  v ← β₂·v + (1 − β₂)·g²
+        θ ← θ − (1/(1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
 
     Why not the class: its first construction imports ``torch._dynamo`` (1.4–2 s here, more than a whole run of the
     seed study), and its ``step()`` bookkeeping (profiler hook, grouping, checks) costs ~90 µs a step, more than the
-    seed model's whole update. ``tests/test_stepper.py`` holds it equal to torch's own Adam and AdamW.
+    seed model's whole update. ``tests/test_stepper.py`` holds it bit-equal to torch's own foreach Adam.
     """
 
-    def __init__(
-        self,
-        params: list[torch.Tensor],
-        *,
-        decoupled: bool,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> None:
-        self.decoupled = decoupled
+    def __init__(self, params: list[torch.Tensor], *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.param_groups = [{"params": params, "lr": 1.0, "weight_decay": 0.0, "betas": tuple(betas), "eps": eps}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
-
-    @staticmethod
-    def takes(params: Sequence[torch.Tensor]) -> bool:
-        """The fused kernel's domain: floating tensors on the CPU or a CUDA device."""
-        return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
     def step(self) -> None:
         if torch.is_grad_enabled():  # a trainer steps with autograd already off: no context per step
             with torch.no_grad():
                 return self.step()
         group = self.param_groups[0]
-        params = group["params"]
-        states = [self._state_of(p) for p in params]
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
         beta1, beta2 = group["betas"]
-        kernel(
-            params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-            steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-            eps=group["eps"], maximize=False, grad_scale=None, found_inf=None,
-        )  # fmt: skip
+        for param in group["params"]:
+            state = self._state_of(param)
+            state["step"] += 1
+            t = state["step"].item()
+            grad, exp_avg, exp_avg_sq = param.grad, state["exp_avg"], state["exp_avg_sq"]
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = exp_avg_sq.sqrt().div_((1 - beta2**t) ** 0.5).add_(group["eps"])
+            param.addcdiv_(exp_avg, denom, value=-1.0 / (1 - beta1**t))
 
     def _state_of(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state.get(param)
-        if state is None:  # torch's _init_group for a fused Adam: a float32 step count on the parameter's device
+        if state is None:  # torch's _init_group: a float32 step count (on the CPU unless capturable or fused)
             state = self.state[param] = {
-                "step": torch.zeros((), dtype=torch.float32, device=param.device),
+                "step": torch.zeros((), dtype=torch.float32),
                 "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
                 "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
             }
@@ -168,28 +160,28 @@ class ReplicaStepper:
         if torch.is_grad_enabled():  # a trainer steps with autograd already off: no context per step
             with torch.no_grad():
                 return self.step(lrs, scaler)
-        lrs = [float(lr) for lr in lrs]
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         if self.clip_norms is not None:
             self._clip()
-        shared = len(set(lrs)) == 1 and len(set(self.weight_decays)) == 1
-        group = self.optimizer.param_groups[0]
-        if shared:
-            group["lr"], group["weight_decay"] = lrs[0], self.weight_decays[0]
-            self._optimizer_step(scaler)
-            return
-        group["lr"], group["weight_decay"] = 1.0, 0.0
-        decay = torch.tensor(self.weight_decays, dtype=torch.float64, device=self.params[0].device)
-        lr = torch.tensor(lrs, dtype=torch.float64, device=self.params[0].device)
-        if self.name in DECOUPLED:
-            torch._foreach_mul_(self.params, _rows(1.0 - lr * decay, self.params))
-        elif bool((decay != 0).any()):
-            torch._foreach_add_(self._grads(), torch._foreach_mul(self.params, _rows(decay, self.params)))
+        device = self.params[0].device
+        lr = torch.tensor([float(v) for v in lrs], dtype=torch.float64, device=device)
+        if self._decays is not None:
+            if self.name in DECOUPLED:
+                torch._foreach_mul_(self.params, _rows(1.0 - lr * self._decays, self.params))
+            else:
+                torch._foreach_add_(self._grads(), torch._foreach_mul(self.params, _rows(self._decays, self.params)))
         previous = self._snapshot()
         self._optimizer_step(scaler)
         torch._foreach_lerp_(previous, self.params, _rows(lr, self.params))
         torch._foreach_copy_(self.params, previous)
+
+    @property
+    def _decays(self) -> torch.Tensor | None:
+        """``λ_r`` as a float64 vector, or ``None`` when no replica decays."""
+        if not any(self.weight_decays):
+            return None
+        return torch.tensor(self.weight_decays, dtype=torch.float64, device=self.params[0].device)
 
     def _optimizer_step(self, scaler: torch.amp.GradScaler | None) -> None:
         if scaler is not None:
