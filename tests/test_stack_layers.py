@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from emabench.stack import batched
 from emabench.stack.layers import StackedBatchNorm, StackedConv2d, StackedLayerNorm, StackedLinear
 from emabench.stack.models import init_parameters, lenet, mlp
 
@@ -123,3 +124,23 @@ def test_select_replicas_keeps_rows() -> None:
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key][[0, 2]])
     assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 1), (32, 64, 10), (4096, 9, 6), (7, 13, 5)])
+def test_a_replicas_products_do_not_depend_on_the_stack(shape: tuple[int, int, int]) -> None:
+    """``batched.bmm``/``baddbmm``: replica r's product is the same bits in a stack of 1, 2, 3, 8 or 65, at any place
+    (with MKL's reproducible mode, set by ``import emabench``; a batch of one goes the batched way too)."""
+    rows, inner, cols = shape
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(65, *s, generator=g) for s in ((rows, inner), (cols, inner), (1, cols)))
+
+    def products(index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batched.baddbmm(c[index], a[index], b[index].transpose(1, 2)), batched.bmm(
+            a[index].transpose(1, 2), a[index]
+        )
+
+    alone = {r: products([r]) for r in (0, 2, 64)}
+    for size in (2, 3, 8, 65):
+        stacked = products(list(range(size)))
+        for r in (r for r in alone if r < size):
+            assert torch.equal(stacked[0][r], alone[r][0][0]) and torch.equal(stacked[1][r], alone[r][1][0])

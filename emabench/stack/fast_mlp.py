@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from emabench.stack import batched
 from emabench.stack.layers import StackedDropout, StackedLinear
 from emabench.stack.models import StackedNet
 
@@ -84,7 +85,7 @@ class WrittenOutGradient:
         h = x
         last = len(layers) - 1
         for i, (weight, bias, _, _) in enumerate(layers):
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            h = batched.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
             if i < last:
                 h = h.relu_()
                 if masks[i] is not None:
@@ -94,10 +95,10 @@ class WrittenOutGradient:
         g = err * (2.0 / (err.shape[1] * err.shape[2]))
         for i in range(last, -1, -1):
             weight, _, weight_grad, bias_grad = layers[i]
-            torch.bmm(g.transpose(1, 2), inputs[i], out=weight_grad)
+            batched.bmm_into(weight_grad, g.transpose(1, 2), inputs[i])
             torch.sum(g, dim=1, out=bias_grad)
             if i > 0:
-                g = torch.bmm(g, weight)
+                g = batched.bmm(g, weight)
                 if masks[i - 1] is not None:
                     g = g.mul_(masks[i - 1])
                 # h = relu(z)·mask is > 0 exactly where both z > 0 and mask > 0: ReLU's own backward kernel

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emabench.stack import batched
+
 
 def _check_input(x: torch.Tensor, replicas: int, trailing: tuple[int, ...], layer: str) -> None:
     expected = (replicas, -1, *trailing)
@@ -50,8 +52,8 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.replicas, (self.in_features,), "StackedLinear")
         if self.bias is None:
-            return torch.bmm(x, self.weight.transpose(1, 2))
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+            return batched.bmm(x, self.weight.transpose(1, 2))
+        return batched.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
     @classmethod
     @torch.no_grad()
@@ -75,10 +77,11 @@ class StackedLinear(nn.Module):
 class StackedConv2d(nn.Module):
     """R ``nn.Conv2d``: weight ``(R, out, in, kh, kw)``, bias ``(R, out)``; input ``(R, B, in, H, W)``.
 
-    One grouped convolution (``groups=R``) over the replicas' channels side by side, ``(B, R·in, H, W)``, in
-    channels-last memory: oneDNN's grouped convolution and max pooling are several times faster there on a CPU
-    (LeNet's convolutions and poolings, forward and backward, at R = 40: 49 → 17 ms a step here), and the output is a
-    view of it that :class:`StackedMaxPool2d` and the next convolution take without a copy.
+    One ``F.conv2d`` per replica, outputs stacked. A grouped convolution over the replicas side by side
+    (``groups=R``) was ~1.2× faster for LeNet at R = 40 on this CPU, but oneDNN picks its algorithm by the number
+    of groups, so a replica's outputs changed in their last bits with the stack size (measured: stacks of 1 and 3
+    each differed from stacks of 2, 4, 8, … 65), and a run trained alone drifted from the same run in a sweep.
+    Replica by replica, every call has the same shapes whatever the stack, so it rounds alike.
     """
 
     def __init__(
@@ -101,13 +104,15 @@ class StackedConv2d(nn.Module):
                 f"StackedConv2d: expected input of shape ({replicas}, B, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
-        batch = x.shape[1]
-        side_by_side = x.transpose(0, 1).reshape(batch, replicas * self.in_channels, *x.shape[3:])
-        side_by_side = side_by_side.contiguous(memory_format=torch.channels_last)
-        weight = self.weight.reshape(replicas * self.out_channels, *self.weight.shape[2:])
-        weight = weight.contiguous(memory_format=torch.channels_last)
-        out = F.conv2d(side_by_side, weight, self.bias.reshape(-1), self.stride, self.padding, groups=replicas)
-        return out.view(batch, replicas, self.out_channels, *out.shape[2:]).transpose(0, 1)
+        last = torch.channels_last  # oneDNN's fast layout; its pooling and backward are several times faster there
+        # unbind, not x[r]: its backward stacks the R gradients once instead of adding R zero-padded copies
+        replicas = zip(x.unbind(0), self.weight.unbind(0), self.bias.unbind(0))
+        outs = [
+            F.conv2d(x_r.contiguous(memory_format=last), w.contiguous(memory_format=last), b, self.stride, self.padding)
+            for x_r, w, b in replicas
+        ]
+        # stacked as (R, B, H', W', out) and viewed as (R, B, out, H', W'): channels last, as each output came
+        return torch.stack([o.permute(0, 2, 3, 1) for o in outs]).permute(0, 1, 4, 2, 3)
 
     @classmethod
     @torch.no_grad()
@@ -131,9 +136,11 @@ class StackedConv2d(nn.Module):
 class StackedBatchNorm(nn.Module):
     """R ``nn.BatchNorm1d(features)`` (input ``(R, B, F)``) or ``nn.BatchNorm2d`` (input ``(R, B, C, H, W)``).
 
-    One ``F.batch_norm`` over ``R·features`` channels (tabm's ``BatchNorm1dEnsemble``): batch statistics and the
-    running mean/variance ``(R, features)`` are per replica; the affine weight and bias ``(R, features)`` too.
-    ``num_batches_tracked`` is ``(R,)`` so that every buffer has the replica dimension first.
+    Batch statistics, the running mean/variance ``(R, features)`` and the affine weight and bias ``(R, features)``
+    are per replica; ``num_batches_tracked`` is ``(R,)`` so that every buffer has the replica dimension first. One
+    ``F.batch_norm`` per replica: over ``R·features`` channels side by side (tabm's ``BatchNorm1dEnsemble``) the
+    kernel's vector lanes and tails fall on other channels as R changes, and a replica's statistics changed in
+    their last bits with the stack size (measured at 10 features: a stack of 1 differed from every other).
     """
 
     def __init__(self, replicas: int, features: int, *, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
@@ -166,19 +173,12 @@ class StackedBatchNorm(nn.Module):
             self.num_batches_tracked.add_(1)
             if momentum is None:  # cumulative average, as torch's BatchNorm with momentum=None (update_bn uses it)
                 momentum = 1.0 / float(self.num_batches_tracked[0])
-        batch = x.shape[1]
-        side_by_side = x.transpose(0, 1).reshape(batch, replicas * self.features, *x.shape[3:])
-        out = F.batch_norm(
-            side_by_side,
-            self.running_mean.view(-1),  # views: F.batch_norm updates the (R, features) buffers in place
-            self.running_var.view(-1),
-            self.weight.reshape(-1),
-            self.bias.reshape(-1),
-            self.training,
-            0.0 if momentum is None else momentum,
-            self.eps,
+        momentum = 0.0 if momentum is None else momentum
+        # one F.batch_norm per replica, each updating its own rows of the running statistics in place
+        rows = zip(x.unbind(0), self.running_mean, self.running_var, self.weight.unbind(0), self.bias.unbind(0))
+        return torch.stack(
+            [F.batch_norm(x_r, mean, var, w, b, self.training, momentum, self.eps) for x_r, mean, var, w, b in rows]
         )
-        return out.view(batch, replicas, *x.shape[2:]).transpose(0, 1)
 
     @classmethod
     @torch.no_grad()
@@ -266,10 +266,10 @@ class StackedMaxPool2d(nn.Module):
         self.kernel_size = kernel_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        replicas, batch, channels = x.shape[:3]
-        # Pooled side by side like the convolutions, (B, R·C, H, W): a view of their channels-last output
-        pooled = F.max_pool2d(x.transpose(0, 1).reshape(batch, replicas * channels, *x.shape[3:]), self.kernel_size)
-        return pooled.view(batch, replicas, channels, *pooled.shape[2:]).transpose(0, 1)
+        replicas, batch = x.shape[:2]
+        # every replica's images as one batch (R·B, C, H, W): a view of the convolutions' output, pooled as it lies
+        pooled = F.max_pool2d(x.reshape(replicas * batch, *x.shape[2:]), self.kernel_size)
+        return pooled.view(replicas, batch, *pooled.shape[1:])
 
 
 class Flatten(nn.Module):
@@ -277,6 +277,31 @@ class Flatten(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2)
+
+
+class ReplicaWise(nn.Module):
+    """A plain element-wise module applied to each replica's rows on their own: ``stack([f(x[r]) for r])``.
+
+    For activations whose vectorised kernel body and scalar tail round differently (``silu`` measurably, here), an
+    element's value depends on where it lies in the tensor the kernel walks; replica by replica, every replica's
+    tensor has the shape and layout it has alone. ReLU is exact either way and runs on the whole stack.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.module(x_r) for x_r in x.unbind(0)])
+
+
+def activation(name: str) -> nn.Module:
+    """The stacked activation ``name``: ``relu`` on the whole stack, the others replica by replica."""
+    if name == "relu":
+        return nn.ReLU()
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return ReplicaWise(ACTIVATIONS[name]())
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}

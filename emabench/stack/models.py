@@ -26,7 +26,6 @@ from torch import nn
 
 from emabench.averaging.flat import pack_
 from emabench.stack.layers import (
-    ACTIVATIONS,
     Flatten,
     StackedBatchNorm,
     StackedConv2d,
@@ -35,6 +34,7 @@ from emabench.stack.layers import (
     StackedLinear,
     StackedMaxPool2d,
 )
+from emabench.stack.layers import activation as activation_module
 
 INITS = ("xavier_normal", "xavier_uniform", "kaiming_uniform", "torch_default")
 
@@ -110,7 +110,7 @@ def mlp(
             layers.append(StackedLayerNorm(replicas, size))
         elif norm != "none":
             raise ValueError(f"norm must be one of none, batch, layer, got {norm!r}")
-        layers.append(ACTIVATIONS[activation]())
+        layers.append(activation_module(activation))
         if dropout:
             layers.append(StackedDropout((size,)))
         width = size
@@ -136,10 +136,10 @@ def lenet(
     second_padding = 0 if min(h, w) >= 28 else 2
     layers: list[nn.Module] = [
         StackedConv2d(replicas, c, channels[0], 3, padding=1),
-        ACTIVATIONS[activation](),
+        activation_module(activation),
         StackedMaxPool2d(2),
         StackedConv2d(replicas, channels[0], channels[1], 5, padding=second_padding),
-        ACTIVATIONS[activation](),
+        activation_module(activation),
         StackedMaxPool2d(2),
         Flatten(),
     ]
@@ -150,7 +150,7 @@ def lenet(
     for size in fc_sizes:
         layers.append(StackedLinear(replicas, width, size))
         if fc_activation != "none":
-            layers.append(ACTIVATIONS[fc_activation]())
+            layers.append(activation_module(fc_activation))
         if dropout:
             layers.append(StackedDropout((size,)))
         width = size
