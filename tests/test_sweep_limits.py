@@ -5,7 +5,6 @@ that contradict each other are refused in one line naming both — never silentl
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -40,18 +39,17 @@ def one_line_refusal(result, *needles: str) -> None:
 
 
 def test_a_huge_seed_range_is_refused_at_once_and_writes_nothing(tmp_path: Path):
-    started = time.perf_counter()
     result = invoke("sweep", SEED_CONFIG, "--seeds", "0-100000", "--runs-dir", tmp_path / "runs")
     one_line_refusal(result, "100001 seeds", "--max-runs 1000")
     # a range far beyond memory is counted, not listed
     result = invoke("sweep", SEED_CONFIG, "--seeds", "0-1000000000000", "--runs-dir", tmp_path / "runs")
     one_line_refusal(result, "1000000000001 seeds")
-    assert time.perf_counter() - started < 30  # generous: the point is "not minutes", measured ~0.5 s
     assert not (tmp_path / "runs").exists()
 
 
 def test_the_grid_is_counted_across_axes_and_max_runs_allows_more(tmp_path: Path):
-    args = ["sweep", SEED_CONFIG, "--beta", "0.9,0.99", "--seeds", "0,1", *TINY, "--runs-dir", tmp_path, "-q"]
+    # beta 0.5 and 0.99 (0.9 and 0.99 would be the same run: TINY's warm-up decay stays below 0.9)
+    args = ["sweep", SEED_CONFIG, "--beta", "0.5,0.99", "--seeds", "0,1", *TINY, "--runs-dir", tmp_path, "-q"]
     one_line_refusal(invoke(*args, "--max-runs", "3"), "4 runs (2 ema.beta × 2 seed)", "--max-runs 4")
     assert list(tmp_path.iterdir()) == []
     result = invoke(*args, "--max-runs", "4")
@@ -61,8 +59,6 @@ def test_the_grid_is_counted_across_axes_and_max_runs_allows_more(tmp_path: Path
 def test_the_library_refuses_the_same_way(tiny_config: Config, tmp_path: Path):
     with pytest.raises(ConfigError, match="more than --max-runs 1000"):
         sweep(tiny_config, {"seed": range(1001)}, tmp_path)
-    with pytest.raises(ConfigError, match="lists one run twice"):
-        sweep(tiny_config, {"ema.beta": [0.9, 0.99, 0.9]}, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -177,11 +173,13 @@ def test_contradicting_options_are_refused_naming_both(case: str, tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_same_run_from_two_spellings_is_refused(tmp_path: Path):
-    # 1 and 1.0 read as different YAML values, but validate to the same config: named, not reported as "locked"
+def test_the_same_run_from_two_spellings_is_trained_once(tmp_path: Path):
+    # 1 and 1.0 read as different YAML values, but validate to the same config: named before training, trained once
     result = invoke("sweep", SEED_CONFIG, *TINY, "--grid", "train.optimizer.lr=1,1.0", "--runs-dir", tmp_path)
-    one_line_refusal(result, "lists one run twice", "train.optimizer.lr=1 and train.optimizer.lr=1.0")
-    assert list(tmp_path.iterdir()) == []
+    assert result.exit_code == 0, result.output
+    named = "Trained once: train.optimizer.lr=1.0 is the same run as train.optimizer.lr=1 (1 point): the same config"
+    assert named in " ".join(result.output.split())
+    assert "(1 completed)" in result.output
 
 
 def test_a_file_as_runs_dir_is_refused(tmp_path: Path):

@@ -30,7 +30,7 @@ from emabench.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
     from emabench.config import Config
-    from emabench.runs.plan import SweepPlan
+    from emabench.runs.plan import SameRun, SweepPlan
     from emabench.runs.ray_cluster import RayOptions
     from emabench.runs.ray_executor import RayProgress
     from emabench.runs.unit import RunOutcome
@@ -167,6 +167,7 @@ def sweep(
             plots=plots,
             max_runs=limit,
             ray=options,
+            expanded=described.grid,
             **callbacks,
         )
     _render(folder, outcomes, stopped=stop.is_set(), ray=view.last)
@@ -224,6 +225,25 @@ def _print_plan(described: SweepPlan, engine: str, jobs: int) -> None:
     mode = f"{described.stacks} stacked model(s)" if described.stacked else "one model per run"
     where = " on Ray" if engine == "ray" else ""
     console.print(f"Sweep: {described.runs} runs ({mode}, {jobs} job(s){where}).")
+    for line in _same_run_lines(described.grid.same):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def _same_run_lines(same: list[SameRun]) -> list[str]:
+    """One line per kind of repeated point (the seed set aside): which settings are the same run as which, and why."""
+    kinds: dict[tuple[str, str, str], int] = {}
+    for point in same:
+        key = (_setting(point.requested), _setting(point.same_as), point.why)
+        kinds[key] = kinds.get(key, 0) + 1
+    return [
+        f"Trained once: {asked} is the same run as {kept} ({n} point{'s' if n > 1 else ''}): {why}."
+        for (asked, kept, why), n in kinds.items()
+    ]
+
+
+def _setting(values: dict[str, Any]) -> str:
+    shown = {key: value for key, value in values.items() if key != "seed"}
+    return ", ".join(f"{key.removeprefix('ema.')}={value}" for key, value in shown.items()) or "the base config"
 
 
 def _render(folder: Path, outcomes: list[RunOutcome], *, stopped: bool, ray: RayProgress | None) -> None:

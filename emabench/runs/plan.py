@@ -12,6 +12,7 @@ in training is locked through one open file (:mod:`emabench.runs.lock`), so the 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import resource
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from emabench.config import Config, validate_config, with_overrides
 from emabench.errors import ConfigError
 from emabench.runs.folder import RunFolder, run_id
-from emabench.train.build import stack_key
+from emabench.train.build import TrainingSizes, beta_free, run_identity, stack_key, warmup_ceiling
 
 Engine = Literal["auto", "vectorized", "process", "ray"]
 ENGINES: tuple[Engine, ...] = ("auto", "vectorized", "process", "ray")
@@ -56,26 +57,74 @@ def stack_limit(jobs: int) -> int:
     return max(1, min(MAX_STACK, budget // max(1, jobs)))
 
 
-def expand_grid(base: Config, grid: dict[str, Sequence[Any]]) -> list[Config]:
-    """Every combination of the grid's dotted keys (e.g. ``{"ema.beta": [...], "seed": [...]}``), validated.
-    Two combinations that resolve to the same config (the same run) are refused, naming both."""
+@dataclass(frozen=True)
+class SameRun:
+    """A point of the grid that is the same run as an earlier one (``same_as``), so it is trained once, as ``run``."""
+
+    requested: dict[str, Any]
+    same_as: dict[str, Any]
+    run: str
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requested": self.requested, "same_as": self.same_as, "run": self.run, "why": self.why}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The grid's distinct runs (``configs``, in grid order) and the points that repeat one of them (``same``)."""
+
+    configs: list[Config]
+    same: list[SameRun]
+
+
+def expand_grid(base: Config, grid: dict[str, Sequence[Any]], sizes: TrainingSizes | None = None) -> Grid:
+    """Every combination of the grid's dotted keys (e.g. ``{"ema.beta": [...], "seed": [...]}``), validated, each
+    distinct run once. Two points are the same run when they resolve to the same config, or differ only in warm-up
+    EMA βs that the decay never reaches within ``max_epochs`` (:func:`~emabench.train.build.run_identity`; the data
+    is loaded, through ``sizes``, only to count the steps of such points)."""
     keys = list(grid)
-    configs, seen = [], {}
+    points: list[tuple[dict[str, Any], Config]] = []
+    same: list[SameRun] = []
+    seen: dict[str, tuple[dict[str, Any], Config]] = {}
     for values in itertools.product(*grid.values()):
         setting = dict(zip(keys, values))
         config = with_overrides(base, setting)
-        first = seen.setdefault(run_id(config.to_dict()), setting)
-        if first is not setting:
-            raise ConfigError(
-                f"the sweep lists one run twice: {_setting(first)} and {_setting(setting)} give the same config "
-                "(give each value once)"
-            )
-        configs.append(config)
-    return configs
+        first = seen.setdefault(run_id(config.to_dict()), (setting, config))
+        if first[0] is setting:
+            points.append(first)
+        else:
+            same.append(SameRun(setting, first[0], run_id(config.to_dict()), "the same config"))
+    twins = _unreached_betas(points, sizes or TrainingSizes())
+    same += twins
+    repeated = [id(twin.requested) for twin in twins]
+    return Grid([c for s, c in points if id(s) not in repeated], same)
 
 
-def _setting(values: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "the base config"
+def _unreached_betas(points: list[tuple[dict[str, Any], Config]], sizes: TrainingSizes) -> list[SameRun]:
+    """The points equal to an earlier one but for warm-up EMA βs their decay never reaches (data loaded only for
+    points that differ in nothing else)."""
+    groups: dict[str, list[tuple[dict[str, Any], Config]]] = {}
+    for point in points:
+        groups.setdefault(json.dumps(beta_free(point[1]), sort_keys=True, default=str), []).append(point)
+    same = []
+    for members in (m for m in groups.values() if len(m) > 1):
+        per_epoch = sizes.steps_per_epoch(members[0][1])
+        kept: dict[str, tuple[dict[str, Any], Config]] = {}
+        for setting, config in members:
+            first = kept.setdefault(run_identity(config, per_epoch), (setting, config))
+            if first[0] is not setting:
+                same.append(SameRun(setting, first[0], run_id(first[1].to_dict()), _why(config, per_epoch)))
+    return same
+
+
+def _why(config: Config, per_epoch: int) -> str:
+    steps = config.train.max_epochs * per_epoch
+    ceiling = warmup_ceiling(config.ema, steps)
+    return (
+        f"the EMA warm-up's decay reaches at most {ceiling:.4f} within {config.train.max_epochs} epochs "
+        f"({steps} steps), below both βs: the same decays, the same run"
+    )
 
 
 def with_beta_shadows(base: Config, betas: Sequence[float]) -> Config:
@@ -110,14 +159,15 @@ def _cut(group: list[Config], pieces: int, limit: int) -> list[list[Config]]:
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """What a sweep will train, before anything runs: ``runs`` configs in ``stacks`` units of work."""
+    """What a sweep will train, before anything runs: the grid's distinct runs (``grid.configs``; ``grid.same``
+    lists the requested points that repeat one of them) in ``stacks`` units of work."""
 
-    configs: list[Config]
+    grid: Grid
     stacks: int
 
     @property
     def runs(self) -> int:
-        return len(self.configs)
+        return len(self.grid.configs)
 
     @property
     def stacked(self) -> bool:
@@ -129,11 +179,11 @@ def describe(
     base: Config, grid: dict[str, Sequence[Any]], engine: Engine, jobs: int, max_runs: int = MAX_RUNS
 ) -> SweepPlan:
     """Validate every combination of the grid and count the units a fresh sweep would train; raises
-    :class:`ConfigError` for a grid of more than ``max_runs`` runs, a bad or repeated combination, or an engine
-    that cannot train them."""
+    :class:`ConfigError` for a grid of more than ``max_runs`` runs, a bad combination, or an engine that cannot
+    train them."""
     check_size(grid, max_runs)
-    configs = expand_grid(base, grid)
-    return SweepPlan(configs, len(plan_stacks(configs, engine, jobs)))
+    expanded = expand_grid(base, grid)
+    return SweepPlan(expanded, len(plan_stacks(expanded.configs, engine, jobs)))
 
 
 @dataclass(frozen=True)

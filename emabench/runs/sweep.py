@@ -18,7 +18,7 @@ from emabench.errors import ConfigError
 from emabench.runs import ray_executor
 from emabench.runs.atomic import inside
 from emabench.runs.folder import RunFolder
-from emabench.runs.plan import MAX_RUNS, Engine, Unit, check_size, expand_grid, plan_units
+from emabench.runs.plan import MAX_RUNS, Engine, Grid, Unit, check_size, expand_grid, plan_units
 from emabench.runs.pool import run_in_pool
 from emabench.runs.ray_cluster import RayOptions, check_devices, require_ray
 from emabench.runs.ray_executor import ProgressCallback
@@ -46,11 +46,14 @@ def sweep(
     max_runs: int = MAX_RUNS,
     ray: RayOptions | None = None,
     on_ray_progress: ProgressCallback | None = None,
+    expanded: Grid | None = None,
 ) -> tuple[Path, list[RunOutcome]]:
     """Run every grid combination into ``<runs_dir>/sweep-<name>-<hash>/<run-id>/``; DONE runs are skipped,
     checkpointed ones resumed, runs another process is training left to it (``locked``).
 
-    A grid of more than ``max_runs`` runs, or one that lists a run twice, is refused before anything is written.
+    A grid of more than ``max_runs`` runs is refused before anything is written. Points that are the same run as
+    another (:func:`~emabench.runs.plan.expand_grid`; ``expanded`` if the caller has expanded the grid already) are
+    trained once and listed in ``sweep.json`` under ``same_runs``.
 
     ``mode`` is recorded in ``sweep.json``: ``runs`` (one run per setting) or ``shadows`` (settings tracked as
     shadow averagers of one trajectory, see :func:`emabench.runs.plan.with_beta_shadows`).
@@ -62,14 +65,16 @@ def sweep(
     elif ray is not None:
         raise ConfigError(f"--cpus-per-task/--gpus-per-task: only with --engine ray (not --engine {engine})")
     check_size(grid, max_runs)
-    configs = expand_grid(base, grid)
+    expanded = expanded or expand_grid(base, grid)
+    configs = expanded.configs
     spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
     folder = sweep_dir(Path(runs_dir), base.name, spec)
     inside(folder, runs_dir)
     pending, outcomes = _not_done(configs, folder, force)
     _check_devices(pending, engine, ray)  # refuse before any folder is created
     check_step_warmups(pending)
-    write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs})
+    same_runs = [same.to_json() for same in expanded.same]
+    write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs, "same_runs": same_runs})
     units = plan_units(pending, folder, engine, jobs, force)
     work = SweepWork(folder, engine, force, stop, checkpoint_every, plots)
     if engine == "ray":

@@ -108,17 +108,69 @@ def lr_schedule(config: Config, n_train: int) -> tuple[Schedule, str]:
     return schedule, spec.per
 
 
-def check_step_warmups(configs: Sequence[Config]) -> None:
+class TrainingSizes:
+    """Training-set sizes by data spec, each data set loaded once: what planning needs of the data (a run's steps
+    are known only with it)."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[str, int] = {}
+
+    def n_train(self, config: Config) -> int:
+        key = json.dumps([config.task, config.data.model_dump(mode="json")], sort_keys=True)
+        if key not in self._sizes:
+            self._sizes[key] = make_dataset(config.data, config.task).n_train
+        return self._sizes[key]
+
+    def steps_per_epoch(self, config: Config) -> int:
+        return steps_per_epoch(self.n_train(config), config.train.batch_size)
+
+
+def check_step_warmups(configs: Sequence[Config], sizes: TrainingSizes | None = None) -> None:
     """A warm-up counted in steps must be shorter than the run, whose steps are known only with the data: loaded
     here (once per data spec) for the configs that have one, so a refusal comes before anything is written."""
-    sizes: dict[str, int] = {}
+    sizes = sizes or TrainingSizes()
     for config in configs:
         spec = config.train.lr_schedule
         if spec.per == "step" and spec.warmup > 0:
-            key = json.dumps([config.task, config.data.model_dump(mode="json")], sort_keys=True)
-            if key not in sizes:
-                sizes[key] = make_dataset(config.data, config.task).n_train
-            lr_schedule(config, sizes[key])
+            lr_schedule(config, sizes.n_train(config))
+
+
+def warmup_ceiling(spec: Any, steps: int) -> float:
+    """The largest decay a warm-up EMA (the ``ema`` section, or an averager of kind ``ema``) reaches by optimizer
+    step ``steps``, before its β caps it: ``max(min_value, 1 − (1 + e/inv_gamma)^−power)`` at
+    ``e = steps − update_after_step − 1`` (the schedule only grows)."""
+    e = steps - spec.update_after_step - 1
+    decay = 0.0 if e <= 0 else 1.0 - (1.0 + e / spec.inv_gamma) ** -spec.power
+    return max(decay, spec.min_value)
+
+
+UNREACHED = "unreached"  # a warm-up EMA's β that its decay never reaches in the run (see run_identity)
+
+
+def beta_free(config: Config) -> dict[str, Any]:
+    """``config`` as a dict with every warm-up EMA's β removed: configs equal here differ at most in βs."""
+    raw = config.to_dict()
+    raw["ema"].pop("beta", None)
+    for spec in raw.get("averagers", {}).values():
+        if spec.get("kind") == "ema":
+            spec.pop("beta", None)
+    return raw
+
+
+def run_identity(config: Config, steps_per_epoch: int) -> str:
+    """What decides a run's history, as text: its config, with every warm-up EMA's β that its decay never reaches
+    within ``max_epochs`` written as :data:`UNREACHED` — every such β gives the same decays, so the same run."""
+    raw = config.to_dict()
+    steps = config.train.max_epochs * steps_per_epoch
+    specs = [("ema", config.ema, raw["ema"])] + [
+        (name, spec, raw["averagers"][name])
+        for name, spec in config.averagers.items()
+        if getattr(spec, "kind", None) == "ema" and spec.beta is not None
+    ]
+    for _, spec, out in specs:
+        if warmup_ceiling(spec, steps) < spec.beta:
+            out["beta"] = UNREACHED
+    return json.dumps(raw, sort_keys=True, default=str)
 
 
 def build_model(
