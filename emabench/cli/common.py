@@ -55,8 +55,9 @@ ThreadsOption = Annotated[
     typer.Option(
         "--threads",
         min=1,
-        help="torch CPU threads for training in this process (the seed MLP is too small to gain from more; "
-        "measured slower with 2).",
+        help="torch CPU threads for training, in this process and in each --jobs worker. A run gives the same bytes "
+        "at one thread count whatever its stack, engine or --jobs; other thread counts may round differently "
+        "(convolutions, BatchNorm). The seed MLP is too small to gain from more.",
     ),
 ]
 CheckpointOption = Annotated[

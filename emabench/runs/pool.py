@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -28,8 +27,12 @@ def run_in_pool(
 ) -> list[RunOutcome]:
     """Train units in ``jobs`` worker processes, handing one out (locked by this process) whenever a worker is
     free. A stop request starts nothing more and reaches running workers through a shared event; they stop after
-    their current epoch."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    their current epoch.
+
+    Every worker trains with this process's torch thread count (``--threads``): a result depends on the thread
+    count (oneDNN's convolutions and BatchNorm split work by it), so a run gives the same bytes whether it trains
+    here, in a worker, or in a sweep of another ``--jobs``."""
+    threads = torch.get_num_threads()
     context = multiprocessing.get_context(_start_method())
     shared = context.Event()
     pool = ProcessPoolExecutor(
