@@ -16,3 +16,26 @@ def not_a_module() -> object:
 def batchnorm_mlp(in_features: int, hidden: int = 16) -> nn.Module:
     """BatchNorm: running statistics that, under DDP, each rank first computes from its own rows."""
     return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+
+class _FailsInTraining(nn.Module):
+    """A linear model whose training forward raises ``error`` from its ``after``-th call on (a user's bug)."""
+
+    def __init__(self, in_features: int, after: int, error: BaseException) -> None:
+        super().__init__()
+        self.linear, self.after, self.error, self.calls = nn.Linear(in_features, 1), after, error, 0
+
+    def forward(self, x):  # noqa: ANN001, ANN201 - a user's module
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.after:
+                raise self.error
+        return self.linear(x)
+
+
+def fails_in_training(in_features: int, after: int = 10, **_: object) -> nn.Module:
+    return _FailsInTraining(in_features, after, RuntimeError("the user's forward broke"))
+
+
+def exits_in_training(in_features: int, after: int = 10, **_: object) -> nn.Module:
+    return _FailsInTraining(in_features, after, SystemExit(0))

@@ -23,3 +23,27 @@ def test_the_example_trains_the_users_model_with_three_averagers(tmp_path, monke
     assert metrics["r2"].min() > 0.5  # all four learned the Friedman target, none is an untouched copy
     history = pd.read_csv(folder / "history.csv")
     assert len(history) == 12
+
+
+SHORT = ["--set", "train.max_epochs=8", "--set", "averagers.swa.start_epoch=4", "--set", "train.lr_schedule.warmup=0"]
+
+
+@pytest.mark.parametrize(
+    "axes,runs",
+    [
+        (["--beta", "0.9,0.99", "--seeds", "0,1"], 4),  # 160 steps: the decay passes 0.9 (at ~131) but not 0.99
+        (["--grid", "train.optimizer.lr=0.001,0.003", "--seeds", "0"], 2),
+        (["--grid", "model.kwargs.dropout=0.0,0.2", "--seeds", "0"], 2),
+        (["--beta", "0.9,0.99", "--shadows", "--seeds", "0,1"], 2),
+    ],
+)
+def test_sweeps_of_the_users_model_over_per_run_keys(tmp_path, monkeypatch, axes: list[str], runs: int) -> None:
+    """Every per-run key a sweep varies gives runs of their own (a custom model trains one run per unit), with the
+    default engine: none crashes, each finishes."""
+    monkeypatch.chdir(ROOT)
+    args = ["sweep", "examples/custom_model.yaml", *axes, *SHORT, "--set", "ema.update_after_step=10"]
+    result = CliRunner().invoke(app, [*args, "--runs-dir", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (sweep,) = tmp_path.iterdir()
+    done = [p for p in sweep.iterdir() if (p / "DONE").is_file()]
+    assert len(done) == runs

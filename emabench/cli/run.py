@@ -24,7 +24,7 @@ from emabench.cli.common import (
     set_threads,
     stopping_notice,
 )
-from emabench.errors import EXIT_INTERRUPTED, ConfigError
+from emabench.errors import EXIT_INTERRUPTED, ConfigError, RunError
 
 if TYPE_CHECKING:
     from emabench.config import Config
@@ -175,6 +175,13 @@ def _render(outcome: RunOutcome) -> None:
         exit_interrupted(
             f"{outcome.folder.path} stopped after epoch {outcome.epochs} and saved a checkpoint; "
             f"continue with: emabench run --resume {outcome.folder.path}"
+        )
+    if outcome.status == "failed":
+        from emabench.runs.folder import FAILED
+
+        raise RunError(
+            f"{outcome.folder.path}: training failed after {outcome.epochs} epoch(s) ({outcome.error}); the traceback "
+            f"is in {outcome.folder.path / FAILED}"
         )
     if outcome.status == "skipped":
         console.print(f"Already finished (use --force to re-train): {outcome.folder.path}")

@@ -251,6 +251,9 @@ class ReadOnlyRunFolder(RunFolder):
     def interrupt(self, info: dict[str, Any]) -> None:
         pass
 
+    def fail(self, config: Config, info: dict[str, Any]) -> None:
+        pass
+
     def resume(self, history: Any) -> None:
         pass
 

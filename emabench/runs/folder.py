@@ -9,8 +9,9 @@ A run folder holds::
     r2.png        the task's plot metric per epoch, raw vs averaged (:func:`metric_plot`: r2.png, accuracy.png)
     checkpoint.pt with ``--checkpoint-every`` or after Ctrl-C: the state to continue the run (removed once DONE)
     INTERRUPTED   written when Ctrl-C/SIGTERM stopped the run (JSON: epochs, checkpoint epoch)
-    FAILED        written when the run's task failed for good (``--engine ray``: it raised, or its node was lost more
-                  often than Ray retries; JSON: error, epochs, checkpoint epoch); re-running the sweep retries it
+    FAILED        written when training the run raised (a user's module or data code, or a bug: JSON with the error
+                  and its traceback) or its Ray task was lost for good (its node lost more often than Ray retries);
+                  re-running retries it, from its checkpoint if it has one
     DONE          written last (JSON: status, stop reason, epochs, wall time); a folder without it is incomplete
     .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
 
@@ -179,6 +180,7 @@ class RunFolder:
         A run that failed before it started gets its config too, so it is listed (``emabench ls``) and counted."""
         if not (self.path / CONFIG).is_file():
             self.create().write_config(dump_yaml(config.to_dict()))
+        self.flush_history()
         (self.path / INTERRUPTED).unlink(missing_ok=True)
         atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
 

@@ -119,11 +119,17 @@ def _unreached_betas(points: list[tuple[dict[str, Any], Config]], sizes: Trainin
 
 
 def _why(config: Config, per_epoch: int) -> str:
-    steps = config.train.max_epochs * per_epoch
+    epochs = config.train.max_epochs
+    steps = epochs * per_epoch
     ceiling = warmup_ceiling(config.ema, steps)
+    if ceiling == 0.0:
+        return (
+            f"the EMA only copies the weights within {epochs} epochs ({steps} steps, update_after_step "
+            f"{config.ema.update_after_step}): the same run"
+        )
     return (
-        f"the EMA warm-up's decay reaches at most {ceiling:.4f} within {config.train.max_epochs} epochs "
-        f"({steps} steps), below both βs: the same decays, the same run"
+        f"the EMA warm-up's decay reaches at most {ceiling:.4f} within {epochs} epochs ({steps} steps), below both "
+        "βs: the same decays, the same run"
     )
 
 

@@ -150,6 +150,10 @@ class UnitInFlight:
         elif method == "interrupt":
             folder.interrupt(*args)
             self.ended[index] = self._ended(index, "interrupted")
+        elif method == "fail":  # training raised in the task: the run failed, with its traceback
+            (info,) = args
+            folder.fail(config, info)
+            self.ended[index] = self._ended(index, "failed", info["error"])
         elif method in ("resume", "write_history"):
             getattr(folder, method)(*args)
             self.epochs[index] = len(args[0])

@@ -211,3 +211,6 @@ class RemoteRun:
 
     def interrupt(self, info: dict[str, Any]) -> None:
         self._send("interrupt", info)
+
+    def fail(self, config: Config, info: dict[str, Any]) -> None:
+        self._send("fail", info)

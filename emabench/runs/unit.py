@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from emabench import __version__
 from emabench.config import Config
-from emabench.errors import RunError
+from emabench.errors import EmabenchError, RunError, one_line
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import StopRequest
 from emabench.runs.lock import RunLock
@@ -146,6 +147,27 @@ class _Stack:
                 with contextlib.suppress(Exception):
                     folder.interrupt({"epochs": len(self.histories[r]), "emabench": __version__})
 
+    def fail(self, err: BaseException) -> list[RunOutcome]:
+        """Training raised (the user's model or data code, or a bug): every unfinished run is marked FAILED with the
+        error and its traceback (an earlier checkpoint stays, so re-running retries from it); every run's outcome."""
+        error = f"{type(err).__name__}: {one_line(str(err), 300)}"
+        trace = "".join(traceback.format_exception(err))
+        for r, folder in enumerate(self.folders):
+            if r not in self.outcomes:
+                epochs = len(self.histories[r])
+                info = {
+                    "status": "failed",
+                    "error": error,
+                    "traceback": trace,
+                    "epochs": epochs,
+                    "emabench": __version__,
+                }
+                folder.fail(self.configs[r], info)
+                self.outcomes[r] = RunOutcome(
+                    folder, "failed", epochs, "failed", self.elapsed(r), self.resumed_from, error
+                )
+        return [self.outcomes[r] for r in range(len(self.configs))]
+
 
 def train_stack(
     configs: Sequence[Config],
@@ -171,6 +193,8 @@ def train_stack(
 
     ``resume``: continue every run from its folder's checkpoint (all saved after the same epoch). ``stop`` is asked
     after each epoch; when it says so, unfinished runs are checkpointed, marked interrupted and returned as such.
+    An exception other than emabench's own (a user's module or data function raising, even ``SystemExit``) marks the
+    unfinished runs FAILED, their traceback inside, and returns them as ``failed``.
     """
     if stop is not None and stop():
         return [RunOutcome(folder, "not_started", 0, "", 0.0) for folder in folders]
@@ -178,7 +202,7 @@ def train_stack(
     trainer = stack.trainer
     try:
         while not trainer.done:
-            records = trainer.run_epoch()
+            records = _run_epoch(trainer)
             stack.record(records)
             if on_epoch is not None:
                 on_epoch(trainer, records)
@@ -189,10 +213,34 @@ def train_stack(
                 flush()
             if stopping:
                 break
+    except _TrainingRaised as raised:
+        outcomes = stack.fail(raised.error)
+        if flush is not None:
+            flush()
+        return outcomes
     except BaseException:
         stack.abandon()
         raise
     return stack.interrupt()
+
+
+class _TrainingRaised(Exception):
+    """Training itself raised (not the run folders, the callbacks or emabench's own checks): the runs fail."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _run_epoch(trainer: Trainer) -> list[EpochRecord]:
+    """One epoch; anything but emabench's own errors and Ctrl-C, raised by a user's module or data code (even
+    ``SystemExit``) or a bug, becomes :class:`_TrainingRaised`."""
+    try:
+        return trainer.run_epoch()
+    except EmabenchError:
+        raise
+    except (Exception, SystemExit) as err:
+        raise _TrainingRaised(err) from err
 
 
 def _start(

@@ -62,8 +62,11 @@ def runnable_device(config: Config) -> torch.device:
 
 
 def stack_key(config: Config) -> str:
-    """What replicas must share to train as one stacked model (a custom model or fp16 never stacks)."""
+    """What replicas must share to train as one stacked model. A custom model or fp16 never stacks: its key is the
+    whole config (every per-run setting included), so each of its runs is a unit of its own."""
     raw = config.to_dict()
+    if config.model.name == "custom" or config.train.precision == "fp16":
+        return json.dumps(raw, sort_keys=True, default=str)  # a user's module is not stacked; fp16's scaler couples
     for key in PER_REPLICA:
         *parents, last = key.split(".")
         node = raw
@@ -73,8 +76,6 @@ def stack_key(config: Config) -> str:
             node.pop(last, None)
         if key == "train.scheduler" and isinstance(node, dict):  # plateau settings differ; whether there is one not
             node["scheduler"] = config.train.scheduler.name
-    if config.model.name == "custom" or config.train.precision == "fp16":
-        raw["seed"] = config.seed  # one run per unit: a user's module is not stacked; fp16's grad scaler couples
     if config.train.lr_schedule.name != "constant" or config.train.swa_lr is not None:
         raw["max_epochs"] = config.train.max_epochs  # the schedule's length
     return json.dumps(raw, sort_keys=True, default=str)
