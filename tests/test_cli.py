@@ -64,7 +64,7 @@ def test_resolved_config_reruns_to_the_same_folder(tmp_path):
 
 
 def test_sweep_then_report(tmp_path):
-    result = invoke("sweep", SEED_CONFIG, "--beta", "0.9,0.99", "--seeds", "0-2", *TINY, "--runs-dir", tmp_path, "-q")
+    result = invoke("sweep", SEED_CONFIG, "--beta", "0.5,0.99", "--seeds", "0-2", *TINY, "--runs-dir", tmp_path, "-q")
     assert result.exit_code == 0, result.output
     runs = find_runs([tmp_path])
     assert len(runs) == 6 and all(r.is_done for r in runs)
@@ -72,7 +72,7 @@ def test_sweep_then_report(tmp_path):
     report = invoke("report", "--runs-dir", tmp_path)
     assert report.exit_code == 0, report.output
     table = pd.read_csv(tmp_path / "report.csv")
-    assert list(table["beta"]) == [0.9, 0.99]
+    assert list(table["beta"]) == [0.5, 0.99]
     assert list(table["n_seeds"]) == [3, 3]
     for column in [
         "raw_mse_mean",
@@ -86,7 +86,7 @@ def test_sweep_then_report(tmp_path):
         assert column in table.columns
     assert (tmp_path / "report.md").read_text().startswith("# ")
     # re-running the same sweep trains nothing
-    again = invoke("sweep", SEED_CONFIG, "--beta", "0.9,0.99", "--seeds", "0-2", *TINY, "--runs-dir", tmp_path, "-q")
+    again = invoke("sweep", SEED_CONFIG, "--beta", "0.5,0.99", "--seeds", "0-2", *TINY, "--runs-dir", tmp_path, "-q")
     assert again.exit_code == 0 and "6 skipped" in again.output
 
 

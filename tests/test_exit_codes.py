@@ -104,7 +104,9 @@ def test_a_damaged_run_folder_exits_3(tmp_path):
     assert invoke("run", SEED_CONFIG, *TINY, "--runs-dir", tmp_path, "-q").exit_code == 0
     (run,) = find_runs([tmp_path])
     (run.path / "DONE").write_text("{not json")
-    assert "DONE: unreadable" in last_line(invoke("show", run.path), EXIT_RUN_ERROR)
+    assert "damaged, DONE is not emabench's (not JSON)" in last_line(invoke("show", run.path), EXIT_RUN_ERROR)
+    listed = invoke("ls", tmp_path)  # ls lists it as damaged and exits 0
+    assert listed.exit_code == 0 and "damaged" in listed.output
     (run.path / "DONE").unlink()
     (run.path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert "unreadable checkpoint" in one_line(invoke("run", "--resume", run.path), EXIT_RUN_ERROR)

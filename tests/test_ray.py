@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from emabench.cli import app
 from emabench.config import Config, with_overrides
-from emabench.runs.folder import CHECKPOINT, find_runs
+from emabench.runs.folder import find_runs
+from emabench.runs.layout import CHECKPOINT
 from emabench.runs.sweep import sweep
 from emabench.runs.unit import RunOutcome
 

@@ -16,7 +16,8 @@ import torch
 
 from emabench.config import Config, with_overrides
 from emabench.runs.encoding import decode_checkpoint
-from emabench.runs.folder import CHECKPOINT, RunFolder, find_runs
+from emabench.runs.folder import RunFolder, find_runs
+from emabench.runs.layout import CHECKPOINT
 from emabench.runs.plan import Unit
 from emabench.runs.ray_executor import UnitInFlight
 from emabench.runs.ray_ledger import Ledger

@@ -23,8 +23,9 @@ from emabench.config import Config, load_config, with_overrides
 from emabench.errors import ConfigError, RunError
 from emabench.runs import single
 from emabench.runs.atomic import inside
-from emabench.runs.folder import CHECKPOINT, LOCK, RunFolder, find_runs, safe_name
+from emabench.runs.folder import RunFolder, find_runs
 from emabench.runs.interrupts import StopRequest
+from emabench.runs.layout import CHECKPOINT, LOCK, safe_name
 from emabench.runs.sweep import sweep
 from emabench.runs.sweep_folder import sweep_dir
 from emabench.train.loop import Trainer

@@ -194,7 +194,9 @@ def test_report_cli_writes_every_file(sweep, tmp_path):
     out = tmp_path / "out"
     result = invoke("report", sweep, "--where", "data.noise=0.1", "--out", out)
     assert result.exit_code == 0, result.output
-    assert "skipped incomplete run" in result.output and "skipped interrupted run" in result.output
+    text = " ".join(result.output.split())
+    assert ": incomplete" in text and ": interrupted" in text
+    assert "2 run folder(s) skipped (1 incomplete, 1 interrupted)" in text
     assert "better" in result.output and "n.s." in result.output
     names = {p.name for p in out.iterdir()}
     assert {"report.csv", "report.md", "report.html", "comparison.csv", "per_run.csv"} <= names
@@ -218,7 +220,7 @@ def test_report_groups_by_swept_keys_and_refuses_ambiguous_by(sweep, tmp_path):
     assert list(zip(table["beta"], table["data.noise"])) == [(0.9, 0.1), (0.9, 0.2), (0.99, 0.1)]
     ambiguous = invoke("report", sweep, "--out", tmp_path, "--by", "ema.beta")
     assert ambiguous.exit_code == 2 and "data.noise" in ambiguous.output
-    assert len(ambiguous.output.strip().splitlines()) == 1 + 2  # two "skipped" lines, then the error
+    assert len(ambiguous.output.strip().splitlines()) == 2 + 1 + 1  # two "skipped" lines, their count, the error
     grouped = invoke(
         "report", sweep, "--out", tmp_path, "--by", "data.noise", "--where", "beta=0.9", "--format", "json"
     )

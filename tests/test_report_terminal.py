@@ -126,8 +126,9 @@ def test_refusal_names_the_keys_that_differ(tmp_path):
         config["train"]["batch_size"] = 64  # the same seeds again with another batch size
         twin = RunFolder(runs / f"{folder.name}-b64").create()
         twin.write_config(yaml.safe_dump(config))
-        for name in ("history.csv", "metrics.csv", "DONE"):
+        for name in ("history.csv", "metrics.csv"):
             (twin.path / name).write_bytes((folder.path / name).read_bytes())
+        twin.mark_done(folder.done_info())  # its own DONE: the sha256 of its own files
     result = runner.invoke(app, ["report", "--runs-dir", str(runs), "--by", "ema.beta"])
     assert result.exit_code == 2
     assert "several runs per seed that differ in train.batch_size" in result.output

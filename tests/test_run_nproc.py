@@ -23,7 +23,8 @@ from emabench.cli import app
 from emabench.config import Config, dump_yaml, load_config, validate_config, with_overrides
 from emabench.runs import folder as run_folder
 from emabench.runs import single
-from emabench.runs.folder import CHECKPOINT, find_runs
+from emabench.runs.folder import find_runs
+from emabench.runs.layout import CHECKPOINT
 from emabench.train.data_parallel import DataParallel
 
 from .conftest import ROOT, SEED_CONFIG

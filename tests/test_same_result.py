@@ -154,7 +154,8 @@ def test_a_long_chaotic_run() -> None:
     config = with_overrides(
         base_config("mlp", "sgd", epochs=30),
         {"data.n_samples": 1000, "data.flip_y": 0.3, "data.n_classes": 2, "model.hidden_sizes": [64, 64],
-         "model.dropout": 0.0, "train.batch_size": 8, "train.optimizer": {"name": "sgd", "lr": 0.2}, "seed": 1},
+         "model.dropout": 0.0, "train.batch_size": 8, "seed": 1,
+         "train.optimizer": {"name": "sgd", "lr": 0.2, "weight_decay": 0.0}},
     )  # fmt: skip
     (alone,) = histories([config])
     grid = [with_overrides(config, {"seed": s, "train.optimizer.lr": lr}) for s in range(4) for lr in (0.2, 0.5)]

@@ -15,7 +15,8 @@ from emabench.cli import app
 from emabench.config import Config
 from emabench.errors import ConfigError, RunError
 from emabench.runs import plan
-from emabench.runs.folder import LOCK, RunFolder, find_runs
+from emabench.runs.folder import RunFolder, find_runs
+from emabench.runs.layout import LOCK
 from emabench.runs.sweep import sweep
 
 from .conftest import SEED_CONFIG, TINY_SETS

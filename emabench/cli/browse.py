@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from emabench.cli.common import STATUS_STYLES, RunsDirOption, console, handles_errors
 from emabench.cli.tables import print_fitted, print_run_metrics
+from emabench.errors import RunError
 
 
 @handles_errors
@@ -28,7 +29,8 @@ def show(
 
     RUN is a path (runs/sweep-…/regression-seed0-…), a run id from `emabench ls`, or a prefix that matches one run
     only; when several runs match, their paths are listed. The same run id found in several folders (the same
-    config trained by `run` and again by a sweep) is one run: the first is shown and the others named.
+    config trained by `run` and again by a sweep) is one run: the first is shown and the others named. A damaged
+    run (a file changed or missing since it finished) exits 3 saying what is wrong.
     """
     from rich.syntax import Syntax
 
@@ -40,7 +42,12 @@ def show(
         console.print(
             f"The same run (same config) is also at {escape(str(other.path))}", highlight=False, soft_wrap=True
         )
-    console.print(Syntax(folder.read_config_text().rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+    damage = folder.problems()
+    if not any(p.startswith(("no config", "config.yaml unreadable")) for p in damage):
+        config = folder.read_config_text().rstrip()
+        console.print(Syntax(config, "yaml", theme="ansi_dark", background_color="default"))
+    if damage:  # what it holds cannot be trusted: say what is wrong instead of its table
+        raise RunError(f"{folder.path}: damaged, {'; '.join(damage)}")
     status = folder.status
     style = STATUS_STYLES.get(status, "white")
     if folder.is_done:
@@ -60,8 +67,9 @@ def ls(
     paths: Annotated[list[Path] | None, typer.Argument(help="Folders to list (default: --runs-dir).")] = None,
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
-    """List runs and sweeps with their status (completed, diverged, interrupted, incomplete) and epochs; the run ids
-    are what `emabench show` takes."""
+    """List runs and sweeps with their status (completed, diverged, failed, interrupted, incomplete, damaged) and
+    epochs; the run ids are what `emabench show` takes. A damaged folder (a file changed or missing since the run
+    finished, a config that is not valid) is listed with what is wrong."""
     from emabench.report import collect
 
     roots = paths or [runs_dir]
@@ -85,3 +93,7 @@ def ls(
             for r in part.to_dict("records")
         ]
         print_fitted(console, header, rows, keep=1, style_of=STATUS_STYLES.get)
+        for r in part[part["status"] == "damaged"].to_dict("records"):
+            console.print(
+                f"[red]damaged[/] {escape(r['run_id'])}: {escape(r['problems'])}", highlight=False, soft_wrap=True
+            )

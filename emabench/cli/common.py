@@ -121,6 +121,7 @@ STATUS_STYLES = {
     "failed": "red",
     "interrupted": "yellow",
     "incomplete": "yellow",
+    "damaged": "red",
 }
 
 

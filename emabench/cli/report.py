@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -137,7 +138,11 @@ def _collect(roots: list[Path], where: list[str]) -> Collection:
 
     collection = collect(roots, where)
     for folder, status in collection.skipped:
-        err_console.print(f"skipped {status} run: {folder.path}", highlight=False)
+        err_console.print(f"skipped {folder.path}: {status}", highlight=False, soft_wrap=True)
+    if collection.skipped:
+        kinds = Counter(status.split(":")[0] for _, status in collection.skipped)
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        err_console.print(f"{len(collection.skipped)} run folder(s) skipped ({counts}); the report covers the rest.")
     for kept, dropped in collection.duplicates:
         err_console.print(
             f"same config found twice: using {kept.path}, not {dropped.path}", highlight=False, soft_wrap=True

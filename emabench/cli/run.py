@@ -177,7 +177,7 @@ def _render(outcome: RunOutcome) -> None:
             f"continue with: emabench run --resume {outcome.folder.path}"
         )
     if outcome.status == "failed":
-        from emabench.runs.folder import FAILED
+        from emabench.runs.layout import FAILED
 
         raise RunError(
             f"{outcome.folder.path}: training failed after {outcome.epochs} epoch(s) ({outcome.error}); the traceback "

@@ -23,7 +23,8 @@ import pandas as pd
 
 from emabench.config import parse_yaml
 from emabench.errors import ConfigError, InputError, RunError
-from emabench.runs.folder import RunFolder, find_runs, is_run_folder
+from emabench.runs.folder import RunFolder, find_runs
+from emabench.runs.layout import is_run_folder
 from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode
 from emabench.tasks.base import Task
 from emabench.tasks.registry import get_task
@@ -59,41 +60,53 @@ class Collection:
 def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collection:
     """Read every run folder under ``roots`` whose config matches all ``where`` filters (``KEY=VALUE``).
 
-    Folders without ``DONE`` (incomplete, interrupted) are skipped and returned with their status; a finished folder
-    whose config equals an earlier one's is left out and returned in ``duplicates`` with the one kept.
+    Folders without ``DONE`` (incomplete, interrupted) are skipped and returned with their status, damaged ones
+    (:func:`emabench.runs.integrity.problems`) with what is wrong. Folders of one config are one run: the first is
+    read and the others returned in ``duplicates`` when their history and metrics are the same bytes; when they are
+    not (trained with another thread count, device or version), none of them is read and each is skipped as a
+    conflict naming the others.
     """
-    folders = find_runs(roots)
+    folders, skipped = [], []
+    for folder in find_runs(roots):
+        damage = folder.problems()
+        if damage:
+            skipped.append((folder, f"damaged: {'; '.join(damage)}"))
+        else:
+            folders.append(folder)
     documents = {f.path: parse_yaml(f.read_config_text(), str(f.path)) for f in folders}
     configs = {path: flatten(document) | {"task": task_name(document)} for path, document in documents.items()}
     filters = parse_where(where, set().union(*configs.values()) if configs else set())
-    rows, curves, skipped, duplicates = [], [], [], []
-    seen: dict[str, RunFolder] = {}
+    rows, curves, duplicates = [], [], []
+    same_config: dict[str, list[RunFolder]] = {}
     for folder in folders:
-        config = configs[folder.path]
-        if not all(matches(config.get(key), value) for key, value in filters):
+        if not all(matches(configs[folder.path].get(key), value) for key, value in filters):
             continue
         if not folder.is_done:
             skipped.append((folder, folder.status))
             continue
-        identity = canonical(documents[folder.path])
-        if identity in seen:
-            duplicates.append((seen[identity], folder))
+        same_config.setdefault(canonical(documents[folder.path]), []).append(folder)
+    for group in same_config.values():
+        kept, *others = group
+        if not all(kept.same_results(other) for other in others):
+            names = ", ".join(str(f.path) for f in group)
+            skipped += [(f, f"conflict: one config, different histories in {names}") for f in group]
             continue
-        seen[identity] = folder
-        task = run_task(folder, config)
-        info, history = folder.done_info(), folder.read_history()
+        duplicates += [(kept, other) for other in others]
+        config = configs[kept.path]
+        task = run_task(kept, config)
+        info, history = kept.done_info(), kept.read_history()
         base = config | {
-            "run_id": folder.name,
-            "run_path": str(folder.path),
+            "run_id": kept.name,
+            "run_path": str(kept.path),
             "status": info.get("status", "completed"),
             "stop_reason": info.get("stop_reason", ""),
             "epochs": int(info.get("epochs", len(history))),
-            "sweep_mode": sweep_mode(folder.path),
+            "sweep_mode": sweep_mode(kept.path),
         }
-        for record in folder.read_metrics().to_dict("records"):
+        for record in kept.read_metrics().to_dict("records"):
             values = {m: float(record.get(m, np.nan)) for m in task.final_metrics}
             rows.append(base | {"model": record["model"]} | values)
-        curves.append(history_curves(history, folder.name, task))
+        curves.append(history_curves(history, kept.name, task))
     curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS)
     return Collection(pd.DataFrame(rows), curve_frame, skipped, duplicates)
 
@@ -162,25 +175,42 @@ def matches(value: Any, wanted: Any) -> bool:
 
 def inventory(roots: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run folder under ``roots``: ``folder`` (its parent), ``is_sweep`` (the parent holds a sweep
-    spec), ``run_id``, ``path``, ``status`` (completed, diverged, interrupted, incomplete), ``epochs`` (from DONE,
-    else the epochs in history.csv so far), ``stop_reason``, ``wall_time_s``."""
+    spec), ``run_id``, ``path``, ``status`` (completed, diverged, failed, interrupted, incomplete, or damaged),
+    ``epochs`` (from DONE, else the epochs in history.csv so far), ``stop_reason``, ``wall_time_s``, ``problems``
+    (what is wrong with a damaged folder, :func:`emabench.runs.integrity.problems`)."""
     rows = []
     for folder in find_runs(roots):
-        info = folder.done_info() if folder.is_done else {}
+        damage = folder.problems()
+        info = folder.done_record() or {}
         rows.append(
             {
                 "folder": str(folder.path.parent),
                 "is_sweep": is_sweep_folder(folder.path.parent),
                 "run_id": folder.name,
                 "path": str(folder.path),
-                "status": folder.status,
-                "epochs": int(info["epochs"]) if "epochs" in info else epochs_so_far(folder),
+                "status": "damaged" if damage else folder.status,
+                "epochs": _int(info.get("epochs"), epochs_so_far(folder)),
                 "stop_reason": str(info.get("stop_reason", "")),
-                "wall_time_s": float(info.get("wall_time_s", np.nan)),
+                "wall_time_s": _float(info.get("wall_time_s")),
+                "problems": "; ".join(damage),
             }
         )
-    columns = ["folder", "is_sweep", "run_id", "path", "status", "epochs", "stop_reason", "wall_time_s"]
+    columns = ["folder", "is_sweep", "run_id", "path", "status", "epochs", "stop_reason", "wall_time_s", "problems"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
 
 
 def epochs_so_far(folder: RunFolder) -> int:

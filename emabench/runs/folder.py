@@ -1,36 +1,19 @@
-"""The run folder: the one module that names its files, and the run's lifecycle on disk.
-
-A run folder holds::
-
-    config.yaml   the fully resolved config (re-run it with ``emabench run config.yaml``)
-    history.csv   one row per epoch, rewritten atomically after every epoch
-    metrics.csv   the final comparison, one row per model
-    loss.png      train/validation loss curves, raw vs averaged
-    r2.png        the task's plot metric per epoch, raw vs averaged (:func:`metric_plot`: r2.png, accuracy.png)
-    checkpoint.pt with ``--checkpoint-every`` or after Ctrl-C: the state to continue the run (removed once DONE)
-    INTERRUPTED   written when Ctrl-C/SIGTERM stopped the run (JSON: epochs, checkpoint epoch)
-    FAILED        written when training the run raised (a user's module or data code, or a bug: JSON with the error
-                  and its traceback) or its Ray task was lost for good (its node lost more often than Ray retries);
-                  re-running retries it, from its checkpoint if it has one
-    DONE          written last (JSON: status, stop reason, epochs, wall time); a folder without it is incomplete
-    .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
+"""The run folder's lifecycle on disk: :class:`RunFolder` writes and reads the files :mod:`emabench.runs.layout` names.
 
 The lifecycle, in :class:`RunFolder`'s methods: :meth:`~RunFolder.start` (clear what a previous attempt left, create,
 write the config), :meth:`~RunFolder.record_epoch` (append a history row), :meth:`~RunFolder.save_checkpoint`,
 :meth:`~RunFolder.interrupt`, :meth:`~RunFolder.fail`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's
-epoch) and :meth:`~RunFolder.finish` (metrics, figures, DONE, then the checkpoint dropped). Every file is written
-atomically (:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in
+epoch) and :meth:`~RunFolder.finish` (metrics, figures, DONE with the files' sha256, then the checkpoint dropped).
+Every file is written atomically (:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in
 :mod:`emabench.runs.sweep_folder`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
-import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -39,8 +22,25 @@ from typing import TYPE_CHECKING, Any
 
 from emabench.config import Config, dump_yaml, parse_yaml, validate_config
 from emabench.errors import InputError, RunError
+from emabench.runs import integrity
 from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
 from emabench.runs.encoding import csv_value, decode_checkpoint, encode_checkpoint, rows_to_csv
+from emabench.runs.layout import (
+    CHECKPOINT,
+    CONFIG,
+    DONE,
+    FAILED,
+    HISTORY,
+    INTERRUPTED,
+    LOCK,
+    LOSS_PLOT,
+    METRICS,
+    config_hash,
+    file_sha256,
+    find_run_paths,
+    metric_plot,
+    run_id,
+)
 from emabench.runs.lock import RunLock, try_lock
 
 if TYPE_CHECKING:
@@ -50,40 +50,6 @@ if TYPE_CHECKING:
     from emabench.tasks.base import Task
 
 HISTORY_EVERY_S = 2.0  # history.csv is rewritten at most this often while a run trains (always at its end)
-
-CONFIG = "config.yaml"
-HISTORY = "history.csv"
-METRICS = "metrics.csv"
-LOSS_PLOT = "loss.png"
-DONE = "DONE"
-INTERRUPTED = "INTERRUPTED"
-FAILED = "FAILED"
-CHECKPOINT = "checkpoint.pt"
-LOCK = ".lock"
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def metric_plot(metric: str) -> str:
-    """The run folder's figure of a metric over epochs: ``r2.png``, ``accuracy.png`` (the task's ``plot_metric``)."""
-    return f"{metric}.png"
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of ``text``: no separators, no leading dots, at most 80 characters."""
-    cleaned = _UNSAFE.sub("-", text).strip("-.")[:80]
-    return cleaned or "run"
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """Stable short hash of a resolved config: the same config always lands in the same folder."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
-
-
-def run_id(config: dict[str, Any]) -> str:
-    """``<name>-seed<seed>-<hash>``, deterministic from the resolved config."""
-    return safe_name(f"{config['name']}-seed{config['seed']}-{config_hash(config)}")
 
 
 class RunFolder:
@@ -282,7 +248,10 @@ class RunFolder:
         atomic_write_bytes(self.path / name, buffer.getvalue())
 
     def mark_done(self, info: dict[str, Any]) -> None:
+        """``DONE`` with ``info`` and the sha256 of the files the run is read by (what :mod:`.integrity` checks)."""
         self.clear_interrupted()
+        sha256 = {name: file_sha256(self.path / name) for name in (CONFIG, HISTORY, METRICS)}
+        info = info | {"sha256": {name: digest for name, digest in sha256.items() if digest is not None}}
         atomic_write_text(self.path / DONE, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
 
     def mark_interrupted(self, info: dict[str, Any]) -> None:
@@ -318,14 +287,28 @@ class RunFolder:
 
     @property
     def status(self) -> str:
-        """``completed``/``diverged`` (from DONE), ``failed``, ``interrupted``, or ``incomplete``."""
+        """``completed``/``diverged`` (from DONE), ``failed``, ``interrupted``, ``incomplete``, or ``damaged`` (a DONE
+        that is not emabench's)."""
         if self.is_done:
-            return str(self.done_info().get("status", "completed"))
+            record = self.done_record()
+            return "damaged" if record is None else str(record.get("status", "completed"))
         if (self.path / FAILED).is_file():
             return "failed"
         if (self.path / INTERRUPTED).is_file():
             return "interrupted"
         return "incomplete"
+
+    def done_record(self) -> dict[str, Any] | None:
+        """DONE's JSON, or ``None`` when there is none or it is not emabench's (see :meth:`problems`)."""
+        return integrity.done_record(self.path)[0]
+
+    def problems(self) -> list[str]:
+        """What makes the folder unfit to be read (:func:`emabench.runs.integrity.problems`); empty when it is fine."""
+        return integrity.problems(self.path)
+
+    def same_results(self, other: RunFolder) -> bool:
+        """Whether ``other`` holds this run's history and final metrics, byte for byte (the same run found twice)."""
+        return all(file_sha256(self.path / name) == file_sha256(other.path / name) for name in (HISTORY, METRICS))
 
     def done_info(self) -> dict[str, Any]:
         try:
@@ -382,18 +365,6 @@ class RunFolder:
         return self.read_table(METRICS)
 
 
-def is_run_folder(path: Path) -> bool:
-    return (path / CONFIG).is_file()
-
-
 def find_runs(roots: Iterable[str | Path]) -> list[RunFolder]:
-    """Every run folder at or below each root (a run folder, a sweep folder or a runs directory), sorted."""
-    found: dict[Path, RunFolder] = {}
-    for root in map(Path, roots):
-        if not root.exists():
-            raise InputError(f"{root}: no such folder")
-        candidates = [root] if is_run_folder(root) else sorted(p.parent for p in root.rglob(CONFIG))
-        for path in candidates:
-            if is_run_folder(path) and not path.name.startswith("."):
-                found[path.resolve()] = RunFolder(path)
-    return [found[k] for k in sorted(found)]
+    """Every run folder at or below each root (:func:`~emabench.runs.layout.find_run_paths`), sorted."""
+    return [RunFolder(path) for path in find_run_paths(roots)]

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from emabench.config import Config, validate_config, with_overrides
 from emabench.errors import ConfigError
-from emabench.runs.folder import RunFolder, run_id
+from emabench.runs.folder import RunFolder
+from emabench.runs.layout import run_id
 from emabench.train.build import TrainingSizes, beta_free, run_identity, stack_key, warmup_ceiling
 
 Engine = Literal["auto", "vectorized", "process", "ray"]

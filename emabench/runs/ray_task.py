@@ -166,7 +166,7 @@ class RemoteRun:
     writes them as they are). ``path`` is the run's id, for messages only: the task never sees a path."""
 
     def __init__(self, courier: Courier, index: int, config: dict[str, Any], checkpoint: bytes | None) -> None:
-        from emabench.runs.folder import run_id
+        from emabench.runs.layout import run_id
 
         self._courier = courier
         self._index = index
@@ -189,7 +189,7 @@ class RemoteRun:
 
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
         from emabench.runs.encoding import encode_checkpoint
-        from emabench.runs.folder import config_hash
+        from emabench.runs.layout import config_hash
 
         self._send("checkpoint", encode_checkpoint(state, config_hash(self._config)))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emabench.runs.atomic import atomic_write_bytes, atomic_write_text, make_folder
-from emabench.runs.folder import config_hash, safe_name
+from emabench.runs.layout import config_hash, safe_name
 
 SWEEP = "sweep.json"
 

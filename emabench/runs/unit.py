@@ -104,6 +104,7 @@ class _Stack:
             "epochs": len(history),
             "wall_time_s": round(elapsed, 3),
             "device": str(self.trainer.device),
+            "threads": torch.get_num_threads(),  # a result depends on it (see emabench.runs.pool)
             "replicas_in_stack": self.trainer.replicas,
             "processes": self.trainer.parallel.world if self.trainer.parallel is not None else 1,
             "emabench": __version__,
