@@ -162,3 +162,52 @@ def test_a_long_chaotic_run() -> None:
     assert histories(grid)[2] == alone
     seeds = [with_overrides(config, {"seed": s}) for s in range(10)]
     assert histories(seeds)[1] == alone
+
+
+# --- through the command line: engines, --jobs, a single run -------------------------------------------------------
+
+
+def test_every_engine_and_jobs_count_writes_the_same_bytes(tmp_path) -> None:
+    """One sweep through ``--engine vectorized`` with 1 and 2 jobs and ``--engine process``, and one of its runs
+    through ``emabench run``: every run's history.csv and metrics.csv are the same bytes wherever it trained."""
+    from typer.testing import CliRunner
+
+    from emabench.cli import app
+    from emabench.runs.folder import find_runs
+    from tests.conftest import SEED_CONFIG, TINY_SETS
+
+    tiny = [a for s in [*TINY_SETS, "device=cpu"] for a in ("--set", s)]
+    sweep = ["sweep", str(SEED_CONFIG), *tiny, "--beta", "0.5,0.99", "--seeds", "0-2", "-q"]
+    ways = {
+        "vectorized-1": ["--engine", "vectorized", "--jobs", "1"],
+        "vectorized-2": ["--engine", "vectorized", "--jobs", "2"],
+        "process-2": ["--engine", "process", "--jobs", "2"],
+    }
+    files: dict[str, dict[str, bytes]] = {}
+    for name, options in ways.items():
+        result = CliRunner().invoke(app, [*sweep, *options, "--runs-dir", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        files[name] = {
+            f"{run.name}/{file}": (run.path / file).read_bytes()
+            for run in find_runs([tmp_path / name])
+            for file in ("history.csv", "metrics.csv")
+        }
+    assert len(files["vectorized-1"]) == 12 and files["vectorized-1"] == files["vectorized-2"] == files["process-2"]
+    alone = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(SEED_CONFIG),
+            *tiny,
+            "--set",
+            "seed=1",
+            "--set",
+            "ema.beta=0.99",
+            "--runs-dir",
+            str(tmp_path / "run"),
+            "-q",
+        ],
+    )
+    assert alone.exit_code == 0, alone.output
+    (run,) = find_runs([tmp_path / "run"])
+    assert (run.path / "history.csv").read_bytes() == files["process-2"][f"{run.name}/history.csv"]
