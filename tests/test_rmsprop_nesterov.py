@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
+import re
 from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
+from emabench.config import load_config
+from emabench.errors import ConfigError
 from emabench.optim import RMSpropNesterov, rmsprop_nesterov_step
 
+from .conftest import ROOT
+
 STEPS = 60
+DIGITS = ROOT / "configs" / "digits.yaml"
 SETTINGS = {"alpha": 0.9, "momentum": 0.9, "eps": 1e-6}
 
 
@@ -258,3 +265,27 @@ def test_bad_values_are_refused_in_one_line(settings, needle):
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match=needle):  # a group's own settings too
         RMSpropNesterov([{"params": params, **settings}])
+
+
+def test_config_takes_rmsprop_nesterov_with_its_arguments_and_refuses_others():
+    """``train.optimizer.name: rmsprop_nesterov`` takes lr, weight_decay, alpha, momentum, eps (null: the class's
+    defaults, which the schema's documentation quotes); other optimizers' arguments and bad values get one line."""
+    sets = ["train.optimizer.name=rmsprop_nesterov", "train.optimizer.alpha=0.9", "train.optimizer.momentum=0.8"]
+    spec = load_config(DIGITS, [*sets, "train.optimizer.eps=1e-5"]).train.optimizer.resolved()
+    assert (spec.name, spec.alpha, spec.momentum, spec.eps) == ("rmsprop_nesterov", 0.9, 0.8, 1e-5)
+    defaults = inspect.signature(RMSpropNesterov).parameters
+    assert {k: defaults[k].default for k in ("alpha", "momentum", "eps")} == {
+        "alpha": 0.99,
+        "momentum": 0.9,
+        "eps": 1e-6,
+    }
+    for extra, needle in [
+        ("train.optimizer.centered=true", "centered: rmsprop_nesterov does not take centered (taken by rmsprop)"),
+        ("train.optimizer.momentum=1.0", "train.optimizer.momentum: Input should be less than 1 (got 1.0)"),
+        ("train.optimizer.alpha=1.5", "train.optimizer.alpha: Input should be less than 1 (got 1.5)"),
+        ("train.optimizer.eps=0", "train.optimizer.eps: Input should be greater than 0 (got 0)"),
+        ("train.optimizer.by_name={rmsprop_nesterov: {betas: [0.9, 0.9]}}", "rmsprop_nesterov does not take it"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)) as info:
+            load_config(DIGITS, [*sets, extra])
+        assert "\n" not in str(info.value)
