@@ -2,9 +2,9 @@
 
 Every module under ``emabench/`` belongs to a stage; a module may import only its own stage and the stages below
 (module-level and function-level imports, ``import x`` and ``from x import y``, relative imports resolved). The
-averaging library imports torch, the standard library and itself only. No two modules import each other, directly
-or around a circle (a package's ``__init__`` importing its children counts as an edge like any other, so no child
-may import its own package back).
+torch-only libraries (averaging, optim) import torch, the standard library and themselves only. No two modules
+import each other, directly or around a circle (a package's ``__init__`` importing its children counts as an edge
+like any other, so no child may import its own package back).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ STAGES = {
     "emabench": 0,  # the top package's __init__: the version only
     "emabench.errors": 0,
     "emabench.averaging": 0,
+    "emabench.optim": 0,
     "emabench.config": 1,
     "emabench.tasks": 2,
     "emabench.stack": 3,
@@ -31,7 +32,7 @@ STAGES = {
     "emabench.cli": 9,
     "emabench.__main__": 10,  # the entry point of ``python -m emabench``
 }
-LIBRARY = "emabench.averaging"
+LIBRARIES = {"emabench.averaging": "the averaging library", "emabench.optim": "the optimizer library"}
 LIBRARY_MAY_IMPORT = {"torch", *sys.stdlib_module_names}
 
 
@@ -90,13 +91,13 @@ def import_graph(root: Path) -> tuple[dict[str, set[str]], list[str]]:
         for target, line in imports(name, path, modules):
             where = f"{path.relative_to(root.parent)}:{line}"
             imported = own_module(target, modules)
-            in_library = name == LIBRARY or name.startswith(LIBRARY + ".")
-            if in_library and imported is None and target.split(".")[0] not in LIBRARY_MAY_IMPORT:
-                problems.append(f"{where}: {name} (the averaging library) imports {target}")
+            library = next((lib for lib in LIBRARIES if name == lib or name.startswith(lib + ".")), None)
+            if library and imported is None and target.split(".")[0] not in LIBRARY_MAY_IMPORT:
+                problems.append(f"{where}: {name} ({LIBRARIES[library]}) imports {target}")
             if imported is None or imported == name:
                 continue
-            if in_library and not (imported == LIBRARY or imported.startswith(LIBRARY + ".")):
-                problems.append(f"{where}: {name} (the averaging library) imports {imported}")
+            if library and not (imported == library or imported.startswith(library + ".")):
+                problems.append(f"{where}: {name} ({LIBRARIES[library]}) imports {imported}")
             low, high = stage(name), stage(imported)
             if low is not None and high is not None and high > low:
                 problems.append(f"{where}: {name} (stage {low}) imports {imported} (stage {high}), a higher stage")
@@ -173,6 +174,7 @@ def test_the_check_catches_planted_violations(tmp_path: Path):
         "averaging/__init__.py": "from emabench.averaging.ema import EMA\n",
         "averaging/ema.py": "import math\nimport torch\nfrom .flat import pack_\n",
         "averaging/flat.py": "import torch\n",
+        "optim/__init__.py": "import math\nimport torch\n",
         "config/__init__.py": "from emabench.config.schema import Config\n",
         "config/schema.py": "from emabench.averaging import EMA\n",
         "cli/__init__.py": "from emabench.cli import run\n",
@@ -186,6 +188,7 @@ def test_the_check_catches_planted_violations(tmp_path: Path):
     planted = clean | {
         "averaging/flat.py": "import numpy\n",  # (a) a foreign import in the library
         "averaging/ema.py": "def f():\n    from emabench.config import Config\n",  # (a) and (b), in a function
+        "optim/__init__.py": "from emabench.averaging import EMA\n",  # (a) another library, same stage
         "config/schema.py": "from ..cli import run\n",  # (b) upward, relative
         "cli/run.py": "import emabench.cli\n",  # (c) a circle through the package's __init__
         "extra.py": "",
@@ -195,6 +198,7 @@ def test_the_check_catches_planted_violations(tmp_path: Path):
     assert "emabench.averaging.flat (the averaging library) imports numpy" in text
     assert "emabench.averaging.ema (the averaging library) imports emabench.config" in text
     assert "emabench.averaging.ema (stage 0) imports emabench.config (stage 1)" in text
+    assert "emabench.optim (the optimizer library) imports emabench.averaging" in text
     assert "emabench.config.schema (stage 1) imports emabench.cli.run (stage 9)" in text
     assert "emabench.extra: belongs to no stage" in text
     assert ["emabench.cli", "emabench.cli.run"] in cycles(graph)

@@ -9,9 +9,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from emabench.config.base import _Section
 
-OPTIMIZER_ARGUMENTS = {  # which optional optimizer fields each torch optimizer takes
+OPTIMIZER_ARGUMENTS = {  # which optional optimizer fields each optimizer takes
     "sgd": ("momentum", "dampening", "nesterov"),
     "rmsprop": ("alpha", "eps", "momentum", "centered"),
+    "rmsprop_nesterov": ("alpha", "eps", "momentum"),  # emabench.optim.RMSpropNesterov (seed 004)
     "adam": ("betas", "eps"),
     "nadam": ("betas", "eps", "momentum_decay"),
     "adamax": ("betas", "eps"),
@@ -28,20 +29,24 @@ class OptimizerConfig(_Section):
     default. ``weight_decay`` is L2 added to the gradient, except for ``adamw`` (decoupled, ``θ ← θ(1 − lr·λ)``).
     ``lr`` and ``weight_decay`` may differ between the runs of one stack.
 
+    ``rmsprop_nesterov`` is seed 004's RMSProp with Nesterov momentum (:class:`emabench.optim.RMSpropNesterov`):
+    ``alpha`` is ρ (default 0.99), ``momentum`` α (default 0.9), ``eps`` δ inside the square root (default 1e-6);
+    its velocity carries the learning rate of each past step, so a schedule changes only the steps to come.
+
     ``by_name`` holds settings that apply only when ``name`` is that optimizer (they win over the fields above), so
     that one config swept over ``name`` trains each optimizer with its own learning rate and arguments:
     ``by_name: {sgd: {lr: 0.03, momentum: 0.9}}``. The training uses :meth:`resolved`.
     """
 
-    name: Literal["sgd", "rmsprop", "adam", "nadam", "adamax", "adamw", "radam"]
+    name: Literal["sgd", "rmsprop", "rmsprop_nesterov", "adam", "nadam", "adamax", "adamw", "radam"]
     lr: float = Field(gt=0, le=1e3)
     weight_decay: float = Field(ge=0, le=1e3)
     betas: list[float] | None = Field(default=None, min_length=2, max_length=2)  # adam, nadam, adamax, adamw, radam
-    eps: float | None = Field(default=None, gt=0, le=1)  # rmsprop and the adam family
-    momentum: float | None = Field(default=None, ge=0, lt=1)  # sgd, rmsprop
+    eps: float | None = Field(default=None, gt=0, le=1)  # rmsprop(_nesterov) and the adam family
+    momentum: float | None = Field(default=None, ge=0, lt=1)  # sgd, rmsprop(_nesterov)
     dampening: float | None = Field(default=None, ge=0, le=1)  # sgd
     nesterov: bool | None = None  # sgd (needs momentum > 0 and dampening 0)
-    alpha: float | None = Field(default=None, gt=0, lt=1)  # rmsprop's smoothing constant
+    alpha: float | None = Field(default=None, gt=0, lt=1)  # rmsprop(_nesterov)'s smoothing constant ρ
     centered: bool | None = None  # rmsprop
     momentum_decay: float | None = Field(default=None, ge=0, le=1)  # nadam
     by_name: dict[str, dict[str, Any]] = Field(default_factory=dict)
