@@ -14,6 +14,7 @@ OPTIONS = {
     "sgd": {"momentum": 0.9, "dampening": 0.1, "nesterov": False},
     "sgd_nesterov": {"momentum": 0.9, "dampening": 0.0, "nesterov": True},
     "rmsprop": {"alpha": 0.95, "eps": 1e-8, "momentum": 0.5, "centered": True},
+    "rmsprop_nesterov": {"alpha": 0.9, "eps": 1e-6, "momentum": 0.8},  # its lr goes into the step (seed 004)
     "adam": {"betas": (0.9, 0.99), "eps": 1e-8},
     "nadam": {"betas": (0.9, 0.99), "eps": 1e-8, "momentum_decay": 4e-3},
     "adamax": {"betas": (0.9, 0.99), "eps": 1e-8},
@@ -148,3 +149,4 @@ def test_a_replicas_step_does_not_depend_on_its_stack(key: str) -> None:
         for decays in ([1e-3] * size, [1e-3 if r == 0 else 0.0 for r in replicas]):
             stacked = stepped(replicas, lrs, decays)[at]
             assert all(torch.equal(a, b) for a, b in zip(stacked, alone)), (size, decays[0])
+

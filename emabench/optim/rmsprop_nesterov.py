@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 Rate = float | Tensor  # a float for every element, or per replica (R,) or per element (the parameter's shape)
+DEFAULTS = {"lr": 1e-2, "alpha": 0.99, "momentum": 0.9, "eps": 1e-6, "weight_decay": 0.0}  # see RMSpropNesterov
 
 
 def rmsprop_nesterov_step(
@@ -142,11 +143,11 @@ class RMSpropNesterov(torch.optim.Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: Rate = 1e-2,
-        alpha: float = 0.99,
-        momentum: float = 0.9,
-        eps: float = 1e-6,
-        weight_decay: Rate = 0.0,
+        lr: Rate = DEFAULTS["lr"],
+        alpha: float = DEFAULTS["alpha"],
+        momentum: float = DEFAULTS["momentum"],
+        eps: float = DEFAULTS["eps"],
+        weight_decay: Rate = DEFAULTS["weight_decay"],
     ) -> None:
         defaults = {"lr": lr, "alpha": alpha, "momentum": momentum, "eps": eps, "weight_decay": weight_decay}
         _check(defaults)

@@ -30,10 +30,13 @@ from typing import Any
 import torch
 
 from emabench.averaging.flat import flat_view
+from emabench.optim import RMSpropNesterov, rmsprop_nesterov_step
+from emabench.optim.rmsprop_nesterov import DEFAULTS as RMSPROP_NESTEROV_DEFAULTS
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
+    "rmsprop_nesterov": RMSpropNesterov,
     "adam": torch.optim.Adam,
     "nadam": torch.optim.NAdam,
     "adamax": torch.optim.Adamax,
@@ -41,6 +44,9 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "radam": torch.optim.RAdam,
 }
 DECOUPLED = frozenset({"adamw"})  # weight decay applied to the weights, not added to the gradient
+# Rules whose state carries the learning rate (seed 004's velocity holds η·ĝ): they take each replica's lr and weight
+# decay inside the step, replica by replica rows of the stacked parameters, instead of a step at lr 1 scaled after.
+LR_INSIDE = frozenset({"rmsprop_nesterov"})
 
 
 def build_optimizer(
@@ -53,6 +59,8 @@ def build_optimizer(
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     if name in ("adam", "adamw") and not scaled:
         return ForeachAdam(list(params), **options)
+    if name == "rmsprop_nesterov":
+        return LookAheadRMSprop(list(params), **options) if not scaled else RMSpropNesterov(list(params), **options)
     return OPTIMIZERS[name](list(params), lr=1.0, weight_decay=0.0, foreach=True, **options)
 
 
@@ -100,6 +108,30 @@ class ForeachAdam:
         return state
 
 
+class LookAheadRMSprop:
+    """:class:`emabench.optim.RMSpropNesterov` without the class (whose first construction imports
+    ``torch._dynamo``): the same ``state`` (``square_avg``, ``momentum_buffer``) and step,
+    :func:`emabench.optim.rmsprop_nesterov_step`, with this step's learning rates and weight decays (floats, or a
+    value per replica along dim 0) given to :meth:`step`."""
+
+    def __init__(self, params: list[torch.Tensor], **options: float) -> None:
+        settings = {k: v for k, v in RMSPROP_NESTEROV_DEFAULTS.items() if k not in ("lr", "weight_decay")} | options
+        self.param_groups = [{"params": params, "lr": 1.0, "weight_decay": 0.0, **settings}]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def step(self, lr: float | torch.Tensor = 1.0, weight_decay: float | torch.Tensor = 0.0) -> None:
+        group = self.param_groups[0]
+        params = group["params"]
+        for param in params:
+            if param not in self.state:  # r₀ = v₀ = 0
+                self.state[param] = {"square_avg": torch.zeros_like(param), "momentum_buffer": torch.zeros_like(param)}
+        rmsprop_nesterov_step(
+            params, [p.grad for p in params], [self.state[p]["square_avg"] for p in params],
+            [self.state[p]["momentum_buffer"] for p in params], lr=lr, alpha=group["alpha"],
+            momentum=group["momentum"], eps=group["eps"], weight_decay=weight_decay,
+        )  # fmt: skip
+
+
 class ReplicaStepper:
     """Steps a torch optimizer over stacked parameters ``(R, …)`` with per-replica lr, weight decay and clipping.
 
@@ -126,7 +158,7 @@ class ReplicaStepper:
     ) -> None:
         self.name = name
         self.params = list(params)
-        self._flat = _flat_leaf(self.params) if stacked else None
+        self._flat = _flat_leaf(self.params) if stacked and name not in LR_INSIDE else None
         self.optimizer = build_optimizer(name, self._targets(), options, scaled=scaled)
         self.weight_decays = [float(w) for w in weight_decays]
         self.clip_norms = None if clip_norms is None else [float(c) for c in clip_norms]
@@ -166,6 +198,9 @@ class ReplicaStepper:
             self._clip()
         device = self.params[0].device
         lr = torch.tensor([float(v) for v in lrs], dtype=torch.float64, device=device)
+        if self.name in LR_INSIDE:
+            self._step_lr_inside(lr, scaler)
+            return
         if self._decays is not None:
             if self.name in DECOUPLED:
                 torch._foreach_mul_(self.params, _rows(1.0 - lr * self._decays, self.params))
@@ -182,6 +217,19 @@ class ReplicaStepper:
         if not any(self.weight_decays):
             return None
         return torch.tensor(self.weight_decays, dtype=torch.float64, device=self.params[0].device)
+
+    def _step_lr_inside(self, lr: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+        """A rule whose state carries η: each replica's lr and L2 weight decay go into the step itself."""
+        if self.stacked:  # fp16 (a scaler) is never stacked
+            self.optimizer.step(lr, self._decays if self._decays is not None else 0.0)
+            return
+        rate, decay = float(lr[0]), self.weight_decays[0]  # one plain model: no replica dimension
+        if scaler is None:
+            self.optimizer.step(rate, decay)
+            return
+        group = self.optimizer.param_groups[0]  # torch's class, for GradScaler.step
+        group["lr"], group["weight_decay"] = rate, decay
+        self._optimizer_step(scaler)
 
     def _optimizer_step(self, scaler: torch.amp.GradScaler | None) -> None:
         if scaler is not None:
