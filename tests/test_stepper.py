@@ -149,4 +149,3 @@ def test_a_replicas_step_does_not_depend_on_its_stack(key: str) -> None:
         for decays in ([1e-3] * size, [1e-3 if r == 0 else 0.0 for r in replicas]):
             stacked = stepped(replicas, lrs, decays)[at]
             assert all(torch.equal(a, b) for a, b in zip(stacked, alone)), (size, decays[0])
-
