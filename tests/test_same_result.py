@@ -55,7 +55,7 @@ def base_config(model: str, optimizer: str = "adam", epochs: int = 3) -> Config:
         for section, values in MODELS[model].items():
             raw[section] = values
         config = type(config).model_validate(raw)
-    name = optimizer.removesuffix("_nesterov")
+    name = "sgd" if optimizer == "sgd_nesterov" else optimizer
     spec = {"name": name, "lr": 0.01 if name in ("sgd", "rmsprop") else 3e-3, "weight_decay": 1e-4}
     if optimizer == "sgd_nesterov":
         spec |= {"momentum": 0.9, "nesterov": True}

@@ -24,7 +24,7 @@ OPTIONS = {
 
 
 def _case(key: str) -> tuple[str, dict]:
-    return key.removesuffix("_nesterov"), OPTIONS[key]
+    return "sgd" if key == "sgd_nesterov" else key, OPTIONS[key]
 
 
 def _separate_and_stacked(key: str, weight_decays, clip_norms):

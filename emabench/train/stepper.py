@@ -158,12 +158,17 @@ class ReplicaStepper:
     ) -> None:
         self.name = name
         self.params = list(params)
-        self._flat = _flat_leaf(self.params) if stacked and name not in LR_INSIDE else None
+        self.stacked = stacked
+        self._flat = self._flat_leaf()
         self.optimizer = build_optimizer(name, self._targets(), options, scaled=scaled)
         self.weight_decays = [float(w) for w in weight_decays]
         self.clip_norms = None if clip_norms is None else [float(c) for c in clip_norms]
-        self.stacked = stacked
         self._previous: torch.Tensor | None = None  # θ_prev, reused between steps
+
+    def _flat_leaf(self) -> tuple[torch.Tensor, list[int], list[torch.Size]] | None:
+        """The one buffer the optimizer steps, when the parameters lie in one and the learning rate is applied
+        outside the step (a rule that takes it inside needs the replica dimension of each parameter)."""
+        return _flat_leaf(self.params) if self.stacked and self.name not in LR_INSIDE else None
 
     @property
     def replicas(self) -> int:
@@ -302,7 +307,7 @@ class ReplicaStepper:
         the parameter objects are the same, their storage is new)."""
         rows = index.tolist()
         kept = [{k: _cut(v, index) for k, v in view.items()} for view in self.state_views()]
-        self._flat = _flat_leaf(self.params)
+        self._flat = self._flat_leaf()
         self.optimizer.state.clear()
         self.optimizer.param_groups[0]["params"] = self._targets()
         self.load_state_views(kept)
