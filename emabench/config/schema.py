@@ -137,8 +137,9 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, as a run records it (``config.yaml``) and is identified by (its run id hashes this):
         every value explicit, defaults included, and ``train.optimizer`` as it trains — ``by_name``'s settings for
-        the chosen optimizer applied to the fields (:meth:`OptimizerConfig.resolved_dict`). Validating it gives a
-        config whose ``to_dict`` is the same, so ``emabench run runs/<run>/config.yaml`` is the same run."""
+        the chosen optimizer applied to the fields
+        (:meth:`~emabench.config.train_specs.OptimizerConfig.resolved_dict`). Validating it gives a config whose
+        ``to_dict`` is the same, so ``emabench run runs/<run>/config.yaml`` is the same run."""
         raw = self.spec_dict()
         raw["train"]["optimizer"] = self.train.optimizer.resolved_dict()
         return raw
