@@ -175,3 +175,22 @@ def test_a_runs_config_yaml_reproduces_the_run(tmp_path, monkeypatch, name: str)
     assert copy.name == folder.name
     for file in ("config.yaml", "history.csv", "metrics.csv"):
         assert (copy / file).read_bytes() == (folder / file).read_bytes(), file
+
+
+def test_a_sweep_over_optimizers_records_and_groups_each_ones_own_settings(tmp_path) -> None:
+    """``by_name`` gives sgd its own lr: each run's config.yaml says the lr it trained with, and the report groups by
+    the optimizer (the lr follows from it) so ``--versus`` can pair sgd's runs with adam's."""
+    sets = ["data.n_samples=200", "train.max_epochs=3", "device=cpu", "train.optimizer.betas=null"]
+    sets += ["train.optimizer.eps=null", "train.optimizer.by_name={sgd: {lr: 0.01}}"]
+    args = ["sweep", str(SEED_CONFIG), *(a for s in sets for a in ("--set", s)), "--seeds", "0-1", "-q"]
+    args += ["--grid", "train.optimizer.name=sgd,adam", "--runs-dir", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    recorded = {
+        (c["train"]["optimizer"]["name"], c["train"]["optimizer"]["lr"])
+        for c in (parse_yaml(p.read_text(), "c") for p in tmp_path.glob("*/*/config.yaml"))
+    }
+    assert recorded == {("sgd", 0.01), ("adam", 0.001)}
+    result = runner.invoke(app, ["report", "--runs-dir", str(tmp_path), "--versus", "train.optimizer.name=adam"])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "train.optimizer.name=sgd" in flat and "each value vs adam" in flat and "train.optimizer.lr" not in flat
