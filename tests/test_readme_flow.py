@@ -1,11 +1,13 @@
-"""The README's first-hour flow, run through the CLI exactly as the README writes it: ``make run`` → ``emabench sweep
---beta 0.99,0.999 --seeds 0-9`` → ``emabench report`` → ``emabench ls`` → ``emabench show RUN_ID``.
+"""The README's first-hour flow, run through the CLI exactly as the README writes it: ``make run`` → ``source
+.venv/bin/activate`` → ``emabench sweep --beta 0.99,0.999 --seeds 0-9`` → ``emabench report`` → ``emabench ls`` →
+``emabench show RUN_ID``.
 
 The commands are read from the README block marked ``readme-flow`` and run in order, in an empty folder holding a copy
 of ``configs/`` (so ``runs/`` is a temporary folder: the default ``--runs-dir``). ``make run`` is the Makefile's own
 ``run`` recipe (``emabench run configs/regression.yaml``), ``RUN_ID`` the first run id ``ls`` prints. The ONLY
 deviation: ``run`` and ``sweep`` get ``--set`` overrides for a tiny data set and a few epochs (FLOW_SETS), the
-same for both, so the run of ``make run`` and the sweep's ``beta=0.999, seed=0`` run still have one config.
+same for both, so the run of ``make run`` and the sweep's ``beta=0.999, seed=0`` run still have one config. The
+``source`` line is checked, not run: it must activate the venv ``make run`` installs the ``emabench`` script into.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def flow(tmp_path_factory):
         patch.chdir(folder)
         for command in readme_flow():
             words = shlex.split(command)
+            if words[0] == "source":
+                continue  # test_the_flow_puts_emabench_on_the_path checks it
             args = make_run_recipe() if words == ["make", "run"] else words[1:]
             if args[0] in ("run", "sweep"):
                 args += [part for item in FLOW_SETS for part in ("--set", item)]  # the one documented deviation
@@ -72,6 +76,7 @@ def test_readme_flow_runs_as_written(flow):
     folder, outputs = flow
     assert [c.split()[:2] for c in readme_flow()] == [
         ["make", "run"],
+        ["source", ".venv/bin/activate"],
         ["emabench", "sweep"],
         ["emabench", "report"],
         ["emabench", "ls"],
@@ -85,6 +90,20 @@ def test_readme_flow_runs_as_written(flow):
     # show: the id from ls exists in two folders (the same run): it is shown, and the other folder named
     assert "Run folder:" in outputs["show"] and "also at" in outputs["show"]
     assert "final validation metrics" in outputs["show"]
+
+
+def test_the_flow_puts_emabench_on_the_path() -> None:
+    """After ``make run`` the next line activates the venv that ``make`` created and installed the script into, before
+    the first bare ``emabench``: no "command not found"."""
+    flow = readme_flow()
+    first_bare = next(i for i, c in enumerate(flow) if c.startswith("emabench "))
+    assert flow.index("source .venv/bin/activate") < first_bare
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^VENV\s*:=\s*\.venv$", makefile, re.M) and re.search(
+        r"^BIN\s*:=\s*\$\(VENV\)/bin$", makefile, re.M
+    )
+    assert 'emabench = "emabench.cli:main"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "\nrun: $(STAMP)" in makefile  # make run installs (the stamp's recipe: pip install -e .) before running
 
 
 @pytest.mark.slow

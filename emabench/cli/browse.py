@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from math import nan
 from pathlib import Path
 from typing import Annotated
@@ -44,8 +45,10 @@ def show(
         )
     damage = folder.problems()
     if not any(p.startswith(("no config", "config.yaml unreadable")) for p in damage):
-        config = folder.read_config_text().rstrip()
-        console.print(Syntax(config, "yaml", theme="ansi_dark", background_color="default"))
+        text = folder.read_config_text().rstrip()
+        # word_wrap: a line longer than the terminal (a long path, a config written in flow style) wraps at a space
+        # instead of being cut off at the edge
+        console.print(Syntax(text, "yaml", theme="ansi_dark", background_color="default", word_wrap=True))
     if damage:  # what it holds cannot be trusted: say what is wrong instead of its table
         raise RunError(f"{folder.path}: damaged, {'; '.join(damage)}")
     status = folder.status
@@ -81,10 +84,12 @@ def ls(
         counts = ", ".join(f"{n} {status}" for status, n in sorted(part["status"].value_counts().items()))
         kind = "sweep" if part["is_sweep"].iloc[0] else "runs in"
         console.print(f"[bold]{kind} {escape(folder)}[/]: {len(part)} runs ({counts})", highlight=False, soft_wrap=True)
-        header = ["run", "status", "epochs", "stop reason", "wall time"]
+        keys = shown_settings(Path(folder))
+        header = ["run", *(SETTING_LABELS.get(k, k) for k in keys), "status", "epochs", "stop reason", "wall time"]
         rows = [
             [
                 r["run_id"],
+                *run_settings(Path(r["path"]), keys),
                 r["status"],
                 str(r["epochs"]),
                 r["stop_reason"],
@@ -92,8 +97,46 @@ def ls(
             ]
             for r in part.to_dict("records")
         ]
+        rows.sort(key=lambda row: [_order(value) for value in row[1 : 1 + len(keys)]])  # by setting, then by id
         print_fitted(console, header, rows, keep=1, style_of=STATUS_STYLES.get)
         for r in part[part["status"] == "damaged"].to_dict("records"):
             console.print(
                 f"[red]damaged[/] {escape(r['run_id'])}: {escape(r['problems'])}", highlight=False, soft_wrap=True
             )
+
+
+SETTING_LABELS = {"ema.beta": "beta"}  # the rest are shown by their dotted key, as --grid and --where take it
+
+
+def shown_settings(folder: Path) -> list[str]:
+    """The settings ``ls`` shows beside each run id: its seed and EMA beta, then the keys its sweep swept."""
+    from emabench.runs.sweep_folder import swept_keys
+
+    return list(dict.fromkeys(["seed", "ema.beta", *swept_keys(folder)]))
+
+
+def run_settings(path: Path, keys: list[str]) -> list[str]:
+    """The values of dotted ``keys`` in a run's ``config.yaml`` (``?`` where it cannot be read)."""
+    from emabench.config import parse_yaml
+    from emabench.errors import EmabenchError
+    from emabench.runs.folder import RunFolder
+
+    try:
+        raw = parse_yaml(RunFolder(path).read_config_text(), str(path))
+    except EmabenchError:
+        raw = None
+    values = []
+    for key in keys:
+        node = raw
+        for part in key.split("."):
+            node = node.get(part, "?") if isinstance(node, dict) else "?"
+        values.append(node if isinstance(node, str) else json.dumps(node))
+    return values
+
+
+def _order(value: str) -> tuple[int, float, str]:
+    """Numbers in numeric order (seed 10 after seed 9), anything else after them as text."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)

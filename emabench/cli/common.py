@@ -45,7 +45,15 @@ SetOption = Annotated[
         "e.g. --set train.optimizer.lr=0.01 --set ema.beta=0.99.",
     ),
 ]
-RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds run folders.", file_okay=False)]
+RunsDirOption = Annotated[
+    Path,
+    typer.Option(
+        "--runs-dir",
+        help="Folder that holds run folders.",
+        file_okay=False,
+        callback=lambda path: _followable(path),
+    ),
+]
 # where runs are written: read as text, so that an empty --runs-dir is refused instead of meaning this folder
 WriteRunsDirOption = Annotated[str, typer.Option("--runs-dir", help="Folder that holds run folders.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display, only the result.")]
@@ -89,6 +97,10 @@ def handles_errors(command: F) -> F:
         except KeyboardInterrupt:
             err_console.print("[bold yellow]interrupted:[/] finished epochs and runs are kept on disk")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except SystemExit as err:  # exit() in a user's code (a data function, a model): not emabench's success
+            message = f"the command was ended by exit({err.code!r}) in code it ran (a data function or model?)"
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_RUN_ERROR) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -192,7 +204,46 @@ def runs_dir_path(text: str) -> Path:
     """``--runs-dir`` as a path; an empty one is refused rather than read as the current directory."""
     if not text.strip():
         raise ConfigError("--runs-dir: empty path (give a folder, e.g. --runs-dir runs; '.' for this one)")
-    path = Path(text)
+    path = resolvable(Path(text), "--runs-dir")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--runs-dir: {text} is a file, not a folder")
     return path
+
+
+def resolvable(path: Path, option: str) -> Path:
+    """``path``, if it can be followed to a place (a symbolic link that leads back to itself cannot)."""
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as err:  # RuntimeError: pathlib's "Symlink loop" before Python 3.13
+        reason = "a symbolic link that leads back to itself" if "loop" in str(err).lower() else str(err)
+        raise ConfigError(f"{option}: {path} cannot be followed ({reason})") from None
+    return path
+
+
+def _followable(path: Path | None) -> Path | None:
+    """``--runs-dir`` of the commands that read run folders: a path that can be followed (typer's callback, so a
+    refusal is typer's one-line usage error, exit code 2)."""
+    try:
+        return resolvable(path, "--runs-dir") if path is not None else None
+    except ConfigError as err:
+        raise typer.BadParameter(str(err).removeprefix("--runs-dir: ")) from None
+
+
+@contextlib.contextmanager
+def nothing_left_on_failure(runs_dir: Path) -> Iterator[None]:
+    """If the block fails or is interrupted, remove what it created under ``runs_dir`` that holds no run: a sweep
+    folder with nothing but its ``sweep.json``, and ``runs_dir`` itself (with the parents it needed) when empty. A
+    refused data file, a model that cannot be built or a Ctrl-C before training then leaves nothing behind."""
+    from emabench.runs.sweep_folder import discard_if_unused
+
+    created = [p for p in (runs_dir, *runs_dir.parents) if not p.exists()]  # deepest first
+    before = set(os.listdir(runs_dir)) if runs_dir.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for name in sorted(set(os.listdir(runs_dir)) - before) if runs_dir.is_dir() else []:
+                discard_if_unused(runs_dir / name)
+            for folder in created:
+                folder.rmdir()  # only an empty folder goes
+        raise

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from emabench.cli.common import console, handles_errors
+from emabench.errors import ConfigError
 
 
 @handles_errors
@@ -18,14 +19,28 @@ def configs(
         str | None,
         typer.Argument(help="A shipped config to print, e.g. regression (default: list them all).", show_default=False),
     ] = None,
+    defaults: Annotated[
+        bool,
+        typer.Option(
+            "--defaults",
+            help="Print the default config: every key with the value it takes when a config leaves it out, the "
+            "required ones marked (it loads as it is: `emabench configs --defaults > my.yaml`).",
+        ),
+    ] = False,
 ) -> None:
     """List the configs shipped with emabench, or print one (comments included) to copy and edit.
 
     `emabench configs regression > my.yaml`, edit it, then `emabench run my.yaml`. `emabench run` with no config
-    trains the shipped regression.yaml (the seed-001 study).
+    trains the shipped regression.yaml (the seed-001 study). A config needs only a few keys; `--defaults` prints
+    every other key with its default.
     """
-    from emabench.config import shipped_config_text, shipped_configs
+    from emabench.config import default_config_text, shipped_config_text, shipped_configs
 
+    if defaults:
+        if name is not None:
+            raise ConfigError(f"give either a config NAME ({name}) or --defaults, not both")
+        sys.stdout.write(default_config_text())
+        return
     if name is not None:
         sys.stdout.write(shipped_config_text(name))  # verbatim: a redirect gives a file that loads as it is
         return
@@ -39,10 +54,11 @@ def configs(
 
 
 def _summary(text: str) -> str:
-    """The config's leading comment, as one line (the YAML's own description of itself)."""
+    """The config's leading comment, as one line (the YAML's own description of itself); a shell command continued
+    over two comment lines (``\\`` at the end of the first) is joined back into one."""
     lines = []
     for line in text.splitlines():
         if not line.startswith("#"):
             break
         lines.append(line.lstrip("#").strip())
-    return " ".join(lines)
+    return " ".join(" ".join(lines).replace("\\ ", "").split())

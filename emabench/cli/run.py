@@ -19,6 +19,7 @@ from emabench.cli.common import (
     epoch_progress,
     exit_interrupted,
     handles_errors,
+    nothing_left_on_failure,
     print_metrics,
     runs_dir_path,
     set_threads,
@@ -79,18 +80,19 @@ def run(
     """
     cfg = _checked_config(config, set_, force, resume)  # before the training stack is imported: a refusal is quick
     folder_root = runs_dir_path(runs_dir)
-    if nproc > 1:  # the workers train, with `threads` each; this process launches them
-        _run_on_processes(cfg, nproc, resume, folder_root, force, quiet, checkpoint_every, threads)
-        return
-    if config is None and resume is None and not quiet:
-        console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
-    from emabench.runs.interrupts import StopRequest
+    with nothing_left_on_failure(folder_root):
+        if nproc > 1:  # the workers train, with `threads` each; this process launches them
+            _run_on_processes(cfg, nproc, resume, folder_root, force, quiet, checkpoint_every, threads)
+            return
+        if config is None and resume is None and not quiet:
+            console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
+        from emabench.runs.interrupts import StopRequest
 
-    set_threads(threads)
-    stop = StopRequest(notice=stopping_notice)
-    with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
-        outcome = _train(cfg, resume, folder_root, force, on_epoch, stop.is_set, checkpoint_every)
-    _render(outcome)
+        set_threads(threads)
+        stop = StopRequest(notice=stopping_notice)
+        with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
+            outcome = _train(cfg, resume, folder_root, force, on_epoch, stop.is_set, checkpoint_every)
+        _render(outcome)
     if outcome.status in ("completed", "diverged"):  # the table first: matplotlib costs more than a short run
         outcome.folder.draw_run_figures()
     if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop

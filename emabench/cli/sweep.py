@@ -19,6 +19,7 @@ from emabench.cli.common import (
     console,
     exit_interrupted,
     handles_errors,
+    nothing_left_on_failure,
     progress_bar,
     runs_dir_path,
     set_threads,
@@ -153,7 +154,8 @@ def sweep(
         _print_plan(described, engine, jobs)
     set_threads(threads)
     stop, view = StopRequest(notice=stopping_notice), _RayView()
-    with stop.installed(), _progress(engine, described.runs, quiet, view) as callbacks:
+    progress = _progress(engine, described.runs, quiet, view)
+    with nothing_left_on_failure(folder_root), stop.installed(), progress as callbacks:
         folder, outcomes = run_sweep(
             base,
             axes,

@@ -149,7 +149,7 @@ def run_metrics_rows(metrics: Any, task: Any) -> tuple[list[str], list[list[str]
     header += ["fit error"] if fit else []
     rows = []
     for r in records:
-        row = [str(r["model"]), str(r["epoch"]), *(_number(r.get(m)) for m in names)]
+        row = [str(r["model"]), _count(r["epoch"]), *(_number(r.get(m)) for m in names)]
         row += [_gain(r.get(f"{m}_improvement_pct")) for m in names]
         row.append(_number(r.get("val_loss_std")))
         row += [_number(r.get("fit_error"), "{:.2g}")] if fit else []
@@ -177,6 +177,15 @@ def _number(value: Any, pattern: str = "{:.4f}") -> str:
     except (TypeError, ValueError):
         return "—"
     return "—" if number != number else pattern.format(number)
+
+
+def _count(value: Any) -> str:
+    """An epoch count as an integer (``metrics.csv`` is read back as floats: 67.0 → ``67``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if number.is_integer() else str(value)
 
 
 def _gain(value: Any) -> str:

@@ -2,7 +2,7 @@
 with its sections :mod:`.data_specs`, :mod:`.model_specs`, :mod:`.train_specs`, :mod:`.averager_specs`), safe YAML
 (:mod:`.yaml_io`), ``--set`` overrides (:mod:`.overrides`), validation with one-line errors (:mod:`.validate`,
 walking the schema's keys through unions: :mod:`.keys`) and reading a file or a config shipped inside the package
-(:mod:`.load`). The public names are re-exported here:
+(:mod:`.load`); the default config, every default written out (:mod:`.defaults`). The public names are re-exported here:
 ``from emabench.config import Config, load_config, with_overrides, parse_yaml``.
 """
 
@@ -21,6 +21,7 @@ from emabench.config.averager_specs import (
     WarmupEMASpec,
 )
 from emabench.config.data_specs import DATA_SOURCES, DataSpec
+from emabench.config.defaults import default_config, default_config_text
 from emabench.config.load import (
     DEFAULT_CONFIG,
     load_config,
@@ -80,6 +81,8 @@ __all__ = [
     "applied_overrides",
     "apply_overrides",
     "check_key",
+    "default_config",
+    "default_config_text",
     "dump_yaml",
     "format_validation_error",
     "load_config",

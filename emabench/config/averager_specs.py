@@ -1,4 +1,4 @@
-"""The averagers a config may list under ``averagers:`` (issue 3), tracked beside raw and the seed's ``ema``.
+"""The averagers a config may list under ``averagers:``, tracked beside raw and the seed's ``ema``.
 
 One pydantic model per rule (its update formula in its docstring), discriminated by ``kind``; :data:`AveragerSpec`
 is their union. :mod:`emabench.train.averagers` builds the library's averagers from them.
@@ -45,9 +45,9 @@ class WarmupEMASpec(_DecaySpec):
     """The seed's EMA (warm-up ``clamp(1 − (1 + e/inv_gamma)^−power, min_value, beta)``)."""
 
     kind: Literal["ema"]
-    update_after_step: int = Field(ge=0)
-    inv_gamma: float = Field(gt=0)
-    power: float = Field(gt=0)
+    update_after_step: int = Field(default=100, ge=0)  # the seed's warm-up settings, as the top-level ``ema``
+    inv_gamma: float = Field(default=1.0, gt=0)
+    power: float = Field(default=2 / 3, gt=0)
     min_value: float = Field(default=0.0, ge=0, lt=1)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from emabench.config.base import _Section
 
@@ -17,27 +17,29 @@ from emabench.config.base import _Section
 class _Split(_Section):
     scale_x: bool = True  # StandardScaler on the inputs, fit on all samples before the split (the seed's choice)
     scale_y: bool = False  # StandardScaler on a regression target (the seed scales it)
-    test_size: float = Field(gt=0, lt=1)
-    split_random_state: int = Field(ge=0)
+    test_size: float = Field(default=0.2, gt=0, lt=1)  # the share of samples held out for validation
+    split_random_state: int = Field(default=42, ge=0)  # the split is fixed across run seeds (the seed study's 42)
     stratify: bool | None = None  # None: stratified for classification, plain for regression (sklearn's choice)
 
 
 class MakeRegressionData(_Split):
-    """sklearn ``make_regression`` (seed 001), restated in numpy and bit-identical to scikit-learn."""
+    """sklearn ``make_regression`` (seed 001), restated in numpy and bit-identical to scikit-learn. The defaults are
+    the seed study's data set: ``data: {}`` is seed 001's."""
 
     source: Literal["make_regression"]
-    n_samples: int = Field(ge=10, le=10_000_000)  # upper bounds: what fits a machine, not a modelling choice
-    n_features: int = Field(ge=1, le=100_000)
+    n_samples: int = Field(default=2000, ge=10, le=10_000_000)  # upper bounds: what fits a machine, not a choice
+    n_features: int = Field(default=20, ge=1, le=100_000)
     n_informative: int | None = Field(default=None, ge=1)  # None: make_regression's default (10)
-    noise: float = Field(ge=0)
-    random_state: int = Field(ge=0)  # the data set is fixed across run seeds, as in the seed script
+    noise: float = Field(default=0.1, ge=0)
+    random_state: int = Field(default=42, ge=0)  # the data set is fixed across run seeds, as in the seed script
 
 
 class MakeClassificationData(_Split):
-    """sklearn ``make_classification`` with its arguments (defaults as scikit-learn's)."""
+    """sklearn ``make_classification`` with its arguments (defaults as scikit-learn's, except ``n_samples`` 2000
+    and a fixed ``random_state`` 42)."""
 
     source: Literal["make_classification"]
-    n_samples: int = Field(ge=10, le=10_000_000)
+    n_samples: int = Field(default=2000, ge=10, le=10_000_000)
     n_features: int = Field(default=20, ge=1, le=100_000)
     n_informative: int = Field(default=2, ge=1)
     n_redundant: int = Field(default=2, ge=0)
@@ -45,7 +47,7 @@ class MakeClassificationData(_Split):
     n_clusters_per_class: int = Field(default=2, ge=1)
     class_sep: float = Field(default=1.0, gt=0)
     flip_y: float = Field(default=0.01, ge=0, le=1)
-    random_state: int = Field(ge=0)
+    random_state: int = Field(default=42, ge=0)
 
 
 class DiabetesData(_Split):
@@ -68,6 +70,17 @@ class CSVData(_Split):
     path: str = Field(min_length=1, max_length=4096)
     target: str = Field(min_length=1)
     features: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("features")
+    @classmethod
+    def _inputs_apart_from_target(cls, features: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        target = info.data.get("target")  # validated before: fields are checked in order
+        if features is not None and target in features:
+            raise ValueError(f"lists the target column {target!r}, which would train as an input (leave it out)")
+        twice = next((name for i, name in enumerate(features or []) if name in features[:i]), None)
+        if twice is not None:
+            raise ValueError(f"lists the column {twice!r} twice (give each column once)")
+        return features
 
 
 class IDXData(_Split):

@@ -15,14 +15,15 @@ Init = Literal["xavier_normal", "xavier_uniform", "kaiming_uniform", "torch_defa
 
 
 class MLPModel(_Section):
-    """``(Linear → [norm] → activation → Dropout) × len(hidden_sizes) → Linear`` (seed 001: [64, 32], relu, 0.2)."""
+    """``(Linear → [norm] → activation → Dropout) × len(hidden_sizes) → Linear`` (seed 001: [64, 32], relu, 0.2,
+    xavier_normal). The defaults: the seed's sizes, no dropout, torch's own initialisation."""
 
     name: Literal["mlp"]
-    hidden_sizes: list[int] = Field(min_length=1, max_length=32)
+    hidden_sizes: list[int] = Field(default=[64, 32], min_length=1, max_length=32)
     activation: Activation = "relu"
-    dropout: float = Field(ge=0, lt=1)  # may differ per run of a stack
+    dropout: float = Field(default=0.0, ge=0, lt=1)  # may differ per run of a stack
     norm: Literal["none", "batch", "layer"] = "none"
-    init: Init  # weights; biases start at zero (torch_default: nn.Linear's own init, biases included)
+    init: Init = "torch_default"  # weights; biases start at zero (torch_default: nn.Linear's own, biases included)
 
     @field_validator("hidden_sizes")
     @classmethod

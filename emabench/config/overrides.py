@@ -111,8 +111,9 @@ def _no_such_entry(prefix: tuple[str, ...], text: str, entries: Slot, existing: 
 
 
 def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """A copy of ``config`` with dotted-key values replaced, validated again."""
-    raw = config.to_dict()
+    """A copy of ``config`` with dotted-key values replaced, validated again (on the config as given:
+    :meth:`Config.spec_dict`)."""
+    raw = config.spec_dict()
     for key, value in overrides.items():
         node = raw
         *parents, last = key.split(".")

@@ -20,18 +20,20 @@ from emabench.config.model_specs import ModelSpec
 from emabench.config.train_specs import TrainConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 RESERVED_MODEL_NAMES = ("raw", "ema")
 
 
 class EMAConfig(_Section):
-    """The seed's EMA with warm-up: ``d = clamp(1 - (1 + e/inv_gamma)^-power, min_value, beta)``."""
+    """The seed's EMA with warm-up: ``d = clamp(1 - (1 + e/inv_gamma)^-power, min_value, beta)``, the decay of
+    update ``e``, after a copy phase of ``update_after_step`` steps. The defaults are seed 001's settings."""
 
-    beta: float = Field(ge=0, lt=1)  # may differ between the runs of one stack
-    update_after_step: int = Field(ge=0)
-    update_every: int = Field(ge=1)
-    inv_gamma: float = Field(gt=0)
-    power: float = Field(gt=0)
-    min_value: float = Field(ge=0, lt=1)
+    beta: float = Field(default=0.999, ge=0, lt=1)  # may differ between the runs of one stack
+    update_after_step: int = Field(default=100, ge=0)
+    update_every: int = Field(default=1, ge=1)
+    inv_gamma: float = Field(default=1.0, gt=0)
+    power: float = Field(default=2 / 3, gt=0)
+    min_value: float = Field(default=0.0, ge=0, lt=1)
     buffers: BufferPolicy = "average"  # float buffers (BatchNorm statistics): average, copy or recalibrate
 
     @model_validator(mode="after")
@@ -42,24 +44,37 @@ class EMAConfig(_Section):
 
 
 class Config(_Section):
+    """One experiment. Required: ``name``, ``train.max_epochs`` and ``train.optimizer``'s ``name`` and ``lr``, plus
+    what a chosen data source or model cannot do without (a CSV's ``path`` and ``target``, a custom model's
+    ``factory``, ...); every other key has a default, ``data`` and ``model`` the seed study's (``make_regression``,
+    ``mlp``) (``emabench configs --defaults`` prints them all). A run folder's
+    ``config.yaml`` holds every value, defaults included (:meth:`to_dict`)."""
+
     name: str = Field(pattern=NAME_PATTERN)
-    seed: int = Field(ge=0)
-    device: Literal["auto", "cpu", "cuda"]
-    task: Literal["regression", "classification"] = "regression"
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, as the seed script does
+    task: Literal["regression", "classification"] = "regression"  # classification for a class-label data source
     data: DataSpec
     model: ModelSpec
     train: TrainConfig
-    ema: EMAConfig
+    ema: EMAConfig = EMAConfig()
     averagers: dict[str, AveragerSpec] = Field(default_factory=dict)  # more averagers observing the same run, by name
 
     @model_validator(mode="before")
     @classmethod
     def _seed_defaults(cls, raw: Any) -> Any:
-        """Configs written before tasks existed name no data source or model: they are seed 001's."""
+        """A config without ``data`` or ``model``, a data section without ``source`` and a model without ``name``
+        are seed 001's (``make_regression``, ``mlp``); a config without ``task`` is a classification when its source
+        gives class labels."""
         if isinstance(raw, dict):
             for section, key, value in (("data", "source", "make_regression"), ("model", "name", "mlp")):
+                if section not in raw:
+                    raw = {**raw, section: {}}
                 if isinstance(raw.get(section), dict) and key not in raw[section]:
                     raw = {**raw, section: {key: value, **raw[section]}}
+            data = raw.get("data")
+            if "task" not in raw and isinstance(data, dict) and data.get("source") in CLASSIFICATION_ONLY:
+                raw = {**raw, "task": "classification"}
         return raw
 
     @field_validator("averagers")
@@ -120,4 +135,16 @@ class Config(_Section):
         return ["raw", "ema", *extra]
 
     def to_dict(self) -> dict[str, Any]:
+        """The resolved config, as a run records it (``config.yaml``) and is identified by (its run id hashes this):
+        every value explicit, defaults included, and ``train.optimizer`` as it trains — ``by_name``'s settings for
+        the chosen optimizer applied to the fields
+        (:meth:`~emabench.config.train_specs.OptimizerConfig.resolved_dict`). Validating it gives a config whose
+        ``to_dict`` is the same, so ``emabench run runs/<run>/config.yaml`` is the same run."""
+        raw = self.spec_dict()
+        raw["train"]["optimizer"] = self.train.optimizer.resolved_dict()
+        return raw
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The config as given, defaults filled in but ``by_name`` not applied: what ``--set``/``--grid`` change
+        (switching ``train.optimizer.name`` must find the given fields, not another optimizer's settings)."""
         return self.model_dump(mode="python", exclude_defaults=False)

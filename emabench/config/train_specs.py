@@ -40,7 +40,7 @@ class OptimizerConfig(_Section):
 
     name: Literal["sgd", "rmsprop", "rmsprop_nesterov", "adam", "nadam", "adamax", "adamw", "radam"]
     lr: float = Field(gt=0, le=1e3)
-    weight_decay: float = Field(ge=0, le=1e3)
+    weight_decay: float = Field(default=0.0, ge=0, le=1e3)  # torch's default
     betas: list[float] | None = Field(default=None, min_length=2, max_length=2)  # adam, nadam, adamax, adamw, radam
     eps: float | None = Field(default=None, gt=0, le=1)  # rmsprop(_nesterov) and the adam family
     momentum: float | None = Field(default=None, ge=0, lt=1)  # sgd, rmsprop(_nesterov)
@@ -101,6 +101,12 @@ class OptimizerConfig(_Section):
         values = self.model_dump() | dict(chosen or {}) | {"by_name": {}}
         return OptimizerConfig.model_validate(values)
 
+    def resolved_dict(self) -> dict[str, Any]:
+        """What a run records: the fields with ``by_name[name]`` applied, ``by_name`` kept (so the record reads the
+        values that trained, and ``--set train.optimizer.name=…`` on it still finds each optimizer's settings).
+        Applying it again changes nothing: ``by_name[name]`` already equals the fields it sets."""
+        return self.model_dump() | dict(self.by_name.get(self.name) or {})
+
 
 class LRScheduleConfig(_Section):
     """The learning rate as ``lr · factor(t)``, ``t`` counting epochs or optimizer steps (``per``); each shape is
@@ -134,23 +140,24 @@ Monitor = str  # "raw", "ema" or the name of an averager evaluated every epoch (
 
 class SchedulerConfig(_Section):
     """``ReduceLROnPlateau`` stepped once per epoch on the monitored model's validation loss, multiplying whatever
-    ``lr_schedule`` gives (``name: none`` turns it off)."""
+    ``lr_schedule`` gives (``name: none``, the default, turns it off). The other defaults are torch's."""
 
-    name: Literal["reduce_on_plateau", "none"]
-    monitor: Monitor
-    factor: float = Field(gt=0, lt=1)
-    patience: int = Field(ge=0)
-    threshold: float = Field(ge=0)
-    threshold_mode: Literal["rel", "abs"]
-    cooldown: int = Field(ge=0)
-    min_lr: float = Field(ge=0)
+    name: Literal["reduce_on_plateau", "none"] = "none"
+    monitor: Monitor = "raw"  # the raw model decides, so no averager is favoured
+    factor: float = Field(default=0.1, gt=0, lt=1)
+    patience: int = Field(default=10, ge=0)
+    threshold: float = Field(default=1e-4, ge=0)
+    threshold_mode: Literal["rel", "abs"] = "rel"
+    cooldown: int = Field(default=0, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
 
 
 class EarlyStoppingConfig(_Section):
-    """Stop after ``patience`` epochs without a new best monitored validation loss (``None``: never stop)."""
+    """Stop after ``patience`` epochs without a new best monitored validation loss (``None``, the default: never
+    stop)."""
 
-    monitor: Monitor
-    patience: int | None = Field(ge=1)
+    monitor: Monitor = "raw"  # the raw model decides, so no averager is favoured
+    patience: int | None = Field(default=None, ge=1)
 
 
 class TeacherConfig(_Section):
@@ -163,14 +170,17 @@ class TeacherConfig(_Section):
 
 
 class TrainConfig(_Section):
-    batch_size: int = Field(ge=1, le=10_000_000)
+    """How a run trains. ``max_epochs`` and the optimizer's ``name`` and ``lr`` are required; every other key has
+    a default (listed by ``emabench configs --defaults``)."""
+
+    batch_size: int = Field(default=32, ge=1, le=10_000_000)
     max_epochs: int = Field(ge=1, le=1_000_000)
     # A run whose training loss or monitored validation loss is not finite, or above this, is stopped and marked
-    # diverged (``null``: only non-finite). Targets are standardized, so an untrained model scores ~1.
-    diverged_above: float | None = Field(gt=0)
+    # diverged (``null``, the default: only non-finite). Targets are standardized, so an untrained model scores ~1.
+    diverged_above: float | None = Field(default=None, gt=0)
     optimizer: OptimizerConfig
-    scheduler: SchedulerConfig
-    early_stopping: EarlyStoppingConfig
+    scheduler: SchedulerConfig = SchedulerConfig()  # off
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()  # never stops early
     lr_schedule: LRScheduleConfig = LRScheduleConfig()
     swa_lr: SWALRConfig | None = None
     grad_accumulation: int = Field(default=1, ge=1, le=4096)  # micro-batches per batch (same batch, less memory)

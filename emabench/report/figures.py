@@ -134,8 +134,9 @@ def curves_figure(
             lows.append(low[tail].min())
             highs.append(high[tail].max())
             means.append(band[["epoch", "mean"]])
-        ax.set_yscale("log" if log else "linear")
-        _zoom(ax, lows, highs, log)
+        logged = log and any((m["mean"] > 0).any() for m in means)  # a log axis needs a positive value to show
+        ax.set_yscale("log" if logged else "linear")
+        _zoom(ax, lows, highs, logged)
         how = "stopped runs carry their final value" if align == "carry" else "epochs reached by every seed"
         ax.set_title(f"{group}\n{how}; stops at epochs {int(stops.min())}–{int(stops.max())}", fontsize=9)
         ax.set_xlabel(_off_chart_note(ax, pd.concat(means) if means else pd.DataFrame(columns=["epoch", "mean"])))

@@ -28,7 +28,7 @@ The metrics are each group's task's (``M`` below: regression mse, mae, r2; class
   ``n_diverged`` (of both sides), then as ``comparison.csv`` from ``n`` on, the baseline value in place of raw
   (``diff_* = value − baseline``; Holm over the versus rows, a family of their own: :mod:`emabench.report.versus`).
 - ``report.md`` (tables, figures linked), ``report.html`` (one self-contained file, figures inline) and the
-  figures ``fig_*.png`` (see :data:`emabench.report.figures.FIGURES`).
+  figures ``fig_*.png`` (drawn by :mod:`emabench.report.figures`).
 """
 
 from __future__ import annotations

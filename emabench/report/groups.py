@@ -23,9 +23,13 @@ def config_keys(runs: pd.DataFrame) -> list[str]:
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
-    """Config keys whose values differ between runs (the swept settings), plus ``ema.beta`` always."""
+    """Config keys whose values differ between runs (the swept settings), plus ``ema.beta`` always; less a key whose
+    value follows from an earlier one's (a sweep over ``train.optimizer.name`` whose ``by_name`` gives each optimizer
+    its own ``lr``: the name groups the runs, and ``lr`` varies with it rather than beside it)."""
     varying = [k for k in config_keys(runs) if k not in IDENTITY_KEYS and runs[k].astype(str).nunique() > 1]
-    return (["ema.beta"] if "ema.beta" in runs.columns else []) + [k for k in varying if k != "ema.beta"]
+    keys = (["ema.beta"] if "ema.beta" in runs.columns else []) + [k for k in varying if k != "ema.beta"]
+    text = runs[keys].astype(str)
+    return [k for i, k in enumerate(keys) if not any(text.groupby(j)[k].nunique().max() == 1 for j in keys[:i])]
 
 
 def _with_task(runs: pd.DataFrame, keys: list[str]) -> list[str]:

@@ -19,15 +19,17 @@ _VERDICT_CLASS = {
     stats.INSUFFICIENT: "few",
 }
 _CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;max-width:1280px;
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;max-width:1600px;
 margin:0 auto;padding:24px 32px;background:#fff}
+@media (max-width:700px){body{font-size:14px;padding:12px 10px}}
 h1{font-size:1.7em;border-bottom:2px solid #e5e7eb;padding-bottom:.3em}
 h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #e5e7eb;padding-bottom:.2em}
 p,li{max-width:1100px}
 code{background:#f3f4f6;padding:0 .25em;border-radius:3px;font-size:.92em}
 table{border-collapse:collapse;margin:.8em 0 1.2em;font-size:.86em}
 .scroll{overflow-x:auto}
-th,td{border:1px solid #d9dde3;padding:.3em .65em;text-align:right;white-space:nowrap;vertical-align:middle}
+th,td{border:1px solid #d9dde3;padding:.3em .65em;text-align:right;white-space:nowrap;vertical-align:middle;
+background:#fff}
 th{background:#f3f4f6;text-align:center;white-space:normal}
 td:nth-child(-n+3){text-align:left}
 td small{color:#6b7280}
@@ -36,6 +38,10 @@ td.better{background:#d6f5de!important;color:#0f5323;font-weight:600;text-align:
 td.worse{background:#fbdcdc!important;color:#8b1a1a;font-weight:600;text-align:center}
 td.same{background:#eceff3!important;color:#4b5563;text-align:center}
 td.few{background:#fff3c4!important;color:#6b5200;text-align:center}
+td.better,td.worse,td.same,td.few{white-space:normal;min-width:6.5em;max-width:9em}
+.scroll td:first-child,.scroll th:first-child{position:sticky;left:0;z-index:1;box-shadow:1px 0 0 #d9dde3}
+.verdict-last td:last-child,.verdict-last th:last-child{position:sticky;right:0;z-index:1;
+box-shadow:-1px 0 0 #d9dde3}
 strong.better{color:#0f7a30}strong.worse{color:#b42318}strong.same{color:#4b5563}strong.few{color:#8a6a00}
 .legend span{display:inline-block;padding:.05em .5em;margin-right:.6em;border-radius:3px;font-size:.85em}
 figure{margin:1em 0 1.6em}
@@ -85,7 +91,13 @@ def _html_table(table: Table) -> str:
             css = _VERDICT_CLASS.get(cell)
             cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{_cell(cell)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    # a verdict in the last column stays in view (at the right edge) however far the numbers scroll, as the first
+    # column (the group) does at the left: on a narrow screen a row is still read from its name to its verdict
+    last = " verdict-last" if any(row and row[-1] in _VERDICT_CLASS for row in table.rows) else ""
+    return (
+        f'<div class="scroll"><table class="data{last}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _cell(text: str) -> str:

@@ -1,4 +1,4 @@
-"""``emabench run --nproc N``: one run of a custom model trained by N processes, data parallel (issue 15).
+"""``emabench run --nproc N``: one run of a custom model trained by N processes, data parallel.
 
 The launcher is torch's own elastic agent (``torch.distributed.launcher.api.elastic_launch``, what ``torchrun
 --standalone`` runs): a rendezvous store on a free port, ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` set for

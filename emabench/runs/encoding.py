@@ -32,7 +32,7 @@ def csv_value(text: str) -> float | str:
 
 def encode_checkpoint(state: dict[str, Any], config_hash: str) -> bytes:
     """A run's state (tensors, numbers, strings, lists and dicts only) as ``checkpoint.pt`` 's bytes, tagged with the
-    hash of the run's resolved config (what :meth:`RunFolder.checkpoint_for` checks)."""
+    hash of the run's resolved config (what :meth:`~emabench.runs.folder.RunFolder.checkpoint_for` checks)."""
     import torch
 
     state = state | {"config_hash": config_hash}

@@ -137,9 +137,12 @@ class RunFolder:
         self.save_figure(metric_figure(frame, task, run=run), metric_plot(task.plot_metric))
 
     def interrupt(self, info: dict[str, Any]) -> None:
-        """Mark the run stopped before its end (its checkpoint, if any, lets it continue)."""
-        self.flush_history()
-        self.mark_interrupted(info)
+        """Mark the run stopped before its end (its checkpoint, if any, lets it continue); marked even when its
+        last history rows cannot be written (a full disk)."""
+        try:
+            self.flush_history()
+        finally:
+            self.mark_interrupted(info)
 
     def fail(self, config: Config, info: dict[str, Any]) -> None:
         """Mark the run failed (its task raised or was lost for good); a checkpoint, if any, stays to continue from.

@@ -1,4 +1,8 @@
-"""Deferred interrupts: Ctrl-C and SIGTERM as a request to stop after the current epoch."""
+"""Deferred interrupts: Ctrl-C and SIGTERM as a request to stop after the current epoch — once training has begun.
+
+While a run is being set up (:func:`setting_up`: its data loaded, its model built, where a user's function may block
+for as long as it likes) there is no epoch to finish and nothing to save, so Ctrl-C stops at once.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,24 @@ import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
+_setting_up = [0]  # how many set-ups are in progress in this process (a list: changed in place, read by handlers)
+
+
+@contextlib.contextmanager
+def setting_up() -> Iterator[None]:
+    """Inside the block a run is being set up, not trained: Ctrl-C or SIGTERM raises ``KeyboardInterrupt`` at once
+    instead of waiting for an epoch that has not begun."""
+    _setting_up[0] += 1
+    try:
+        yield
+    finally:
+        _setting_up[0] -= 1
+
 
 class StopRequest:
     """Ctrl-C (SIGINT) and SIGTERM as a request: the first asks to stop after the current epoch, a second raises
-    ``KeyboardInterrupt`` at once. Pass :meth:`is_set` as ``stop`` to :func:`run`/:func:`sweep`.
+    ``KeyboardInterrupt`` at once (so does the first while a run is :func:`setting_up`). Pass :meth:`is_set` as
+    ``stop`` to :func:`emabench.runs.single.run` or :func:`emabench.runs.sweep.sweep`.
 
     ``shared`` (an event of a worker pool) is a second source of the same request, set by the parent process.
     """
@@ -27,7 +45,7 @@ class StopRequest:
         return self._requested or (self._shared is not None and self._shared.is_set())
 
     def handle(self, signum: int, frame: Any) -> None:
-        if self._requested:
+        if self._requested or _setting_up[0]:
             raise KeyboardInterrupt
         self._requested = True
         if self._notice is not None:

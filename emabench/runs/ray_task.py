@@ -2,13 +2,15 @@
 (:func:`emabench.runs.unit.train_stack`) through proxies of its run folders.
 
 A task gets its runs' configs (plain dicts) and a handle to the sweep's :class:`~emabench.runs.ray_ledger.Ledger`,
-never a path: it asks the ledger where to start (:meth:`~Ledger.begin`: the runs still to train and the latest
-checkpoint the driver holds for them, so a retry after a lost node continues from there), and every call the
-trainer makes on a run folder (start, a history row, a checkpoint, finish, interrupt) becomes a :data:`WireEvent`.
+never a path: it asks the ledger where to start (:meth:`~emabench.runs.ray_ledger.Ledger.begin`: the runs still
+to train and the latest checkpoint the driver holds for them, so a retry after a lost node continues from there), and
+every call the trainer makes on a run folder (start, a history row, a checkpoint, finish, interrupt) becomes a
+:data:`~emabench.runs.ray_ledger.WireEvent`.
 Checkpoints are serialized here, as the bytes of ``checkpoint.pt``: the cost stays with the tasks, and the driver
 and the ledger only move bytes.
-:class:`Courier` sends them in one blocking :meth:`~Ledger.post` per epoch that has more than history rows in it (a
-checkpoint, a finished run, a start), or once rows have waited :data:`ROWS_EVERY_S`; the reply says whether to stop.
+:class:`Courier` sends them in one blocking :meth:`~emabench.runs.ray_ledger.Ledger.post` per epoch that has more
+than history rows in it (a checkpoint, a finished run, a start), or once rows have waited :data:`ROWS_EVERY_S`; the
+reply says whether to stop.
 The driver applies the calls to the real folders (:mod:`emabench.runs.ray_executor`).
 
 Devices: ``device: auto`` means the GPU Ray assigned this task (``--gpus-per-task`` > 0: Ray sets

@@ -12,6 +12,7 @@ from pathlib import Path
 from emabench.config import Config
 from emabench.errors import RunError
 from emabench.runs.folder import RunFolder
+from emabench.runs.interrupts import setting_up
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, train_stack
 from emabench.train.build import check_step_warmups, runnable_device
 
@@ -69,7 +70,8 @@ def _run_in(
     if folder.is_done and not force:
         return RunOutcome.skipped(folder)
     runnable_device(config)  # refuse before the folder is created
-    check_step_warmups([config])
+    with setting_up():  # it may load the data (a user's function): Ctrl-C stops it at once
+        check_step_warmups([config])
     lock = folder.try_lock()
     if lock is None:
         raise RunError(f"{folder.path}: another emabench process is training this run")

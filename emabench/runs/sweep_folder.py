@@ -55,6 +55,24 @@ def is_sweep_folder(path: Path) -> bool:
     return (path / SWEEP).is_file()
 
 
+def discard_if_unused(path: Path) -> None:
+    """Remove a sweep folder that holds nothing but its ``sweep.json`` (no run was started in it); leave anything
+    else as it is."""
+    if is_sweep_folder(path) and [entry.name for entry in path.iterdir()] == [SWEEP]:
+        (path / SWEEP).unlink()
+        path.rmdir()
+
+
+def swept_keys(folder: Path) -> list[str]:
+    """The dotted keys a sweep folder's ``sweep.json`` sweeps (its grid's keys; empty for any other folder)."""
+    try:
+        spec = json.loads((Path(folder) / SWEEP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    grid = spec.get("grid") if isinstance(spec, dict) else None
+    return [str(key) for key in grid] if isinstance(grid, dict) else []
+
+
 def sweep_mode(run_path: Path) -> str:
     """How the run at ``run_path`` was made: ``runs`` or ``shadows`` (from its sweep's ``sweep.json``), or
     ``single`` (``emabench run``)."""

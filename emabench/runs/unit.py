@@ -25,7 +25,7 @@ from emabench import __version__
 from emabench.config import Config
 from emabench.errors import EmabenchError, RunError, one_line
 from emabench.runs.folder import RunFolder
-from emabench.runs.interrupts import StopRequest
+from emabench.runs.interrupts import StopRequest, setting_up
 from emabench.runs.lock import RunLock
 from emabench.runs.plan import Engine, Unit, plan_units
 from emabench.tasks.data import make_dataset
@@ -141,13 +141,6 @@ class _Stack:
                 )
         return [self.outcomes[r] for r in range(len(self.configs))]
 
-    def abandon(self) -> None:
-        """A second Ctrl-C or a crash mid-epoch: keep what ran (an earlier checkpoint stays)."""
-        for r, folder in enumerate(self.folders):
-            if r not in self.outcomes:
-                with contextlib.suppress(Exception):
-                    folder.interrupt({"epochs": len(self.histories[r]), "emabench": __version__})
-
     def fail(self, err: BaseException) -> list[RunOutcome]:
         """Training raised (the user's model or data code, or a bug): every unfinished run is marked FAILED with the
         error and its traceback (an earlier checkpoint stays, so re-running retries from it); every run's outcome."""
@@ -168,6 +161,40 @@ class _Stack:
                     folder, "failed", epochs, "failed", self.elapsed(r), self.resumed_from, error
                 )
         return [self.outcomes[r] for r in range(len(self.configs))]
+
+    def abandon(self, error: BaseException) -> None:
+        """A second Ctrl-C or a failure mid-epoch: every unfinished run keeps what ran (an earlier checkpoint
+        stays) and is marked (:func:`mark_stopped`)."""
+        unfinished = [r for r in range(len(self.folders)) if r not in self.outcomes]
+        mark_stopped(
+            [self.folders[r] for r in unfinished],
+            [self.configs[r] for r in unfinished],
+            [len(self.histories[r]) for r in unfinished],
+            error,
+        )
+
+
+def mark_stopped(
+    folders: Sequence[RunFolder], configs: Sequence[Config], epochs: Sequence[int], error: BaseException
+) -> None:
+    """Mark runs that stopped on ``error`` before their end: ``INTERRUPTED`` after a second Ctrl-C, ``FAILED`` with
+    the error otherwise (a full disk, a bug), so that no started run is left without a word of why (re-running
+    continues or restarts them). Each run is marked apart, and every marker before any history is flushed: when
+    the disk is full, as many runs as can take a few bytes more get their marker."""
+    reason = {} if isinstance(error, KeyboardInterrupt) else {"error": one_line(f"{type(error).__name__}: {error}")}
+    flush = []
+    for folder, config, count in zip(folders, configs, epochs):
+        info = {"epochs": count, "emabench": __version__} | reason
+        fail = getattr(folder, "fail", None) if reason else None  # a Ray task's proxies report failures otherwise
+        with contextlib.suppress(Exception):
+            if fail is None:
+                folder.interrupt(info)  # flushes its history, then marks
+            else:
+                fail(config, info)
+                flush.append(folder)
+    for folder in flush:
+        with contextlib.suppress(Exception):
+            folder.flush_history()
 
 
 def train_stack(
@@ -219,8 +246,8 @@ def train_stack(
         if flush is not None:
             flush()
         return outcomes
-    except BaseException:
-        stack.abandon()
+    except BaseException as error:
+        stack.abandon(error)
         raise
     return stack.interrupt()
 
@@ -249,18 +276,27 @@ def _start(
 ) -> _Stack:
     """A stack fresh (folders started: cleared, configs written) or from each folder's checkpoint (its history cut
     back to the checkpoint's epoch), with the histories and wall time so far."""
-    dataset = make_dataset(configs[0].data, configs[0].task)
-    if not resume:
-        trainer = Trainer(configs, dataset, parallel=parallel)  # validates the device before anything is written
-        for folder, config in zip(folders, configs):
-            folder.start(config)
+    states = [folder.checkpoint_for(config) for folder, config in zip(folders, configs)] if resume else None
+    # Loading the data and building the model may run a user's code for long: Ctrl-C stops it at once (with a
+    # data-parallel run every process must agree on stopping, so there it waits for the first epoch's end).
+    with setting_up() if parallel is None else contextlib.nullcontext():
+        dataset = make_dataset(configs[0].data, configs[0].task)
+        if states is None:
+            trainer = Trainer(configs, dataset, parallel=parallel)  # validates the device before anything is written
+        else:
+            try:
+                trainer = Trainer.resume(configs, dataset, states, parallel=parallel)
+            except ValueError as err:
+                names = ", ".join(str(f.path) for f in folders)
+                raise RunError(f"{names}: cannot resume from the checkpoint ({err})") from None
+    if states is None:
+        for index, (folder, config) in enumerate(zip(folders, configs)):
+            try:
+                folder.start(config)
+            except BaseException as error:  # a full disk, ...: the runs started so far are marked
+                mark_stopped(folders[: index + 1], configs[: index + 1], [0] * (index + 1), error)
+                raise
         return _Stack(configs, folders, trainer, [[] for _ in configs], [0.0] * len(configs), plots)
-    states = [folder.checkpoint_for(config) for folder, config in zip(folders, configs)]
-    try:
-        trainer = Trainer.resume(configs, dataset, states, parallel=parallel)
-    except ValueError as err:
-        names = ", ".join(str(f.path) for f in folders)
-        raise RunError(f"{names}: cannot resume from the checkpoint ({err})") from None
     histories = [[dict(row) for row in state["history"]] for state in states]
     for folder, history in zip(folders, histories):
         folder.resume(history)

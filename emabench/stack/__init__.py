@@ -1,1 +1,2 @@
-"""R runs as one stacked model: the MLP (:mod:`.mlp`) and one replica's rows of its state (:mod:`.rows`)."""
+"""R runs as one stacked model: the stacked layers (:mod:`.layers`), the networks built from them (:mod:`.models`),
+the seed network's gradient written out (:mod:`.fast_mlp`) and one replica's rows of a stack's state (:mod:`.rows`)."""

@@ -237,7 +237,7 @@ class StackedLayerNorm(nn.Module):
 class StackedDropout(nn.Module):
     """Dropout with an explicit mask per replica: ``y = x · mask`` while training, ``y = x`` in eval mode.
 
-    The trainer sets :attr:`mask` (``(R, B, *sample_shape)``, entries ``0`` or ``1/(1 − p_r)``) before each forward,
+    The trainer sets ``self.mask`` (``(R, B, *sample_shape)``, entries ``0`` or ``1/(1 − p_r)``) before each forward,
     drawn from each replica's own generator, so a replica's masks do not depend on which other replicas share its
     stack. Without a mask (``None``) the layer is the identity, also in training mode.
     """

@@ -7,6 +7,7 @@ Every reader bounds what it reads (file size, rows, dimensions) before reading i
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import importlib
@@ -23,6 +24,8 @@ from emabench.errors import ConfigError
 
 MAX_FILE_BYTES = 2 * 1024**3  # a data file above this is refused before it is read
 MAX_VALUES = 500_000_000  # samples × features: ~2 GB as float32
+MAX_COLUMNS = 100_000  # columns of a CSV file (make_regression's n_features has the same bound)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model trains in float32: a larger value would be inf
 IDX_UBYTE = 0x08
 
 
@@ -42,37 +45,84 @@ def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
     """A CSV file with a header: ``features`` (default: every column but ``target``) as ``x``, ``target`` as ``y``.
-    Every used column must be numeric and complete."""
+    Every used column must be numeric, complete and within float32's range (the model trains in float32); the
+    header's names must be unique and at most :data:`MAX_COLUMNS`, checked on the header line before the rest is
+    parsed. Every check is linear in the columns (a file may have many)."""
     import pandas as pd
 
     file = _checked_file(path, "data.path")
-    try:
-        frame = pd.read_csv(file, nrows=MAX_VALUES // 2 + 1)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise ConfigError(f"data.path: {path}: not a readable CSV file ({_first_line(err)})") from None
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
-    if target not in columns:
+    columns = _csv_header(file, path)
+    present = set(columns)
+    if target not in present:
         raise ConfigError(f"data.target: no column {target!r} in {path} (columns: {_some(columns)})")
     names = [c for c in columns if c != target] if features is None else list(features)
-    missing = [c for c in names if c not in columns]
+    missing = [c for c in names if c not in present]
     if missing:
         raise ConfigError(f"data.features: no column {missing[0]!r} in {path} (columns: {_some(columns)})")
     if not names:
         raise ConfigError(f"data.features: {path} has no feature columns besides the target {target!r}")
-    for column in [*names, target]:
-        values = frame[column]
-        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            raise ConfigError(
-                f"data: column {column!r} of {path} is not numeric (e.g. {str(values.iloc[0])[:40]!r}); "
-                "encode it as numbers or leave it out with data.features"
-            )
-        if values.isna().any():
-            row = int(values.isna().to_numpy().argmax())
-            raise ConfigError(f"data: column {column!r} of {path} has a missing value (data row {row + 1})")
+    try:
+        frame = pd.read_csv(file, nrows=MAX_VALUES // 2 + 1, usecols=list(dict.fromkeys([*names, target])))
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ConfigError(f"data.path: {path}: not a readable CSV file ({_first_line(err)})") from None
+    if frame.empty:
+        raise ConfigError(f"data.path: {path} has a header but no data rows")
     if len(frame) * len(names) > MAX_VALUES:
         raise ConfigError(f"data.path: {path} has more than {MAX_VALUES:,} values; use a sample of it")
-    return frame[names].to_numpy(dtype=np.float64), frame[target].to_numpy()
+    frame.columns = [str(c) for c in frame.columns]
+    for column, kind in frame.dtypes.items():
+        if not pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_bool_dtype(kind):
+            raise ConfigError(
+                f"data: column {column!r} of {path} is not numeric (e.g. {str(frame[column].iloc[0])[:40]!r}); "
+                "encode it as numbers or leave it out with data.features"
+            )
+    x, y = frame[names].to_numpy(dtype=np.float64), frame[target].to_numpy()
+    for values, labels in ((x, names), (y.reshape(len(y), 1), [target])):
+        bad = _first_unusable(values)
+        if bad is not None:
+            row, column = bad
+            raise ConfigError(
+                f"data: column {labels[column]!r} of {path} has {_unusable(values[row, column])} "
+                f"(data row {row + 1}); every value must be a number within ±{FLOAT32_MAX:.1e}"
+            )
+    return x, y
+
+
+def _csv_header(file: Path, path: str) -> list[str]:
+    """The header line's names, read alone (a 10⁶-column file is refused before pandas parses it)."""
+    try:
+        with file.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(f"data.path: {path}: not a readable CSV file ({_first_line(err)})") from None
+    if not header:
+        raise ConfigError(f"data.path: {path} is empty; expected a header row of column names, then data rows")
+    if len(header) > MAX_COLUMNS:
+        raise ConfigError(f"data.path: {path} has {len(header):,} columns, more than the {MAX_COLUMNS:,} allowed")
+    seen: set[str] = set()
+    for number, name in enumerate(header, 1):
+        if not name.strip():
+            raise ConfigError(
+                f"data.path: column {number} of {path} has no name in the header (a saved index?); name it or remove it"
+            )
+        if name in seen:
+            raise ConfigError(f"data.path: {path} names the column {name!r} twice; give every column its own name")
+        seen.add(name)
+    return header
+
+
+def _first_unusable(values: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first value that is NaN, infinite or beyond float32's range, else ``None``."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN compares False, so it is bad too
+    if not bad.any():
+        return None
+    index = int(np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0])
+    return index, int(np.flatnonzero(bad.reshape(len(values), -1)[index])[0])
+
+
+def _unusable(value: float) -> str:
+    return "a missing value (NaN)" if np.isnan(value) else f"the value {value:g}"
 
 
 def read_idx(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +166,7 @@ def call_function(spec: str, kwargs: dict[str, Any]) -> tuple[np.ndarray, np.nda
     function = import_callable(spec, "data.function")
     try:
         result = function(**kwargs)
-    except Exception as err:  # the user's code: report it in one line, keep our traceback out
+    except (Exception, SystemExit) as err:  # the user's code (exit() too): one line, our traceback out
         raise ConfigError(f"data.function: {spec} raised {type(err).__name__}: {_first_line(err)}") from None
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         raise ConfigError(f"data.function: {spec} must return (x, y), got {type(result).__name__}")
@@ -131,7 +181,16 @@ def call_function(spec: str, kwargs: dict[str, Any]) -> tuple[np.ndarray, np.nda
             f"data.function: {spec} must return x of shape (n, features...) and y of shape (n,) with "
             f"x.size <= {MAX_VALUES:,}; got {x.shape} and {y.shape}"
         )
-    return x.astype(np.float64), y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
+    x = x.astype(np.float64)
+    for name, values in (("x", x), ("y", y.astype(np.float64))):  # refused as a CSV file's would be
+        bad = _first_unusable(values.reshape(len(values), -1))
+        if bad is not None:
+            value = values.reshape(len(values), -1)[bad]
+            raise ConfigError(
+                f"data.function: {spec} returned {_unusable(value)} in {name} (sample {bad[0]}); every value must "
+                f"be a number within ±{FLOAT32_MAX:.1e}"
+            )
+    return x, y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
 
 
 def import_callable(spec: str, key: str) -> Any:
@@ -185,8 +244,12 @@ def _load_file(path: str) -> Any:
 
 def _checked_file(path: str, key: str) -> Path:
     file = Path(path).expanduser()
-    if not file.is_file():
+    if file.is_dir():
+        raise ConfigError(f"{key}: {path} is a directory; give the path of a file")
+    if not file.exists():
         raise ConfigError(f"{key}: no such file: {path}")
+    if not file.is_file():
+        raise ConfigError(f"{key}: {path} is not a regular file")
     size = file.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ConfigError(f"{key}: {path} is {size / 1024**3:.1f} GiB (at most {MAX_FILE_BYTES // 1024**3} GiB)")

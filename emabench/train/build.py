@@ -244,7 +244,7 @@ def custom_model(
     torch.manual_seed(seed)
     try:
         module = build(**kwargs)
-    except Exception as err:  # the user's code
+    except (Exception, SystemExit) as err:  # the user's code (an exit() in it too: it must not end emabench)
         raise ConfigError(f"model.factory: {factory} raised {type(err).__name__}: {err}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"model.factory: {factory} must return a torch.nn.Module, got {type(module).__name__}")
@@ -252,7 +252,7 @@ def custom_model(
     try:
         with torch.no_grad():
             out = module.eval()(probe)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise ConfigError(
             f"model.factory: {factory}'s module fails on a batch of shape {tuple(probe.shape)} "
             f"({type(err).__name__}: {str(err)[:200]})"
