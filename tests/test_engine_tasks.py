@@ -1,4 +1,4 @@
-"""The engine's contracts beyond the seed study (issue 9): for every task and architecture, a replica in a stack
+"""The engine's contracts beyond the seed study: for every task and architecture, a replica in a stack
 equals the same config trained alone; gradient accumulation equals the full batch; a user's own module and data."""
 
 from __future__ import annotations

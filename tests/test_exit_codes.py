@@ -1,4 +1,4 @@
-"""Issue 11, item 10: the exit codes, through the CLI. 2 = bad input (what the user gave cannot be used), 3 = a run
+"""The exit codes, through the CLI. 2 = bad input (what the user gave cannot be used), 3 = a run
 or I/O failure (writing results, a damaged run folder, a run held elsewhere), 130 = interrupted — every refusal
 one line, no traceback; every command's --help states the codes (see :mod:`emabench.errors` for the rule)."""
 
@@ -169,7 +169,7 @@ def test_an_unreadable_config_is_bad_input(tmp_path):
 
 
 def test_an_empty_runs_dir_is_refused_by_run_too(tmp_path):
-    """`--runs-dir ''` would otherwise train into the current folder (issue 11, item 9)."""
+    """`--runs-dir ''` would otherwise train into the current folder."""
     result = CliRunner().invoke(app, ["run", "--runs-dir", "", "--set", "train.max_epochs=1", "-q"])
     assert result.exit_code == 2 and "--runs-dir: empty path" in result.output
 
