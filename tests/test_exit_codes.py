@@ -153,8 +153,8 @@ def test_every_help_states_the_exit_codes(command):
     assert "Exit codes: 0 done; 2 bad input" in text and "3 run or I/O error" in text and "130 interrupted" in text
 
 
-def test_the_readme_states_the_exit_codes():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+def test_the_docs_state_the_exit_codes():
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "command-line.md").read_text(encoding="utf-8")
     assert "| 2 | bad input" in readme and "| 3 | run or I/O error" in readme and "| 130 | interrupted" in readme
 
 
