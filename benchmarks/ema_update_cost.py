@@ -1,4 +1,4 @@
-"""How much an averager's ``update()`` costs over the bare ``lerp_`` it ends in (issue 13, target 3: <= 1.5x).
+"""How much an averager's ``update()`` costs over the bare ``lerp_`` it ends in (the target: <= 1.5x).
 
 The seed MLP (20-64-32-1, 3,457 parameters) with its parameters packed in one buffer, as emabench's stacked model
 lays them out, one thread. Two measurements, each the median of many interleaved repetitions:

@@ -1,4 +1,4 @@
-"""What the averagers hold for a bfloat16 model, with their default dtype (issue 10, defect 3). Asserts nothing.
+"""What the averagers hold for a bfloat16 model, with their default dtype. Asserts nothing.
 
 - ``ConstantEMA(0.999)`` of a weight that jumps from 1 to 2, after 5000 updates: exact ``2 − 0.999^5000 = 1.99328``;
 - ``SWA`` of 1000 snapshots of θ_i = 1 + i/1000 (i = 1..1000): exact mean 1.5005;

@@ -1,4 +1,4 @@
-"""Wall time of one run on 1 process vs ``--nproc N`` processes (issue 15): ``emabench run CONFIG [--nproc N]``.
+"""Wall time of one run on 1 process vs ``--nproc N`` processes: ``emabench run CONFIG [--nproc N]``.
 
 Runs the whole command (``python -m emabench run CONFIG --force -q``: start-up, data, training, outputs) ``--repeats``
 times for each process count, interleaved, into a temporary runs folder, and prints per count the median (and the

@@ -1,4 +1,4 @@
-"""Memory and per-step cost of a sharded average (FSDP2, CPU, gloo) against a gather-every-step design (issue 15).
+"""Memory and per-step cost of a sharded average (FSDP2, CPU, gloo) against a gather-every-step design.
 
 An MLP of ``--layers`` Linear(width, width) layers, ``fully_shard`` per layer and at the root, on ``--world`` CPU
 processes. Per rank it reports

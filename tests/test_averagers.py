@@ -1,4 +1,4 @@
-"""Averaging rules of issue 3 against closed forms, golden values (REFERENCE.md) and torch.optim.swa_utils."""
+"""The averaging rules against closed forms, golden values (REFERENCE.md) and torch.optim.swa_utils."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10, defect 6: one cadence. Averagers count the optimizer steps passed to ``update(step)`` (or calls)."""
+"""One cadence. Averagers count the optimizer steps passed to ``update(step)`` (or calls)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10's library defects 1, 2, 4 and 5, each for every averager kind where it applies.
+"""Four library defects that must not come back, each for every averager kind where it applies.
 
 1. nothing floating to average: one ValueError at construction naming the model;
 2. every numeric argument finite and in range: one ValueError naming the argument;

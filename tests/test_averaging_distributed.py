@@ -1,4 +1,4 @@
-"""Issue 15: the averagers under DistributedDataParallel and FSDP2 on CPU processes (gloo), and seed 000's two cheaper
+"""The averagers under DistributedDataParallel and FSDP2 on CPU processes (gloo), and seed 000's two cheaper
 designs. Each test spawns 2 or 4 processes; assertions run inside them (a failure carries the rank's traceback)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 10, defect 3: the average is kept and computed in ``dtype`` (at least float32 for float16/bfloat16 models).
+"""The average is kept and computed in ``dtype`` (at least float32 for float16/bfloat16 models).
 
 Closed forms are computed in float64 from the bfloat16 values the model actually holds.
 """

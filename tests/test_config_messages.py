@@ -1,4 +1,4 @@
-"""Issue 11, item 4: what a config error says. One line, in our words (never pydantic's "Unable to extract tag"),
+"""What a config error says. One line, in our words (never pydantic's "Unable to extract tag"),
 the key as the user wrote it (no union tag doubled into it), blamed on where the mistake came from (the file, the
 ``--set``, the ``--grid``), naming what is allowed — for the averagers' ``kind`` today and for any discriminated
 union (``data`` by ``source``, ``model`` by ``name``) the schema gains."""

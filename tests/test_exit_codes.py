@@ -1,4 +1,4 @@
-"""Issue 11, item 10: the exit codes, through the CLI. 2 = bad input (what the user gave cannot be used), 3 = a run
+"""The exit codes, through the CLI. 2 = bad input (what the user gave cannot be used), 3 = a run
 or I/O failure (writing results, a damaged run folder, a run held elsewhere), 130 = interrupted — every refusal
 one line, no traceback; every command's --help states the codes (see :mod:`emabench.errors` for the rule)."""
 
@@ -155,8 +155,8 @@ def test_every_help_states_the_exit_codes(command):
     assert "Exit codes: 0 done; 2 bad input" in text and "3 run or I/O error" in text and "130 interrupted" in text
 
 
-def test_the_readme_states_the_exit_codes():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+def test_the_docs_state_the_exit_codes():
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "command-line.md").read_text(encoding="utf-8")
     assert "| 2 | bad input" in readme and "| 3 | run or I/O error" in readme and "| 130 | interrupted" in readme
 
 
@@ -171,7 +171,7 @@ def test_an_unreadable_config_is_bad_input(tmp_path):
 
 
 def test_an_empty_runs_dir_is_refused_by_run_too(tmp_path):
-    """`--runs-dir ''` would otherwise train into the current folder (issue 11, item 9)."""
+    """`--runs-dir ''` would otherwise train into the current folder."""
     result = CliRunner().invoke(app, ["run", "--runs-dir", "", "--set", "train.max_epochs=1", "-q"])
     assert result.exit_code == 2 and "--runs-dir: empty path" in result.output
 

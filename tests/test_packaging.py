@@ -1,4 +1,4 @@
-"""Issue 11, item 5: the seed study ships inside the package. ``emabench run`` with no config trains it,
+"""The seed study ships inside the package. ``emabench run`` with no config trains it,
 ``emabench configs`` lists and prints the shipped configs, ``configs/`` in a clone links to them, ``emabench bench``
 finds them wherever emabench is installed — and (slow) a wheel installed into a fresh venv runs from an empty folder.
 """

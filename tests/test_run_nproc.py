@@ -1,4 +1,4 @@
-"""``emabench run --nproc N`` (issue 15): one custom-model run data parallel over N CPU processes (gloo) equals the
+"""``emabench run --nproc N``: one custom-model run data parallel over N CPU processes (gloo) equals the
 same run in one process (no dropout), its folder is written once, by rank 0; Ctrl-C stops every rank with a
 checkpoint and ``--resume --nproc`` continues it; what cannot be split over processes is refused in one line."""
 

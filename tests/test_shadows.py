@@ -1,4 +1,4 @@
-"""Many averagers in one run (issue 3): config validation, history/metrics columns, stacking, shadow mode, SWA lr."""
+"""Many averagers in one run: config validation, history/metrics columns, stacking, shadow mode, SWA lr."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sweeps that cannot hang or flood (issue 11, items 8 and 9): a grid over the stated limit is refused up front,
+"""Sweeps that cannot hang or flood: a grid over the stated limit is refused up front,
 the open files stay bounded whatever the sweep's size, no folder is left for a run that did not start, and options
 that contradict each other are refused in one line naming both — never silently dropped or misread."""
 

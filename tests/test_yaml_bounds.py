@@ -1,4 +1,4 @@
-"""Issue 11, item 7: no input can hang the machine or flood the terminal. A YAML alias bomb, a deep or huge
+"""No input can hang the machine or flood the terminal. A YAML alias bomb, a deep or huge
 document, a big or endless file are refused before they cost more than a few MB, and every error is one capped line.
 (Time is not asserted — the machine is shared — but the bomb's memory is, with tracemalloc; the README quotes both.)
 """

@@ -162,7 +162,7 @@ class Averager(nn.Module):
         (i.e. count calls). Must increase from call to call. The rule (:meth:`_weight`) says what the call does.
 
         Written as one function on purpose: inside a training loop each extra Python call costs about as much as the
-        ``lerp_`` itself (issue 13 asks for an update within 1.5× a bare ``lerp_``).
+        ``lerp_`` itself (the target: an update within 1.5× a bare ``lerp_``).
         """
         counts = self._counts
         last = counts.step

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from emabench.bench.common import Row, median_interleaved, run_command, seed_config
 
-OVERHEAD_BUDGET_S = 0.5  # issue 13: a run costs (python + torch import) + training + at most this
+OVERHEAD_BUDGET_S = 0.5  # the target: a run costs (python + torch import) + training + at most this
 FIGURE_BUDGET_S = 0.1
 
 

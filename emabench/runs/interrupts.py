@@ -17,7 +17,7 @@ _setting_up = [0]  # how many set-ups are in progress in this process (a list: c
 @contextlib.contextmanager
 def setting_up() -> Iterator[None]:
     """Inside the block a run is being set up, not trained: Ctrl-C or SIGTERM raises ``KeyboardInterrupt`` at once
-    instead of waiting for an epoch that has not begun."""
+    (and sets the stop request) instead of waiting for an epoch that has not begun."""
     _setting_up[0] += 1
     try:
         yield
@@ -46,6 +46,7 @@ class StopRequest:
 
     def handle(self, signum: int, frame: Any) -> None:
         if self._requested or _setting_up[0]:
+            self._requested = True  # a set-up cut short is a stop request too: nothing more starts after it
             raise KeyboardInterrupt
         self._requested = True
         if self._notice is not None:

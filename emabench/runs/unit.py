@@ -226,7 +226,12 @@ def train_stack(
     """
     if stop is not None and stop():
         return [RunOutcome(folder, "not_started", 0, "", 0.0) for folder in folders]
-    stack = _start(configs, folders, resume, plots, parallel)
+    try:
+        stack = _start(configs, folders, resume, plots, parallel)
+    except KeyboardInterrupt:  # Ctrl-C while the data loaded or the model was built: no run was started
+        if stop is None or not stop():
+            raise
+        return [RunOutcome(folder, "not_started", 0, "", 0.0) for folder in folders]
     trainer = stack.trainer
     try:
         while not trainer.done:
