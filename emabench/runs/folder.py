@@ -145,13 +145,15 @@ class RunFolder:
             self.mark_interrupted(info)
 
     def fail(self, config: Config, info: dict[str, Any]) -> None:
-        """Mark the run failed (its task raised or was lost for good); a checkpoint, if any, stays to continue from.
-        A run that failed before it started gets its config too, so it is listed (``emabench ls``) and counted."""
+        """Mark the run failed (its training raised, its task was lost for good, the disk is full); a checkpoint, if
+        any, stays to continue from. A run that failed before it started gets its config too, so it is listed
+        (``emabench ls``) and counted. The mark comes before the history rows not yet written (on a full disk the
+        few bytes of the mark may still fit)."""
         if not (self.path / CONFIG).is_file():
             self.create().write_config(dump_yaml(config.to_dict()))
-        self.flush_history()
         (self.path / INTERRUPTED).unlink(missing_ok=True)
         atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
+        self.flush_history()
 
     def resume(self, history: Sequence[dict[str, Any]]) -> None:
         """Continue from the checkpoint: drop partial writes and the interrupted or failed mark, and cut
