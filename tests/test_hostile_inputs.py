@@ -238,7 +238,9 @@ def build(after=0):
 """
 
 
-@pytest.mark.parametrize(("after", "code", "words"), [(0, 2, "SystemExit: 0"), (3, 3, "training failed after 0 epoch(s) (SystemExit: 0)")])
+@pytest.mark.parametrize(
+    ("after", "code", "words"), [(0, 2, "SystemExit: 0"), (3, 3, "training failed after 0 epoch(s) (SystemExit: 0)")]
+)
 def test_a_model_that_calls_exit_does_not_end_emabench_in_success(tmp_path, after: int, code: int, words: str):
     (tmp_path / "exits.py").write_text(EXITING_MODEL)
     model = f"model={{name: custom, factory: {tmp_path / 'exits.py'}:build, kwargs: {{after: {after}}}}}"
