@@ -1,25 +1,50 @@
 """Where a run's samples come from (``data:``), one section per source, discriminated by ``source``.
 
-Every source ends the same way: optional StandardScaler on the inputs (and, for regression, the target) fit on all
-samples before the split (seed 001's choice), then a train/validation split (``test_size``, ``split_random_state``;
-stratified by class for classification unless ``stratify: false``). Nothing is ever downloaded.
+Every source ends the same way: a test set held out first (``holdout``, a share of all samples; or the source's own
+test part: a CSV's ``test_path``, IDX test files, a data function's ``x_test, y_test``), never read before the end;
+optional StandardScaler on the inputs (and, for regression, the target) fit on every sample but the test set (on all
+samples when there is none: seed 001's choice); then a train/validation split (``test_size``,
+``split_random_state``; stratified by class for classification unless ``stratify: false``). ``split: per_seed``
+draws the split and the holdout from each run's seed instead. ``label_noise`` corrupts the training labels only.
+Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from emabench.config.base import _Section
 
 
+class LabelNoise(_Section):
+    """Noise on the training labels only; validation and test labels stay clean. Classification: ``fraction`` of
+    the training labels, exactly ``round(fraction · n_train)`` of them, each moved to another class drawn uniformly
+    (``kind: uniform``); regression: ``std``, N(0, std²) added to each training target (in the target's units after
+    scaling). Drawn from the split's own stream, after the split."""
+
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    kind: Literal["uniform"] = "uniform"
+    std: float | None = Field(default=None, gt=0, le=1e6)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LabelNoise:
+        if (self.fraction is None) == (self.std is None):
+            raise ValueError("give exactly one of fraction (classification) or std (regression)")
+        return self
+
+
 class _Split(_Section):
-    scale_x: bool = True  # StandardScaler on the inputs, fit on all samples before the split (the seed's choice)
+    scale_x: bool = True  # StandardScaler on the inputs, fit on every sample but the test set (the seed: on all)
     scale_y: bool = False  # StandardScaler on a regression target (the seed scales it)
-    test_size: float = Field(default=0.2, gt=0, lt=1)  # the share of samples held out for validation
-    split_random_state: int = Field(default=42, ge=0)  # the split is fixed across run seeds (the seed study's 42)
+    test_size: float = Field(default=0.2, gt=0, lt=1)  # the share of the rest held out for validation
+    split_random_state: int = Field(default=42, ge=0)  # the fixed split's stream (the seed study's 42)
     stratify: bool | None = None  # None: stratified for classification, plain for regression (sklearn's choice)
+    holdout: float = Field(default=0.0, ge=0, lt=1)  # share of all samples held out as a test set, split off first
+    split: Literal["fixed", "per_seed"] = "fixed"  # per_seed: the run's seed draws the split (and holdout) too
+    label_noise: LabelNoise | None = None  # noise on the training labels only
+    test_every: int | None = Field(default=None, ge=1)  # also evaluate on the test set every N epochs (curves)
 
 
 class MakeRegressionData(_Split):
@@ -70,6 +95,7 @@ class CSVData(_Split):
     path: str = Field(min_length=1, max_length=4096)
     target: str = Field(min_length=1)
     features: list[str] | None = Field(default=None, min_length=1)
+    test_path: str | None = Field(default=None, min_length=1, max_length=4096)  # a second file: the test set
 
     @field_validator("features")
     @classmethod
@@ -91,12 +117,14 @@ class IDXData(_Split):
     images: str = Field(min_length=1, max_length=4096)
     labels: str = Field(min_length=1, max_length=4096)
     limit: int | None = Field(default=None, ge=10)
+    test_images: str | None = Field(default=None, min_length=1, max_length=4096)  # MNIST's t10k files: the test set
+    test_labels: str | None = Field(default=None, min_length=1, max_length=4096)
 
 
 class FunctionData(_Split):
     """A function of yours, ``"package.module:function"`` (importable, or under the current directory) or
     ``"path/to/file.py:function"``, called with ``kwargs`` and returning ``(x, y)``: ``x`` ``(n, features…)``,
-    ``y`` ``(n,)`` numbers or class labels."""
+    ``y`` ``(n,)`` numbers or class labels; or ``(x, y, x_test, y_test)``, the last two its own test set."""
 
     source: Literal["function"]
     function: str = Field(pattern=r"^[^:]+:[A-Za-z_][\w.]*$", max_length=1000)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from emabench.config import parse_yaml
+from emabench.config.identity import identity
 from emabench.errors import ConfigError, InputError, RunError
 from emabench.runs.folder import RunFolder, find_runs
 from emabench.runs.layout import is_run_folder
@@ -125,7 +126,9 @@ def run_task(folder: RunFolder, config: dict[str, Any]) -> Task:
 
 
 def canonical(document: Any) -> str:
-    """A config as canonical JSON: two folders with equal text here hold the same experiment."""
+    """A config as canonical JSON of what identifies its run (:func:`emabench.config.identity.identity`): two
+    folders with equal text here hold the same experiment."""
+    document = identity(document) if isinstance(document, dict) else document
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
 
 

@@ -35,10 +35,10 @@ from emabench.runs.layout import (
     LOCK,
     LOSS_PLOT,
     METRICS,
-    config_hash,
     file_sha256,
     find_run_paths,
     metric_plot,
+    run_hash,
     run_id,
 )
 from emabench.runs.lock import RunLock, try_lock
@@ -165,7 +165,7 @@ class RunFolder:
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
         """The run's own state (see :func:`encode_checkpoint`), tagged with the hash of ``config``."""
         self.flush_history()
-        self.write_checkpoint_bytes(encode_checkpoint(state, config_hash(config.to_dict())))
+        self.write_checkpoint_bytes(encode_checkpoint(state, run_hash(config.to_dict())))
 
     def checkpoint_for(self, config: Config) -> dict[str, Any]:
         """The checkpoint, if it was saved for ``config``; else an :class:`InputError` (none) or a :class:`RunError`
@@ -182,7 +182,7 @@ class RunFolder:
         except OSError as err:
             raise RunError(f"{path}: unreadable checkpoint ({err.strerror or err})") from None
         state = decode_checkpoint(data, path)
-        if state.get("config_hash") != config_hash(config.to_dict()):
+        if state.get("config_hash") != run_hash(config.to_dict()):
             raise RunError(f"{self.path}: the checkpoint was saved for a different config than its config.yaml")
         return data, state
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from emabench.config.identity import identity
 from emabench.errors import InputError
 
 CONFIG = "config.yaml"
@@ -64,9 +65,15 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
 
+def run_hash(config: dict[str, Any]) -> str:
+    """The hash that identifies a run: of its resolved config less what cannot change it
+    (:func:`emabench.config.identity.identity`)."""
+    return config_hash(identity(config))
+
+
 def run_id(config: dict[str, Any]) -> str:
-    """``<name>-seed<seed>-<hash>``, deterministic from the resolved config."""
-    return safe_name(f"{config['name']}-seed{config['seed']}-{config_hash(config)}")
+    """``<name>-seed<seed>-<hash>``, deterministic from the resolved config (:func:`run_hash`)."""
+    return safe_name(f"{config['name']}-seed{config['seed']}-{run_hash(config)}")
 
 
 def is_run_folder(path: Path) -> bool:

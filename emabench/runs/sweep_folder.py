@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emabench.config.identity import identity
 from emabench.runs.atomic import atomic_write_bytes, atomic_write_text, make_folder
 from emabench.runs.layout import config_hash, safe_name
 
@@ -43,6 +44,7 @@ def fig_curves(metric: str) -> str:
 
 def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any]) -> Path:
     """``<runs_dir>/sweep-<name>-<hash of the sweep's arguments>``: re-running a sweep reuses its folder."""
+    spec = spec | {"base": identity(spec["base"])} if "base" in spec else spec  # a base's neutral keys: no new folder
     return runs_dir / safe_name(f"sweep-{name}-{config_hash(spec)}")
 
 
