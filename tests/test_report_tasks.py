@@ -54,6 +54,7 @@ def classification_run(root, seed, raw_acc, ema_acc, *, name="digits"):
             accuracy = final - 0.3 / epoch + 0.3 / EPOCHS
             row |= {f"{model}_val_loss": 1.0 - accuracy + 0.01 * seed / epoch, f"{model}_accuracy": accuracy}
             row[f"{model}_f1_macro"] = accuracy - 0.01
+            row[f"{model}_ece"] = 0.05 + 0.1 / epoch + 0.001 * seed  # calibration: equal for raw and ema
         row["ema_decay"] = 0.99
         rows.append(row)
     return write_run(root / f"{name}-seed{seed}", config, rows, Classification())
@@ -101,17 +102,21 @@ def test_final_metrics_improvement_is_positive_when_better_in_each_direction():
         "epoch",
         "accuracy",
         "f1_macro",
+        "ece",
         "accuracy_improvement_pct",
         "f1_macro_improvement_pct",
+        "ece_improvement_pct",
         "val_loss_std",
     ]
+    assert table["ece"].isna().all()  # a history from before the metric existed: NaN, not an error
     assert table.loc["ema", "accuracy_improvement_pct"] == pytest.approx((0.88 - 0.80) / 0.80 * 100)  # higher: +
     assert table.loc["ema", "f1_macro_improvement_pct"] == pytest.approx((0.63 - 0.70) / 0.70 * 100)  # lower: −
     assert table.loc["raw", "accuracy_improvement_pct"] == 0.0
     regression = Regression()
     assert improvement_pct(regression.metric("mse"), 0.0055, 0.0044) == pytest.approx(20.0)  # lower MSE: +20%
     assert improvement_pct(regression.metric("r2"), 0.9946, 0.9957) == pytest.approx((0.9957 / 0.9946 - 1) * 100)
-    extra = pd.DataFrame(final_metrics(rows, Classification(), {"posthoc_0.1": {"accuracy": 0.9, "fit_error": 1e-3}}))
+    posthoc = {"posthoc": {"posthoc_0.1": {"accuracy": 0.9, "fit_error": 1e-3}}}
+    extra = pd.DataFrame(final_metrics(rows, Classification(), posthoc))
     post = extra.set_index("model").loc["posthoc_0.1"]
     assert post["accuracy_improvement_pct"] == pytest.approx(12.5) and np.isnan(post["f1_macro"])
     assert post["fit_error"] == 1e-3
@@ -169,7 +174,7 @@ def test_accuracy_gain_is_reported_as_better(digits):
     report = build_report(collect([digits]))
     assert [t.name for t in report.tasks] == ["classification"]
     final = report.comparison[report.comparison["selection"] == "final"].set_index("metric")
-    assert set(final.index) == {"accuracy", "f1_macro"}
+    assert set(final.index) == {"accuracy", "f1_macro", "ece"}
     assert final.loc["accuracy", "verdict"] == "better" and bool(final.loc["accuracy", "higher_is_better"])
     assert final.loc["accuracy", "wins"] == len(SEEDS)  # wins counted where higher accuracy
     assert final.loc["accuracy", "diff_mean"] == pytest.approx(ACC_GAIN.mean())
@@ -215,7 +220,7 @@ def test_runs_of_two_tasks_are_grouped_apart_and_never_compared(digits, tmp_path
     report = build_report(collect([root]), by=["ema.beta"])  # task is added: the groups never mix tasks
     assert report.by[0] == "task"
     assert set(zip(report.summary["task"], report.summary["beta"])) == {("classification", 0.99), ("regression", 0.999)}
-    for task, metrics in (("classification", {"accuracy", "f1_macro"}), ("regression", {"mse", "mae", "r2"})):
+    for task, metrics in (("classification", {"accuracy", "f1_macro", "ece"}), ("regression", {"mse", "mae", "r2"})):
         rows = report.comparison[(report.comparison["task"] == task) & (report.comparison["selection"] == "final")]
         assert set(rows["metric"]) == metrics and (rows["n"] == len(SEEDS)).all()
     assert [t.title.split(":")[0] for t in display_tables(report)] == ["regression", "classification"]

@@ -69,4 +69,31 @@ def test_directions_come_from_the_task() -> None:
     regression, classification = get_task("regression"), get_task("classification")
     assert not regression.metric("mse").higher_is_better and regression.metric("r2").higher_is_better
     assert classification.metric("accuracy").higher_is_better and not classification.metric("val_loss").higher_is_better
-    assert classification.final_metrics == ("accuracy", "f1_macro")
+    assert classification.final_metrics == ("accuracy", "f1_macro", "ece")
+    assert not classification.metric("ece").higher_is_better
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    """Five samples, 15 bins ((b−1)/15, b/15]: confidences 0.9 (bin 14), 0.95 (bin 15), 0.61 and 0.64 (both bin 10),
+    0.4 (bin 6); correct, correct, wrong, correct, wrong. ECE = (0.1 + 0.05 + |−0.61 + 0.36| + 0.4)/5 = 0.16."""
+    from emabench.tasks.classification import expected_calibration_error
+
+    top = torch.tensor([0.9, 0.95, 0.61, 0.64, 0.0], dtype=torch.float64)
+    probabilities = torch.stack([top, 1 - top, torch.zeros(5, dtype=torch.float64)], dim=-1)  # top class 0
+    probabilities[4] = torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64)  # top class 2 at 0.4
+    target = torch.tensor([[0, 0, 1, 0, 0]])
+    ece = expected_calibration_error(probabilities.unsqueeze(0), target)
+    assert ece.item() == pytest.approx(0.16, abs=1e-12)
+    # and against a plain loop over the bins, on random predictions
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(3, 200, 4, generator=g, dtype=torch.float64), -1)
+    t = torch.randint(0, 4, (3, 200), generator=g)
+    conf, pred = p.max(-1)
+    for r in range(3):
+        total = 0.0
+        for b in range(1, 16):
+            inside = (conf[r] > (b - 1) / 15) & (conf[r] <= b / 15)
+            if inside.any():
+                acc, mean_conf = (pred[r][inside] == t[r][inside]).double().mean(), conf[r][inside].mean()
+                total += inside.sum().item() / 200 * abs(acc - mean_conf).item()
+        assert expected_calibration_error(p, t)[r].item() == pytest.approx(total, abs=1e-12)

@@ -34,32 +34,52 @@ def improvement_pct(spec: MetricSpec, baseline: float, value: float) -> float:
 
 
 def final_metrics(
-    history: Sequence[Mapping[str, float]], task: Task, extra: dict[str, dict[str, float]] | None = None
+    history: Sequence[Mapping[str, float]], task: Task, extra: Mapping[str, Any] | None = None
 ) -> list[dict[str, object]]:
     """``metrics.csv``: one row per model at the last epoch (the seed's final evaluation): ``model, epoch``, the
-    task's final metrics (``task.final_metrics``), ``<metric>_improvement_pct`` over raw (positive = better),
-    ``val_loss_std``, and ``fit_error`` when ``extra`` is given. ``history``: the run's rows, oldest first.
+    task's final metrics on the validation set (``task.final_metrics``), ``<metric>_improvement_pct`` over raw
+    (positive = better), ``val_loss_std``, and with a test set the same metrics measured on it, ``test_loss`` and
+    ``test_<metric>``. ``history``: the run's rows, oldest first.
 
-    ``extra`` adds models that only exist after training (post-hoc EMA syntheses, with their ``fit_error``); a metric
-    missing from an ``extra`` entry is NaN. ``val_loss_std`` is the std (ddof=1) of that model's validation loss from
-    epoch 10 on, the seed's stability figure without the initial descent that would otherwise dominate it (NaN for
-    runs shorter than that).
+    ``extra`` (:class:`~emabench.train.loop.EpochRecord`'s ``final_extra``) adds what exists only at the end:
+    ``posthoc`` models (post-hoc EMA syntheses, with their ``fit_error``), ``test`` metrics of every model, and
+    ``best``: each model at its best validation epoch as a row ``<model>@best`` (that epoch, its validation metrics
+    from the history, its test metrics). A metric missing from an entry is NaN. ``val_loss_std`` is the std (ddof=1)
+    of that model's validation loss from epoch 10 on, the seed's stability figure without the initial descent that
+    would otherwise dominate it (NaN for runs shorter than that).
     """
+    extra = extra or {}
     last = history[-1]
     epoch = int(last["epoch"])
-    baseline = {m: float(last[f"raw_{m}"]) for m in task.final_metrics}
+    baseline = {m: float(last.get(f"raw_{m}", math.nan)) for m in task.final_metrics}  # NaN: a run before metric m
+    tested = extra.get("test", {})
     rows = []
     for model in models_in(history):
-        values = {m: float(last[f"{model}_{m}"]) for m in task.final_metrics}
+        values = {m: float(last.get(f"{model}_{m}", math.nan)) for m in task.final_metrics}
         settled = [float(row[f"{model}_val_loss"]) for row in history if row["epoch"] >= STABILITY_FROM_EPOCH]
         settled = [v for v in settled if not math.isnan(v)]
         std = statistics.stdev(settled) if len(settled) > 1 else float("nan")
-        rows.append(_row(task, model, epoch, values, baseline, std))
-    for model, values in (extra or {}).items():
-        row = _row(task, model, epoch, values, baseline, float("nan"))
+        rows.append(_row(task, model, epoch, values, baseline, std) | _tested(task, tested.get(model)))
+    for model, values in extra.get("posthoc", {}).items():
+        row = _row(task, model, epoch, values, baseline, float("nan")) | _tested(task, tested.get(model))
         row["fit_error"] = float(values.get("fit_error", float("nan")))
         rows.append(row)
+    by_epoch = {int(row["epoch"]): row for row in history}
+    for model, values in extra.get("best", {}).items():
+        at = by_epoch.get(int(values["epoch"]), {})
+        chosen = {m: float(at.get(f"{model}_{m}", math.nan)) for m in task.final_metrics}
+        rows.append(
+            _row(task, f"{model}@best", int(values["epoch"]), chosen, baseline, math.nan) | _tested(task, values)
+        )
     return rows
+
+
+def _tested(task: Task, values: Mapping[str, float] | None) -> dict[str, float]:
+    """A model's test-set metrics as ``test_loss`` and ``test_<metric>`` columns (none without a test set)."""
+    if values is None:
+        return {}
+    return {f"test_{'loss' if spec.name == 'val_loss' else spec.name}": float(values.get(spec.name, math.nan))
+            for spec in task.metrics}  # fmt: skip
 
 
 def metrics_columns(rows: Sequence[Mapping[str, object]]) -> list[str]:

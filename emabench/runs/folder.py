@@ -35,6 +35,7 @@ from emabench.runs.layout import (
     LOCK,
     LOSS_PLOT,
     METRICS,
+    PREDICTIONS,
     file_sha256,
     find_run_paths,
     metric_plot,
@@ -98,20 +99,22 @@ class RunFolder:
     def finish(
         self,
         history: Sequence[dict[str, Any]],
-        extra: dict[str, dict[str, float]],
+        extra: dict[str, Any],
         info: dict[str, Any],
         *,
         task: Task,
         seed: int,
         plots: bool = True,
     ) -> None:
-        """The run's end: ``metrics.csv`` from its history (``task``'s metrics; ``extra``: the models that exist only
-        after training), the figures (``plots``; titled with the run and its ``seed``), ``DONE`` with ``info``, then
-        the checkpoint is dropped."""
+        """The run's end: ``metrics.csv`` from its history (``task``'s metrics; ``extra``: what exists only at the
+        end, :func:`~emabench.results.tables.final_metrics`), ``predictions.npz`` (with a test set), the figures
+        (``plots``; titled with the run and its ``seed``), ``DONE`` with ``info``, then the checkpoint is dropped."""
         from emabench.results.tables import final_metrics
 
         self.flush_history()
         self.write_metrics(final_metrics(history, task, extra))
+        if extra.get("predictions"):
+            self.write_predictions(extra["predictions"])
         if plots:
             self.draw_figures(history, task, seed)
         self.mark_done(info)
@@ -246,6 +249,29 @@ class RunFolder:
         from emabench.results.tables import metrics_columns
 
         atomic_write_text(self.path / METRICS, rows_to_csv(rows, metrics_columns(rows)))
+
+    def write_predictions(self, predictions: dict[str, Any]) -> None:
+        """``predictions.npz``: one float32 array per model (numpy's own format: no pickled objects)."""
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer, **{model: np.asarray(values, dtype=np.float32) for model, values in predictions.items()}
+        )
+        atomic_write_bytes(self.path / PREDICTIONS, buffer.getvalue())
+
+    def read_predictions(self) -> dict[str, Any]:
+        """``predictions.npz`` as ``{model: array}`` (empty without one); loaded without pickle."""
+        import numpy as np
+
+        path = self.path / PREDICTIONS
+        if not path.is_file():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (OSError, ValueError) as err:
+            raise RunError(f"{path}: unreadable ({err})") from None
 
     def save_figure(self, figure: Figure, name: str) -> None:
         buffer = io.BytesIO()

@@ -6,6 +6,8 @@ A run folder holds::
     history.csv   one row per epoch, rewritten atomically after every epoch
     metrics.csv   the final comparison, one row per model
     loss.png      train/validation loss curves, raw vs averaged
+    predictions.npz   with a test set: each model's test-set outputs (class probabilities for classification),
+                  one float32 array per model (``raw``, ``ema``, …), for calibration and churn across seeds
     r2.png        the task's plot metric per epoch, raw vs averaged (:func:`metric_plot`: r2.png, accuracy.png)
     checkpoint.pt with ``--checkpoint-every`` or after Ctrl-C: the state to continue the run (removed once DONE)
     INTERRUPTED   written when Ctrl-C/SIGTERM stopped the run (JSON: epochs, checkpoint epoch)
@@ -42,6 +44,7 @@ DONE = "DONE"
 INTERRUPTED = "INTERRUPTED"
 FAILED = "FAILED"
 CHECKPOINT = "checkpoint.pt"
+PREDICTIONS = "predictions.npz"
 LOCK = ".lock"
 MARKERS = frozenset({CONFIG, HISTORY, METRICS, DONE, INTERRUPTED, FAILED, CHECKPOINT})  # any makes a run folder
 

@@ -285,7 +285,7 @@ def _start(
     # Loading the data and building the model may run a user's code for long: Ctrl-C stops it at once (with a
     # data-parallel run every process must agree on stopping, so there it waits for the first epoch's end).
     with setting_up() if parallel is None else contextlib.nullcontext():
-        dataset = make_dataset(configs[0].data, configs[0].task)
+        dataset = make_dataset(configs[0].data, configs[0].task, seeds=[c.seed for c in configs])
         if states is None:
             trainer = Trainer(configs, dataset, parallel=parallel)  # validates the device before anything is written
         else:

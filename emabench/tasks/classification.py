@@ -25,6 +25,7 @@ class Classification(Task):
         VAL_LOSS,
         MetricSpec("accuracy", higher_is_better=True, label="accuracy"),
         MetricSpec("f1_macro", higher_is_better=True, label="macro-F1"),
+        MetricSpec("ece", higher_is_better=False, label="ECE"),
     )
     plot_metric = "accuracy"
 
@@ -55,18 +56,38 @@ class Classification(Task):
         return -(a * true + b * log_p.sum(-1)).mean(1)
 
     def evaluate(self, out: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy, accuracy, and macro-F1 as ``sklearn.metrics.f1_score(average="macro")``: the mean over the
-        classes present in the labels or the predictions of ``2·TP / (2·TP + FP + FN)``."""
+        """Cross-entropy (the NLL), accuracy, macro-F1 as ``sklearn.metrics.f1_score(average="macro")`` (the mean
+        over the classes present in the labels or the predictions of ``2·TP / (2·TP + FP + FN)``) and the expected
+        calibration error (:func:`expected_calibration_error`). ``target``: ``(n,)`` for every replica, or
+        ``(R, n)`` one set per replica."""
+        replicas, k = out.shape[0], out.shape[-1]
+        target = target.view(1, -1).expand(replicas, -1) if target.dim() == 1 else target
         log_p = torch.log_softmax(out.double(), dim=-1)
-        loss = -log_p.gather(-1, target.view(1, -1, 1).expand(out.shape[0], -1, 1)).squeeze(-1).mean(1)
+        loss = -log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1).mean(1)
         pred = out.argmax(-1)  # (R, n)
         correct = pred == target
-        k = out.shape[-1]
         predicted = torch.nn.functional.one_hot(pred, k).sum(1).double()  # (R, K)
-        actual = torch.nn.functional.one_hot(target, k).sum(0).double()  # (K,)
+        actual = torch.nn.functional.one_hot(target, k).sum(1).double()  # (R, K)
         true_positive = torch.nn.functional.one_hot(torch.where(correct, pred, k), k + 1)[..., :k].sum(1).double()
         denominator = predicted + actual  # 2·TP + FP + FN
         present = denominator > 0
         f1 = torch.where(present, 2 * true_positive / denominator.clamp(min=1), torch.zeros_like(denominator))
         f1_macro = f1.sum(1) / present.sum(1)
-        return {"val_loss": loss, "accuracy": correct.double().mean(1), "f1_macro": f1_macro}
+        ece = expected_calibration_error(log_p.exp(), target)
+        return {"val_loss": loss, "accuracy": correct.double().mean(1), "f1_macro": f1_macro, "ece": ece}
+
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probabilities: torch.Tensor, target: torch.Tensor, bins: int = ECE_BINS) -> torch.Tensor:
+    """Expected calibration error per replica (Guo et al., 2017): the samples binned by their confidence (the top
+    class's probability) into ``bins`` equal-width bins ``((b−1)/M, b/M]``, then
+    ``ECE = Σ_b (n_b/n)·|accuracy_b − confidence_b| = (1/n)·Σ_b |Σ_{i∈b} (correct_i − confidence_i)|``.
+    ``probabilities``: ``(R, n, K)``; ``target``: ``(R, n)``."""
+    confidence, pred = probabilities.max(-1)
+    index = (confidence * bins).ceil().long().clamp(1, bins) - 1  # bin b holds ((b−1)/M, b/M]
+    gaps = (pred == target).double() - confidence.double()
+    per_bin = torch.zeros(confidence.shape[0], bins, dtype=torch.float64, device=confidence.device)
+    per_bin.scatter_add_(1, index, gaps)
+    return per_bin.abs().sum(1) / confidence.shape[1]

@@ -26,10 +26,15 @@ class Regression(Task):
 
     def evaluate(self, out: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """``val_loss`` is the seed's ``MSELoss`` over the validation set (it equals ``mse``: the seed averages
-        per-batch losses weighted by batch size); ``r2 = 1 − SS_res/SS_tot`` as ``sklearn.metrics.r2_score``."""
+        per-batch losses weighted by batch size); ``r2 = 1 − SS_res/SS_tot`` as ``sklearn.metrics.r2_score``.
+        ``target``: ``(n, 1)`` for every replica, or ``(R, n, 1)`` one set per replica."""
         pred = out.double().flatten(1)
-        y = target.double().flatten()
+        if target.dim() == 3:  # one evaluation set per replica
+            y = target.double().flatten(1)
+            ss_tot = (y - y.mean(dim=1, keepdim=True)).square().sum(dim=1)
+        else:
+            y = target.double().flatten()
+            ss_tot = (y - y.mean()).square().sum()
         err = pred - y
         mse = err.square().mean(dim=1)
-        ss_tot = (y - y.mean()).square().sum()
         return {"val_loss": mse, "mse": mse, "mae": err.abs().mean(dim=1), "r2": 1.0 - err.square().sum(dim=1) / ss_tot}

@@ -161,28 +161,44 @@ def _read_idx_file(path: str, key: str, dims: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
-def call_function(spec: str, kwargs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """A user function ``"package.module:function"`` called with ``kwargs``, returning ``(x, y)`` array-likes."""
+def call_function(spec: str, kwargs: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """A user function ``"package.module:function"`` called with ``kwargs``, returning ``(x, y)`` array-likes, or
+    ``(x, y, x_test, y_test)`` with a test set of its own."""
     function = import_callable(spec, "data.function")
     try:
         result = function(**kwargs)
     except (Exception, SystemExit) as err:  # the user's code (exit() too): one line, our traceback out
         raise ConfigError(f"data.function: {spec} raised {type(err).__name__}: {_first_line(err)}") from None
-    if not (isinstance(result, (tuple, list)) and len(result) == 2):
-        raise ConfigError(f"data.function: {spec} must return (x, y), got {type(result).__name__}")
+    if not (isinstance(result, (tuple, list)) and len(result) in (2, 4)):
+        raise ConfigError(
+            f"data.function: {spec} must return (x, y) or (x, y, x_test, y_test), got {type(result).__name__}"
+        )
+    pairs = [_checked_pair(spec, *result[i : i + 2], "test " if i else "") for i in range(0, len(result), 2)]
+    if len(pairs) == 2 and pairs[0][0].shape[1:] != pairs[1][0].shape[1:]:
+        raise ConfigError(
+            f"data.function: {spec}'s test inputs have samples of shape {pairs[1][0].shape[1:]}, its training inputs "
+            f"{pairs[0][0].shape[1:]}"
+        )
+    return tuple(array for pair in pairs for array in pair)
+
+
+def _checked_pair(spec: str, x: Any, y: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(x, y)`` a data function returned, as float64 arrays, refused in one line if unusable."""
     try:
-        x, y = (np.asarray(part) for part in result)
+        x, y = np.asarray(x), np.asarray(y)
     except Exception as err:  # ragged lists and the like
-        raise ConfigError(f"data.function: {spec} returned arrays numpy cannot read ({_first_line(err)})") from None
+        raise ConfigError(
+            f"data.function: {spec} returned {which}arrays numpy cannot read ({_first_line(err)})"
+        ) from None
     if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise ConfigError(f"data.function: {spec} must return numeric arrays, got {x.dtype} and {y.dtype}")
+        raise ConfigError(f"data.function: {spec} must return numeric {which}arrays, got {x.dtype} and {y.dtype}")
     if x.ndim < 2 or y.ndim not in (1, 2) or x.shape[0] != y.shape[0] or x.size > MAX_VALUES:
         raise ConfigError(
-            f"data.function: {spec} must return x of shape (n, features...) and y of shape (n,) with "
+            f"data.function: {spec} must return {which}x of shape (n, features...) and y of shape (n,) with "
             f"x.size <= {MAX_VALUES:,}; got {x.shape} and {y.shape}"
         )
     x = x.astype(np.float64)
-    for name, values in (("x", x), ("y", y.astype(np.float64))):  # refused as a CSV file's would be
+    for name, values in ((f"{which}x", x), (f"{which}y", y.astype(np.float64))):  # refused as a CSV file's would be
         bad = _first_unusable(values.reshape(len(values), -1))
         if bad is not None:
             value = values.reshape(len(values), -1)[bad]

@@ -101,21 +101,31 @@ def draw_epoch(
     mask_shapes: Sequence[tuple[int, ...]],
     keep: Sequence[float],
     buffers: EpochBuffers | None = None,
+    *,
+    per_replica: bool = False,
 ) -> EpochOrder:
     """Shuffle ``x``/``y`` (on their device) and draw the dropout masks of every replica from its own streams.
 
     ``keep`` is ``1 − p`` per replica; a replica with ``p = 0`` draws no masks (all ones), as it would alone, where its
     network has no dropout layer to draw for. With ``buffers`` the epoch is written into the previous one's memory
-    (which it overwrites).
+    (which it overwrites). ``per_replica``: ``x``/``y`` hold one training set per replica (``(R, n, …)``); replica r
+    shuffles its own.
     """
     buffers = buffers or EpochBuffers()
-    n, replicas = x.shape[0], len(generators)
+    replicas = len(generators)
+    if per_replica:  # replica r's samples are rows r·n … r·n + n − 1 of the flattened sets
+        n = x.shape[1]
+        x, y = x.reshape(replicas * n, *x.shape[2:]), y.reshape(replicas * n, *y.shape[2:])
+    else:
+        n = x.shape[0]
     order = torch.empty(replicas, n, dtype=torch.long)
     masks = [buffers.array(f"mask{i}", (replicas, n, *shape)) for i, shape in enumerate(mask_shapes)]
     for r, generator in enumerate(generators):
         torch.randperm(n, generator=generator, out=order[r])
         for mask, shape in zip(masks, mask_shapes):
             scaled_masks(mask_generators[r], (n, *shape), keep[r], out=mask[r])
+    if per_replica:
+        order += torch.arange(replicas).view(-1, 1) * n
     index = order.to(x.device, non_blocking=True).view(-1)
     xs = torch.index_select(x, 0, index, out=buffers.like("x", x, (replicas * n, *x.shape[1:])))
     ys = torch.index_select(y, 0, index, out=buffers.like("y", y, (replicas * n, *y.shape[1:])))

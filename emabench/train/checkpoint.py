@@ -42,6 +42,8 @@ def replica_state(trainer: Trainer, position: int) -> dict[str, Any]:
         state["rank_generators"] = trainer.parallel.generator_states()
     if trainer.scaler is not None:
         state["grad_scaler"] = {k: v for k, v in trainer.scaler.state_dict().items() if v is not None}
+    if trainer.best is not None:  # every model's weights at its best validation epoch so far (a test set's protocols)
+        state["best"] = trainer.best.replica_state(position, size)
     return state
 
 
@@ -73,6 +75,8 @@ def load_replica_states(trainer: Trainer, states: Sequence[dict[str, Any]]) -> N
             trainer.parallel.restore_generator(states[0].get("rank_generators"), seed, step)
         if trainer.scaler is not None and "grad_scaler" in states[0]:
             trainer.scaler.load_state_dict(dict(states[0]["grad_scaler"]))
+        if trainer.best is not None:
+            trainer.best.load([s["best"] for s in states])
         trainer.step = int(rows.shared([int(s["step"]) for s in states], "optimizer step"))
     except (KeyError, RuntimeError, TypeError) as err:  # a missing entry or a shape that does not fit this config
         raise ValueError(f"the saved state does not fit this config: {err}") from None

@@ -36,21 +36,24 @@ from emabench.stack import fast_mlp
 from emabench.tasks.data import Dataset
 from emabench.tasks.registry import get_task
 from emabench.train import averagers as averaging
-from emabench.train import build, checkpoint
+from emabench.train import build, checkpoint, compaction, evaluation, finals
 from emabench.train.batches import EpochBuffers, draw_epoch, mask_generator, micro_batches
 from emabench.train.control import EarlyStopping, PlateauScheduler
 
 if TYPE_CHECKING:
     from emabench.train.data_parallel import DataParallel
 
-EVAL_CHUNK = 4096  # validation samples per forward pass (bounds memory for big stacks and data sets)
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class EpochRecord:
     """One replica's history row for one epoch. On its last epoch ``stop_reason`` is set, and ``final_extra`` holds
-    the models that only exist after training (post-hoc EMA: ``{name: {metric: value, "fit_error": e}}``)."""
+    what only exists at the end (:meth:`Trainer.finals`): ``posthoc`` (the post-hoc EMA syntheses' validation
+    metrics, ``{name: {metric: value, "fit_error": e}}``) and, with a test set, ``test`` (every model's test metrics,
+    final weights), ``best`` (each model at its best validation epoch, on the test set: ``{name: {"epoch": e,
+    metric: value}}``) and ``predictions`` (``{model: (n_test, outputs) float32}``, probabilities for
+    classification)."""
 
     replica: int
     row: dict[str, float]
@@ -95,6 +98,8 @@ class Trainer:
         self.stepper = build.build_stepper(configs, self.model)
         self.averagers = averaging.build_all(self.model, configs, n_train=dataset.n_train)
         self.recalibrated = averaging.recalibrated(first)
+        stacked = not isinstance(self.model, build.SingleModel)
+        self.best = evaluation.BestStates(self._tracked(), self.replicas, stacked=stacked) if dataset.has_test else None
         self._dropouts = self.model.dropouts()
         self.schedule, self.schedule_unit = build.lr_schedule(first, dataset.n_train)
         self.plateaus = [_plateau(c) for c in configs]
@@ -179,6 +184,7 @@ class Trainer:
             mask_shapes,
             self._keep,
             self._epoch_buffers,
+            per_replica=self.data.per_replica,
         )
         loss_sum = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
         self.model.train()
@@ -244,34 +250,37 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
 
-    # --- evaluation -------------------------------------------------------------------------------------------------
+    # --- evaluation (emabench.train.evaluation) -----------------------------------------------------------------------
+    def _tracked(self) -> dict[str, torch.nn.Module]:
+        """The models evaluated every epoch: raw and every per-epoch averaged model."""
+        models = {"raw": self.model}
+        models.update({n: a.averaged_model for n, a in self.averagers.items() if averaging.is_per_epoch(a)})
+        return models
+
     @torch.no_grad()
-    def evaluate(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Validation metrics ``{model: {metric: (R,)}}`` for the raw and every per-epoch averaged model."""
-        results = {"raw": self._metrics(self.model)}
+    def evaluate(self, split: str = "val") -> dict[str, dict[str, torch.Tensor]]:
+        """Metrics ``{model: {metric: (R,)}}`` on the validation (or test) set for the raw and every per-epoch
+        averaged model (BatchNorm statistics re-estimated first for ``buffers: recalibrate``)."""
+        results = {"raw": self._metrics(self.model, split)}
         for name, averager in self.averagers.items():
             if not averaging.is_per_epoch(averager):
                 continue
             if not averaging.has_average(averager):  # SWA before its first snapshot
                 results[name] = {k: torch.full_like(v, math.nan) for k, v in results["raw"].items()}
                 continue
-            if name in self.recalibrated:
+            if name in self.recalibrated and split == "val":
                 averaging.recalibrate(averager, self._training_batches())
-            results[name] = self._metrics(averager.averaged_model)
+            results[name] = self._metrics(averager.averaged_model, split)
         self.model.train()
         return results
 
-    def _metrics(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        was_training = model.training
-        model.eval()
-        with self._autocast():
-            out = torch.cat([model(chunk).float() for chunk in self.data.x_val.split(EVAL_CHUNK)], dim=1)
-        model.train(was_training)
-        return self.task.evaluate(out, self.data.y_val)
+    def _metrics(self, model: torch.nn.Module, split: str = "val") -> dict[str, torch.Tensor]:
+        x, y = (self.data.x_val, self.data.y_val) if split == "val" else (self.data.x_test, self.data.y_test)
+        return evaluation.metrics(self.task, model, x, y, self.data.per_replica, self._autocast())
 
     def _training_batches(self) -> Iterator[torch.Tensor]:
-        """The training inputs in their stored order, in batches (BatchNorm re-estimation for ``recalibrate``)."""
-        yield from self.data.x_train.split(self.configs[0].train.batch_size)
+        batch = self.configs[0].train.batch_size
+        return evaluation.training_batches(self.data.x_train, batch, self.data.per_replica)
 
     def run_epoch(self) -> list[EpochRecord]:
         """Train and evaluate one epoch; return a record for every replica that was active in it."""
@@ -283,20 +292,24 @@ class Trainer:
         if self.parallel is not None:  # every rank decides from the same numbers; the averagers must be the same
             train_loss, metrics = self.parallel.agree(train_loss, metrics)
             self.parallel.check(self.averagers)
-        names = [(model, metric) for model in metrics for metric in metrics[model]]
-        table = torch.stack([train_loss.double()] + [metrics[m][k] for m, k in names]).cpu().tolist()
+        if self.best is not None:
+            self.best.observe(self._tracked(), {m: values["val_loss"] for m, values in metrics.items()}, self.epoch)
+        columns = {f"{m}_{k}": v for m, values in metrics.items() for k, v in values.items()}
+        columns |= finals.test_columns(self)
+        table = torch.stack([train_loss.double(), *columns.values()]).cpu().tolist()
         decays = self._decays()
-        records = []
-        for position, replica in enumerate(self.ids):
+        rows, reasons = [], []
+        for position in range(len(self.ids)):
             row = {"epoch": self.epoch, "train_loss": table[0][position], "lr": lrs[position]}
-            row.update({f"{m}_{k}": table[i + 1][position] for i, (m, k) in enumerate(names)})
+            row.update({name: table[i + 1][position] for i, name in enumerate(columns)})
             for name, values in decays.items():
                 row[f"{name}_decay"] = values[position]
                 if name == "ema":
                     row["ema_half_life"] = half_life(values[position])
-            reason = self._control(position, row)
-            extra = self._final_extra(position) if reason is not None else {}
-            records.append(EpochRecord(replica, row, reason, extra))
+            rows.append(row)
+            reasons.append(self._control(position, row))
+        extras = finals.finals(self, [p for p, reason in enumerate(reasons) if reason is not None])
+        records = [EpochRecord(r, rows[p], reasons[p], extras.get(p, {})) for p, r in enumerate(self.ids)]
         for name, averager in self.averagers.items():
             averaging.observe(averager, name, metrics)  # adaptive rules read this epoch's validation losses
         self._drop_stopped()
@@ -332,15 +345,6 @@ class Trainer:
             self.active[self.ids[position]] = False
         return reason
 
-    @torch.no_grad()
-    def _final_extra(self, position: int) -> dict[str, dict[str, float]]:
-        """Post-hoc EMA at this replica's stop step: synthesize every target ``sigma_rel`` and evaluate it."""
-        extra = {}
-        for model_name, averager, fit_error in averaging.synthesized(self.configs[0], self.averagers, self.step):
-            result = self._metrics(averager.averaged_model)
-            extra[model_name] = {k: float(v[position]) for k, v in result.items()} | {"fit_error": fit_error}
-        return extra
-
     # --- checkpoints (the caller saves and loads them: no disk I/O here) ---------------------------------------------
     def replica_state(self, position: int) -> dict[str, Any]:
         """Everything that continues the replica at stack ``position`` on its own (see :mod:`.checkpoint`)."""
@@ -364,27 +368,12 @@ class Trainer:
         return trainer
 
     # --- compaction -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def _drop_stopped(self) -> None:
         """Remove stopped replicas from the stack so the rest train at the cost of their own number."""
         keep = [p for p, replica in enumerate(self.ids) if self.active[replica]]
-        if not keep or len(keep) == len(self.ids):
-            return
-        index = torch.tensor(keep, device=self.device)
-        old = len(self.ids)
-        self.model.select_replicas(index)
-        self.stepper.select(index)
-        for averager in self.averagers.values():
-            averaging.select_replicas(averager, index, old)
-        self.configs = [self.configs[p] for p in keep]
-        self.generators = [self.generators[p] for p in keep]
-        self.mask_generators = [self.mask_generators[p] for p in keep]
-        self.plateaus = [self.plateaus[p] for p in keep]
-        self.stoppers = [self.stoppers[p] for p in keep]
-        self.swa_lr_start = [self.swa_lr_start[p] for p in keep]
-        self._last_lrs = [self._last_lrs[p] for p in keep]
-        self.ids = [self.ids[p] for p in keep]
-        self._refresh_per_replica()
+        if keep and len(keep) < len(self.ids):
+            compaction.keep_replicas(self, keep)
+            self._refresh_per_replica()
 
 
 def _plateau(cfg: Config) -> PlateauScheduler:
