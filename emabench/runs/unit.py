@@ -201,11 +201,8 @@ def train_stack(
     """
     if stop is not None and stop():
         return [RunOutcome(folder, "not_started", 0, "", 0.0) for folder in folders]
-    try:
-        stack = _start(configs, folders, resume, plots, parallel)
-    except KeyboardInterrupt:  # Ctrl-C while the data loaded or the model was built: no run was started
-        if stop is None or not stop():
-            raise
+    stack = _set_up(configs, folders, resume, plots, parallel, stop)
+    if stack is None:
         return [RunOutcome(folder, "not_started", 0, "", 0.0) for folder in folders]
     trainer = stack.trainer
     try:
@@ -225,6 +222,23 @@ def train_stack(
         stack.abandon(error)
         raise
     return stack.interrupt()
+
+
+def _set_up(
+    configs: Sequence[Config],
+    folders: Sequence[RunFolder],
+    resume: bool,
+    plots: bool,
+    parallel: DataParallel | None,
+    stop: StopCheck | None,
+) -> _Stack | None:
+    """:func:`_start`, or ``None`` when Ctrl-C cut it short (the stop request set): no run was started."""
+    try:
+        return _start(configs, folders, resume, plots, parallel)
+    except KeyboardInterrupt:
+        if stop is None or not stop():
+            raise
+        return None
 
 
 def _start(
