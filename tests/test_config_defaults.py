@@ -177,6 +177,7 @@ def test_a_runs_config_yaml_reproduces_the_run(tmp_path, monkeypatch, name: str)
         assert (copy / file).read_bytes() == (folder / file).read_bytes(), file
 
 
+@pytest.mark.slow  # a sweep and a report: 4 s
 def test_a_sweep_over_optimizers_records_and_groups_each_ones_own_settings(tmp_path) -> None:
     """``by_name`` gives sgd its own lr: each run's config.yaml says the lr it trained with, and the report groups by
     the optimizer (the lr follows from it) so ``--versus`` can pair sgd's runs with adam's."""

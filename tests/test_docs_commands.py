@@ -198,7 +198,8 @@ def test_every_page_is_linked_and_every_mark_says_why() -> None:
         for block in blocks(page):
             assert block.mark != "skip" or len(block.note) > 10, f"{page.name}:{block.line}: say why it is skipped"
             assert block.mark != "file" or block.language != "bash", f"{page.name}:{block.line}"
-    assert sum(b.language == "bash" and b.mark == "" for p in PAGES for b in blocks(p)) >= len(PAGES) - 2
+    quick = {p.name for p in PAGES for b in blocks(p) if b.language == "bash" and b.mark == ""}
+    assert quick >= {"command-line.md", "configs.md", "report.md"}  # the quick suite runs a block of each
 
 
 HISTORY = re.compile(r"\bissues?\s*#?\d+|\(issue\b|\bsessions?\b|\bticket", re.IGNORECASE)

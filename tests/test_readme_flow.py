@@ -107,7 +107,8 @@ def test_the_flow_puts_emabench_on_the_path() -> None:
 
 
 @pytest.mark.slow
-def test_readme_report_examples_after_the_flow(flow, monkeypatch):
+def test_report_examples_after_the_flow(flow, monkeypatch):
+    """docs/report.md's and docs/command-line.md's report commands, on the runs the first hour leaves."""
     folder, _ = flow
     monkeypatch.chdir(folder)
     runner = CliRunner()

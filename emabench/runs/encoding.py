@@ -1,5 +1,6 @@
-"""How a run folder's files are encoded, apart from their names (:mod:`emabench.runs.folder`): CSV rows, and a
-checkpoint's bytes (``torch.save`` of plain types only, read back with ``weights_only=True``)."""
+"""How a run folder's files are encoded, apart from their names (:mod:`emabench.runs.layout`): CSV rows, a
+checkpoint's bytes (``torch.save`` of plain types only, read back with ``weights_only=True``) and the test-set
+predictions (numpy's ``.npz`` of float32 arrays, read back without pickle)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,26 @@ def _check_plain(value: Any, where: str) -> None:
             _check_plain(item, f"{where}[{i}]")
     elif not (type(value) in (str, int, float, bool, type(None)) or type(value) is torch.Tensor):
         raise TypeError(f"{where}: {type(value).__name__} cannot be saved in a weights-only checkpoint")
+
+
+def encode_predictions(predictions: dict[str, Any]) -> bytes:
+    """``{model: array}`` as the bytes of a compressed ``.npz`` of float32 arrays."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, **{model: np.asarray(values, dtype=np.float32) for model, values in predictions.items()}
+    )
+    return buffer.getvalue()
+
+
+def decode_predictions(path: Path) -> dict[str, Any]:
+    """:func:`encode_predictions` 's file back as ``{model: array}``, loaded without pickle; a :class:`RunError`
+    naming ``path`` if it is not such a file."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path}: unreadable predictions ({err})") from None

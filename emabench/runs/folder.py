@@ -24,7 +24,14 @@ from emabench.config import Config, dump_yaml, parse_yaml, validate_config
 from emabench.errors import InputError, RunError
 from emabench.runs import integrity
 from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
-from emabench.runs.encoding import csv_value, decode_checkpoint, encode_checkpoint, rows_to_csv
+from emabench.runs.encoding import (
+    csv_value,
+    decode_checkpoint,
+    decode_predictions,
+    encode_checkpoint,
+    encode_predictions,
+    rows_to_csv,
+)
 from emabench.runs.layout import (
     CHECKPOINT,
     CONFIG,
@@ -251,27 +258,13 @@ class RunFolder:
         atomic_write_text(self.path / METRICS, rows_to_csv(rows, metrics_columns(rows)))
 
     def write_predictions(self, predictions: dict[str, Any]) -> None:
-        """``predictions.npz``: one float32 array per model (numpy's own format: no pickled objects)."""
-        import numpy as np
-
-        buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer, **{model: np.asarray(values, dtype=np.float32) for model, values in predictions.items()}
-        )
-        atomic_write_bytes(self.path / PREDICTIONS, buffer.getvalue())
+        """``predictions.npz``: one float32 array per model (:func:`~emabench.runs.encoding.encode_predictions`)."""
+        atomic_write_bytes(self.path / PREDICTIONS, encode_predictions(predictions))
 
     def read_predictions(self) -> dict[str, Any]:
-        """``predictions.npz`` as ``{model: array}`` (empty without one); loaded without pickle."""
-        import numpy as np
-
+        """``predictions.npz`` as ``{model: array}`` (empty without one)."""
         path = self.path / PREDICTIONS
-        if not path.is_file():
-            return {}
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
-        except (OSError, ValueError) as err:
-            raise RunError(f"{path}: unreadable ({err})") from None
+        return decode_predictions(path) if path.is_file() else {}
 
     def save_figure(self, figure: Figure, name: str) -> None:
         buffer = io.BytesIO()

@@ -11,7 +11,8 @@ import torch
 
 from emabench.runs.lock import RunLock
 from emabench.runs.plan import Unit
-from emabench.runs.unit import RunOutcome, SweepWork, init_worker, stack_worker
+from emabench.runs.unit import RunOutcome
+from emabench.runs.work import SweepWork, init_worker, stack_worker
 
 
 def _start_method() -> str:

@@ -63,7 +63,8 @@ if TYPE_CHECKING:
     from emabench.runs.folder import RunFolder
     from emabench.runs.lock import RunLock
     from emabench.runs.plan import Unit
-    from emabench.runs.unit import RunOutcome, SweepWork
+    from emabench.runs.unit import RunOutcome
+    from emabench.runs.work import SweepWork
 
 POLL_S = 0.2  # how often the driver drains the ledger and checks for a stop request while tasks run
 ERROR_CHARS = 500  # of a failed run's error, in FAILED and in the sweep's summary

@@ -23,7 +23,8 @@ from emabench.runs.pool import run_in_pool
 from emabench.runs.ray_cluster import RayOptions, check_devices, require_ray
 from emabench.runs.ray_executor import ProgressCallback
 from emabench.runs.sweep_folder import sweep_dir, write_sweep_spec
-from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, SweepWork
+from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck
+from emabench.runs.work import SweepWork
 from emabench.train.build import check_step_warmups, runnable_device
 
 StackCallback = Callable[[list[RunOutcome]], None]

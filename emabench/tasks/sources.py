@@ -70,12 +70,7 @@ def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.nda
     if len(frame) * len(names) > MAX_VALUES:
         raise ConfigError(f"data.path: {path} has more than {MAX_VALUES:,} values; use a sample of it")
     frame.columns = [str(c) for c in frame.columns]
-    for column, kind in frame.dtypes.items():
-        if not pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_bool_dtype(kind):
-            raise ConfigError(
-                f"data: column {column!r} of {path} is not numeric (e.g. {str(frame[column].iloc[0])[:40]!r}); "
-                "encode it as numbers or leave it out with data.features"
-            )
+    _check_numeric(frame, path)
     x, y = frame[names].to_numpy(dtype=np.float64), frame[target].to_numpy()
     for values, labels in ((x, names), (y.reshape(len(y), 1), [target])):
         bad = _first_unusable(values)
@@ -86,6 +81,18 @@ def read_csv(path: str, target: str, features: list[str] | None) -> tuple[np.nda
                 f"(data row {row + 1}); every value must be a number within ±{FLOAT32_MAX:.1e}"
             )
     return x, y
+
+
+def _check_numeric(frame: Any, path: str) -> None:
+    """Every column of ``frame`` (a pandas frame) holds numbers (not text, not booleans)."""
+    import pandas as pd
+
+    for column, kind in frame.dtypes.items():
+        if not pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_bool_dtype(kind):
+            raise ConfigError(
+                f"data: column {column!r} of {path} is not numeric (e.g. {str(frame[column].iloc[0])[:40]!r}); "
+                "encode it as numbers or leave it out with data.features"
+            )
 
 
 def _csv_header(file: Path, path: str) -> list[str]:
