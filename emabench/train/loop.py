@@ -49,11 +49,11 @@ PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass(frozen=True)
 class EpochRecord:
     """One replica's history row for one epoch. On its last epoch ``stop_reason`` is set, and ``final_extra`` holds
-    what only exists at the end (:func:`emabench.train.finals.finals`): ``posthoc`` (the post-hoc EMA syntheses' validation
-    metrics, ``{name: {metric: value, "fit_error": e}}``) and, with a test set, ``test`` (every model's test metrics,
-    final weights), ``best`` (each model at its best validation epoch, on the test set: ``{name: {"epoch": e,
-    metric: value}}``) and ``predictions`` (``{model: (n_test, outputs) float32}``, probabilities for
-    classification)."""
+    what only exists at the end (:func:`emabench.train.finals.finals`): ``posthoc`` (the post-hoc EMA syntheses'
+    validation metrics, ``{name: {metric: value, "fit_error": e}}``) and, with a test set, ``test`` (every model's
+    test metrics, final weights), ``best`` (each model at its best validation epoch, on the test set:
+    ``{name: {"epoch": e, metric: value}}``) and ``predictions`` (``{model: (n_test, outputs) float32}``,
+    probabilities for classification)."""
 
     replica: int
     row: dict[str, float]
