@@ -128,6 +128,10 @@ class Config(_Section):
             raise ValueError("data.stratify: a regression target has no classes (allowed: null or false)")
         if self.task == "regression" and self.train.label_smoothing > 0:
             raise ValueError("train.label_smoothing: only for classification (allowed: 0.0 for regression)")
+        noise = self.data.label_noise
+        if noise is not None and (noise.fraction is not None) != (self.task == "classification"):
+            wanted = "fraction (labels flipped)" if self.task == "classification" else "std (target noise)"
+            raise ValueError(f"data.label_noise: a {self.task} task takes {wanted}")
 
     def model_names(self, per_epoch_only: bool = False) -> list[str]:
         """``raw``, ``ema`` and the extra averagers (post-hoc ones only exist after training)."""

@@ -155,7 +155,20 @@ def plan_stacks(configs: Sequence[Config], engine: Engine, jobs: int) -> list[li
     if engine == "vectorized" and len(groups) > 1:
         raise ConfigError("--engine vectorized: the swept settings change the data or the architecture")
     pieces = max(1, jobs // max(1, len(groups)))
-    return [stack for group in groups.values() for stack in _cut(group, pieces, stack_limit(jobs))]
+    sizes = TrainingSizes()
+    return [stack for group in groups.values() for stack in _cut(group, pieces, _limit(group[0], jobs, sizes))]
+
+
+PER_SEED_DATA_BYTES = 2 * 1024**3  # a stack's own copies of its runs' splits (split: per_seed) stay below this
+
+
+def _limit(config: Config, jobs: int, sizes: TrainingSizes) -> int:
+    """The most runs of ``config`` 's group in one stack: :func:`stack_limit`, and under ``split: per_seed`` (each
+    replica holds its own split of the data) as many as fit :data:`PER_SEED_DATA_BYTES`."""
+    limit = stack_limit(jobs)
+    if config.data.split == "per_seed":
+        limit = min(limit, max(1, PER_SEED_DATA_BYTES // max(1, sizes.split_bytes(config))))
+    return limit
 
 
 def _cut(group: list[Config], pieces: int, limit: int) -> list[list[Config]]:

@@ -114,13 +114,26 @@ class TrainingSizes:
     are known only with it)."""
 
     def __init__(self) -> None:
-        self._sizes: dict[str, int] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
 
-    def n_train(self, config: Config) -> int:
+    def _loaded(self, config: Config) -> tuple[int, int]:
         key = json.dumps([config.task, config.data.model_dump(mode="json")], sort_keys=True)
         if key not in self._sizes:
-            self._sizes[key] = make_dataset(config.data, config.task).n_train
+            data = make_dataset(config.data, config.task)
+            tensors = [
+                t
+                for t in (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test)
+                if t is not None
+            ]
+            self._sizes[key] = data.n_train, sum(t.numel() * t.element_size() for t in tensors)
         return self._sizes[key]
+
+    def n_train(self, config: Config) -> int:
+        return self._loaded(config)[0]
+
+    def split_bytes(self, config: Config) -> int:
+        """The bytes of one split's tensors: what each replica holds of its own under ``split: per_seed``."""
+        return self._loaded(config)[1]
 
     def steps_per_epoch(self, config: Config) -> int:
         return steps_per_epoch(self.n_train(config), config.train.batch_size)
