@@ -157,10 +157,28 @@ def run_metrics_rows(metrics: Any, task: Any) -> tuple[list[str], list[list[str]
     return header, rows
 
 
+def test_metrics_rows(metrics: Any, task: Any) -> tuple[list[str], list[list[str]]]:
+    """The test-set columns of ``metrics.csv`` (``test_loss``, ``test_<metric>``) as header and rows: each model's
+    final weights, and each ``<model>@best`` at its best validation epoch; empty without a test set."""
+    records = metrics.to_dict("records") if hasattr(metrics, "to_dict") else list(metrics)
+    names = [spec.name for spec in task.metrics]
+    columns = [f"test_{'loss' if name == 'val_loss' else name}" for name in names]
+    if not records or columns[0] not in records[0]:
+        return [], []
+    header = ["model", "epoch", *("loss" if name == "val_loss" else task.metric(name).label for name in names)]
+    rows = [[str(r["model"]), _count(r["epoch"]), *(_number(r.get(c)) for c in columns)] for r in records]
+    return header, rows
+
+
 def print_run_metrics(console: Console, folder: Any) -> None:
-    """A finished run's final table (its ``metrics.csv``), in its task's metrics, fitted to the console (without
-    pandas: right after a run, its import would cost more than the table)."""
-    header, rows = run_metrics_rows(folder.read_metrics_rows(), folder.task())
+    """A finished run's final tables (its ``metrics.csv``): on the held-out test set when it has one, then on the
+    validation set, in its task's metrics, fitted to the console (without pandas: right after a run, its import would
+    cost more than the tables)."""
+    metrics, task = folder.read_metrics_rows(), folder.task()
+    header, rows = test_metrics_rows(metrics, task)
+    if rows:
+        print_fitted(console, header, rows, title="final metrics on the held-out test set")
+    header, rows = run_metrics_rows([r for r in metrics if "@" not in str(r["model"])], task)
     print_fitted(console, header, rows, title="final validation metrics")
 
 
