@@ -119,5 +119,5 @@ def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
         *parents, last = key.split(".")
         for part in parents:
             node = node[part]
-        node[last] = value
+        node[last] = copy.deepcopy(value)  # a later key must not change the caller's own dict
     return validate_config(raw)

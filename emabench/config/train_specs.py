@@ -3,6 +3,7 @@ the seeds' training tricks (gradient accumulation and clipping, label smoothing,
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -22,6 +23,13 @@ OPTIMIZER_ARGUMENTS = {  # which optional optimizer fields each optimizer takes
 
 
 ARGUMENT_FIELDS = ("betas", "eps", "momentum", "dampening", "nesterov", "alpha", "centered", "momentum_decay")
+# a class of your own (or any of torch's) by import path: "torch.optim.Adadelta", "pkg.module:Class", "file.py:Class"
+CLASS_PATH = r"^(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*$|^[^:\s]+:[A-Za-z_][\w.]*$"
+
+
+def is_class_path(name: str) -> bool:
+    """Whether an optimizer's or schedule's ``name`` is an import path rather than a built-in name."""
+    return "." in name or ":" in name
 
 
 class OptimizerConfig(_Section):
@@ -38,7 +46,7 @@ class OptimizerConfig(_Section):
     ``by_name: {sgd: {lr: 0.03, momentum: 0.9}}``. The training uses :meth:`resolved`.
     """
 
-    name: Literal["sgd", "rmsprop", "rmsprop_nesterov", "adam", "nadam", "adamax", "adamw", "radam"]
+    name: str = Field(max_length=1000)  # a built-in name, or a class's import path (its arguments in kwargs)
     lr: float = Field(gt=0, le=1e3)
     weight_decay: float = Field(default=0.0, ge=0, le=1e3)  # torch's default
     betas: list[float] | None = Field(default=None, min_length=2, max_length=2)  # adam, nadam, adamax, adamw, radam
@@ -49,7 +57,23 @@ class OptimizerConfig(_Section):
     alpha: float | None = Field(default=None, gt=0, lt=1)  # rmsprop(_nesterov)'s smoothing constant ρ
     centered: bool | None = None  # rmsprop
     momentum_decay: float | None = Field(default=None, ge=0, le=1)  # nadam
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # a class's other arguments (checked against its signature)
     by_name: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_a_class(cls, name: str) -> str:
+        if name in OPTIMIZER_ARGUMENTS or re.match(CLASS_PATH, name):
+            return name
+        raise ValueError(
+            f"{name!r} is neither one of {', '.join(OPTIMIZER_ARGUMENTS)} nor an optimizer class's import path "
+            "(e.g. torch.optim.Adadelta, mypackage.optim:MyOptimizer)"
+        )
+
+    @property
+    def is_class(self) -> bool:
+        """An optimizer class given by import path (its ``lr`` and ``weight_decay`` are the class's own)."""
+        return is_class_path(self.name)
 
     @field_validator("betas")
     @classmethod
@@ -70,7 +94,8 @@ class OptimizerConfig(_Section):
                     f"by_name.{name}.{unknown[0]}: {name} does not take it (allowed: {', '.join(allowed)})"
                 )
         for name, settings in self.by_name.items():  # each entry with the fields' own bounds
-            values = self.model_dump() | {"name": name, **{f: None for f in ARGUMENT_FIELDS}} | dict(settings)
+            values = self.model_dump(exclude={"kwargs"}) | {"name": name, **{f: None for f in ARGUMENT_FIELDS}}
+            values |= dict(settings)
             try:
                 OptimizerConfig.model_validate(values | {"by_name": {}})
             except ValidationError as err:
@@ -81,6 +106,13 @@ class OptimizerConfig(_Section):
                     raise ValueError(f"by_name.{name}.{where}: {message} (got {first.get('input')!r})") from None
                 raise ValueError(f"by_name.{name}: {message}") from None
         resolved = self.resolved()
+        if resolved.is_class:
+            given = [field for field in ARGUMENT_FIELDS if getattr(resolved, field) is not None]
+            if given:
+                raise ValueError(f"{given[0]}: a class's arguments go under kwargs (kwargs: {{{given[0]}: ...}})")
+            return self
+        if self.kwargs:
+            raise ValueError(f"kwargs: only for an optimizer class given by import path ({self.name} takes fields)")
         taken = OPTIMIZER_ARGUMENTS[self.name]
         for field in ARGUMENT_FIELDS:
             if getattr(resolved, field) is not None and field not in taken:
@@ -112,9 +144,11 @@ class LRScheduleConfig(_Section):
     """The learning rate as ``lr · factor(t)``, ``t`` counting epochs or optimizer steps (``per``); each shape is
     torch's ``lr_scheduler`` of that name (``cosine``: CosineAnnealingLR, ``linear``: LinearLR, ``polynomial``:
     PolynomialLR, ``step``: StepLR), over the whole run (``max_epochs``), after an optional linear warm-up of
-    ``warmup`` units from ``warmup_start`` to 1 (LinearLR, then the shape over the remaining units)."""
+    ``warmup`` units from ``warmup_start`` to 1 (LinearLR, then the shape over the remaining units). ``name`` may also
+    be a scheduler class's import path (``torch.optim.lr_scheduler.StepLR``) with its arguments in ``kwargs``: it
+    drives the learning rate as it would drive its optimizer, one ``step()`` per ``per``."""
 
-    name: Literal["constant", "cosine", "linear", "polynomial", "step"] = "constant"
+    name: str = Field(default="constant", max_length=1000)  # a shape below, or an lr_scheduler class's import path
     per: Literal["epoch", "step"] = "epoch"
     warmup: int = Field(default=0, ge=0)
     warmup_start: float = Field(default=0.1, gt=0, le=1)
@@ -122,6 +156,26 @@ class LRScheduleConfig(_Section):
     power: float = Field(default=1.0, gt=0, le=100)  # polynomial
     step_size: int = Field(default=30, ge=1)  # step: multiply by gamma every step_size units
     gamma: float = Field(default=0.1, gt=0, le=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # a scheduler class's arguments (its optimizer aside)
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_a_class(cls, name: str) -> str:
+        shapes = ("constant", "cosine", "linear", "polynomial", "step")
+        if name in shapes or re.match(CLASS_PATH, name):
+            return name
+        raise ValueError(
+            f"{name!r} is neither one of {', '.join(shapes)} nor a scheduler class's import path "
+            "(e.g. torch.optim.lr_scheduler.StepLR)"
+        )
+
+    @model_validator(mode="after")
+    def _kwargs_for_a_class(self) -> LRScheduleConfig:
+        if self.kwargs and not is_class_path(self.name):
+            raise ValueError(f"kwargs: only for a scheduler class given by import path ({self.name} takes fields)")
+        if is_class_path(self.name) and self.warmup:
+            raise ValueError("warmup: a scheduler class sets the whole schedule (chain a warm-up in it instead)")
+        return self
 
 
 class SWALRConfig(_Section):

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from emabench.config import OPTIMIZER_ARGUMENTS, Config
+from emabench.config.train_specs import is_class_path
 from emabench.errors import ConfigError
 from emabench.stack import models
 from emabench.tasks.data import make_dataset
 from emabench.tasks.sources import import_callable
+from emabench.train import classes
 from emabench.train.schedules import Schedule
 from emabench.train.stepper import ReplicaStepper
 
@@ -78,6 +80,9 @@ def stack_key(config: Config) -> str:
             node["scheduler"] = config.train.scheduler.name
     if config.train.lr_schedule.name != "constant" or config.train.swa_lr is not None:
         raw["max_epochs"] = config.train.max_epochs  # the schedule's length
+    shared = classes.class_settings(config)  # a class sets the learning rate: one for the whole stack
+    if shared:
+        raw["class_settings"] = shared
     return json.dumps(raw, sort_keys=True, default=str)
 
 
@@ -85,12 +90,15 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return math.ceil(n_train / batch_size)
 
 
-def lr_schedule(config: Config, n_train: int) -> tuple[Schedule, str]:
-    """The shared schedule and its unit (``epoch`` or ``step``), sized to ``max_epochs``."""
+def lr_schedule(config: Config, n_train: int) -> tuple[Schedule | classes.TabulatedSchedule, str]:
+    """The shared schedule and its unit (``epoch`` or ``step``), sized to ``max_epochs`` (a scheduler class's:
+    tabulated, :mod:`.classes`)."""
     spec = config.train.lr_schedule
     total = config.train.max_epochs
     if spec.per == "step":
         total *= steps_per_epoch(n_train, config.train.batch_size)
+    if is_class_path(spec.name):
+        return classes.tabulated_schedule(config, total), spec.per
     if spec.warmup >= total:  # per step, the run's length is known only with the data (per epoch: validated)
         raise ConfigError(
             f"train.lr_schedule.warmup: {spec.warmup} is not below the run's {total} {spec.per}s "
@@ -282,16 +290,22 @@ def custom_model(
 def build_stepper(configs: Sequence[Config], model: nn.Module) -> ReplicaStepper:
     """torch's optimizer of ``train.optimizer.name`` over the model's parameters, lr and weight decay per replica."""
     spec = configs[0].train.optimizer.resolved()
-    options = {k: getattr(spec, k) for k in OPTIMIZER_ARGUMENTS[spec.name] if getattr(spec, k) is not None}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec.is_class:  # the class as a user's loop would build it (lr and weight decay shared by the stack)
+        options, prebuilt = {}, classes.build_optimizer(configs[0], params)
+    else:
+        options = {k: getattr(spec, k) for k in OPTIMIZER_ARGUMENTS[spec.name] if getattr(spec, k) is not None}
+        prebuilt = None
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
     clips = [c.train.grad_clip_norm for c in configs]
     return ReplicaStepper(
         spec.name,
-        [p for p in model.parameters() if p.requires_grad],
+        params,
         options,
         weight_decays=[c.train.optimizer.resolved().weight_decay for c in configs],
         clip_norms=None if all(c is None for c in clips) else [math.inf if c is None else c for c in clips],
         stacked=not isinstance(model, SingleModel),
         scaled=configs[0].train.precision == "fp16",
+        optimizer=prebuilt,
     )

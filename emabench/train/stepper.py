@@ -155,12 +155,16 @@ class ReplicaStepper:
         clip_norms: Sequence[float] | None = None,
         stacked: bool = True,
         scaled: bool = False,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         self.name = name
         self.params = list(params)
         self.stacked = stacked
+        self.prebuilt = optimizer is not None  # a class by import path: its own lr and weight decay, inside its step
         self._flat = self._flat_leaf()
-        self.optimizer = build_optimizer(name, self._targets(), options, scaled=scaled)
+        self.optimizer = (
+            optimizer if optimizer is not None else build_optimizer(name, self._targets(), options, scaled=scaled)
+        )
         self.weight_decays = [float(w) for w in weight_decays]
         self.clip_norms = None if clip_norms is None else [float(c) for c in clip_norms]
         self._previous: torch.Tensor | None = None  # θ_prev, reused between steps
@@ -168,7 +172,7 @@ class ReplicaStepper:
     def _flat_leaf(self) -> tuple[torch.Tensor, list[int], list[torch.Size]] | None:
         """The one buffer the optimizer steps, when the parameters lie in one and the learning rate is applied
         outside the step (a rule that takes it inside needs the replica dimension of each parameter)."""
-        return _flat_leaf(self.params) if self.stacked and self.name not in LR_INSIDE else None
+        return _flat_leaf(self.params) if self.stacked and self.name not in LR_INSIDE and not self.prebuilt else None
 
     @property
     def replicas(self) -> int:
@@ -203,6 +207,11 @@ class ReplicaStepper:
             self._clip()
         device = self.params[0].device
         lr = torch.tensor([float(v) for v in lrs], dtype=torch.float64, device=device)
+        if self.prebuilt:  # the stack shares one lr (build.stack_key): the class steps with it, as in a user's loop
+            for group in self.optimizer.param_groups:
+                group["lr"] = float(lrs[0])
+            self._optimizer_step(scaler)
+            return
         if self.name in LR_INSIDE:
             self._step_lr_inside(lr, scaler)
             return
