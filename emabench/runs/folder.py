@@ -16,7 +16,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,8 @@ from emabench.runs.layout import (
     LOCK,
     LOSS_PLOT,
     METRICS,
+    RECORDED,
+    TASK,
     config_hash,
     file_sha256,
     find_run_paths,
@@ -48,8 +50,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from emabench.tasks.base import Task
+    from emabench.tasks.metric_specs import MetricSet
 
 HISTORY_EVERY_S = 2.0  # history.csv is rewritten at most this often while a run trains (always at its end)
+
+
+def _document(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+    """A config as plain types: a :class:`Config`, or the mapping of a tracked run (:mod:`emabench.track`)."""
+    return config.to_dict() if isinstance(config, Config) else dict(config)
 
 
 class RunFolder:
@@ -62,9 +70,9 @@ class RunFolder:
         self._written_at = -math.inf  # when history.csv was last written (time.monotonic())
 
     @classmethod
-    def for_config(cls, config: Config, runs_dir: str | Path) -> RunFolder:
+    def for_config(cls, config: Config | Mapping[str, Any], runs_dir: str | Path) -> RunFolder:
         """``<runs_dir>/<run id>``: where ``config`` is trained."""
-        folder = Path(runs_dir) / run_id(config.to_dict())
+        folder = Path(runs_dir) / run_id(_document(config))
         inside(folder, runs_dir)  # run ids are sanitized; this keeps it so
         return cls(folder)
 
@@ -76,10 +84,10 @@ class RunFolder:
         return self.path.name
 
     # --- the lifecycle ----------------------------------------------------------------------------------------------
-    def start(self, config: Config) -> None:
+    def start(self, config: Config | Mapping[str, Any]) -> None:
         """A fresh start: clear what a previous attempt left, create the folder, write the resolved config."""
         self.clear()
-        self.create().write_config(dump_yaml(config.to_dict()))
+        self.create().write_config(dump_yaml(_document(config)))
 
     def record_epoch(self, row: dict[str, Any]) -> None:
         """One finished epoch's history row: kept, and ``history.csv`` rewritten at most every
@@ -101,7 +109,7 @@ class RunFolder:
         extra: dict[str, dict[str, float]],
         info: dict[str, Any],
         *,
-        task: Task,
+        task: Task | MetricSet,
         seed: int,
         plots: bool = True,
     ) -> None:
@@ -141,11 +149,11 @@ class RunFolder:
         self.flush_history()
         self.mark_interrupted(info)
 
-    def fail(self, config: Config, info: dict[str, Any]) -> None:
+    def fail(self, config: Config | Mapping[str, Any], info: dict[str, Any]) -> None:
         """Mark the run failed (its task raised or was lost for good); a checkpoint, if any, stays to continue from.
         A run that failed before it started gets its config too, so it is listed (``emabench ls``) and counted."""
         if not (self.path / CONFIG).is_file():
-            self.create().write_config(dump_yaml(config.to_dict()))
+            self.create().write_config(dump_yaml(_document(config)))
         self.flush_history()
         (self.path / INTERRUPTED).unlink(missing_ok=True)
         atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
@@ -237,6 +245,11 @@ class RunFolder:
         text = text + rows_to_csv([row]).split("\n", 1)[1] if same_columns else rows_to_csv(rows)
         self._history, self._unwritten = (rows, text), True
 
+    def write_task(self, task: MetricSet) -> None:
+        """``task.json``: a tracked run's task by name (what is read back) and each metric's direction (for people)."""
+        directions = {m.name: "higher" if m.higher_is_better else "lower" for m in task.metrics}
+        atomic_write_text(self.path / TASK, json.dumps({"name": task.name, "metrics": directions}, indent=2) + "\n")
+
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
         from emabench.results.tables import metrics_columns
 
@@ -250,7 +263,7 @@ class RunFolder:
     def mark_done(self, info: dict[str, Any]) -> None:
         """``DONE`` with ``info`` and the sha256 of the files the run is read by (what :mod:`.integrity` checks)."""
         self.clear_interrupted()
-        sha256 = {name: file_sha256(self.path / name) for name in (CONFIG, HISTORY, METRICS)}
+        sha256 = {name: file_sha256(self.path / name) for name in RECORDED}
         info = info | {"sha256": {name: digest for name, digest in sha256.items() if digest is not None}}
         atomic_write_text(self.path / DONE, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
 
@@ -350,16 +363,28 @@ class RunFolder:
         except (OSError, csv.Error, UnicodeDecodeError) as err:
             raise RunError(f"{self.path / METRICS}: unreadable ({err})") from None
 
-    def task(self) -> Task:
-        """The run's :class:`~emabench.tasks.base.Task` (``config.yaml``'s ``task``; regression when it names none)."""
+    def task(self) -> Task | MetricSet:
+        """The run's task: :meth:`recorded_task`, else ``config.yaml``'s ``task`` (regression when it names none)."""
         from emabench.tasks.registry import get_task
 
         document = parse_yaml(self.read_config_text(), str(self.path / CONFIG))
-        name = document.get("task", "regression") if isinstance(document, dict) else "regression"
+        name = self.recorded_task() or (document.get("task", "regression") if isinstance(document, dict) else None)
         try:
-            return get_task(str(name))
+            return get_task(str(name or "regression"))
         except ValueError as err:
             raise RunError(f"{self.path / CONFIG}: {err}") from None
+
+    def recorded_task(self) -> str | None:
+        """``task.json``'s task name (a run tracked by its own loop, :mod:`emabench.track`), or ``None``."""
+        try:
+            record = json.loads((self.path / TASK).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise RunError(f"{self.path / TASK}: unreadable ({err})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+            raise RunError(f"{self.path / TASK}: names no task")
+        return record["name"]
 
     def read_metrics(self) -> pd.DataFrame:
         return self.read_table(METRICS)
