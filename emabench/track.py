@@ -86,8 +86,9 @@ class Run:
         params = plain(dict(config or {}), "config")
         seed = _identity(params, "seed", seed)
         name = _identity(params, "name", name)
-        if type(seed) is not int or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ValueError(f"seed: must be an int >= 0, got {seed!r}")
+        seed = int(seed)
         if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
             raise ValueError(
                 f"name: letters, digits, '.', '_' and '-' (at most 64, a letter or digit first), got {name!r}"
