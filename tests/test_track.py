@@ -293,3 +293,14 @@ def test_a_changed_or_planted_task_file_makes_the_folder_damaged(tmp_path: Path)
     assert problems(run.path) == []  # a run folder of the runner's, which has none
     (run.path / "task.json").write_text(json.dumps({"name": "custom(accuracy:lower)"}))
     assert problems(run.path) == ["task.json added after the run finished"]
+
+
+def test_the_lightning_callback_without_lightning_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "lightning", None)  # what an environment without Lightning gives
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
+    monkeypatch.delitem(sys.modules, "emabench.integrations.lightning", raising=False)
+    import emabench.integrations  # the package itself needs no framework
+
+    with pytest.raises(ImportError, match=re.escape("pip install 'emabench[lightning]'")):
+        import emabench.integrations.lightning  # noqa: F401
+    assert emabench.integrations.__name__ == "emabench.integrations"
