@@ -304,3 +304,10 @@ def test_the_lightning_callback_without_lightning_says_how_to_install_it(monkeyp
     with pytest.raises(ImportError, match=re.escape("pip install 'emabench[lightning]'")):
         import emabench.integrations.lightning  # noqa: F401
     assert emabench.integrations.__name__ == "emabench.integrations"
+
+
+def test_emabench_run_does_not_resume_a_tracked_run(tmp_path: Path):
+    run = track(tmp_path, seed=0, beta=0.9, epochs=1)
+    result = CliRunner().invoke(app, ["run", "--resume", str(run.path)])
+    assert result.exit_code == 2
+    assert "a run tracked by its own loop (emabench.track); run that loop again instead" in result.output
