@@ -11,9 +11,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class Classifier(L.LightningModule):
-    """A small MLP with dropout on a fixed random problem; ``fail_at`` raises in that epoch's first step."""
+    """A small MLP with dropout on a fixed random problem; ``fail_at`` raises in that epoch's first step (Ctrl-C's
+    ``KeyboardInterrupt`` with ``interrupt``)."""
 
-    def __init__(self, fail_at: int | None = None, metric_object: bool = False) -> None:
+    def __init__(self, fail_at: int | None = None, metric_object: bool = False, interrupt: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 3))
@@ -27,7 +28,7 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201 - Lightning's hook
         if self.hparams.fail_at is not None and self.current_epoch + 1 == self.hparams.fail_at:
-            raise RuntimeError("the user's training_step failed")
+            raise KeyboardInterrupt if self.hparams.interrupt else RuntimeError("the user's training_step failed")
         x, y = batch
         return F.cross_entropy(self(x), y)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import sys
 from contextlib import redirect_stdout
 from functools import partial
@@ -18,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 from emabench.averaging import EMA, SWA
@@ -109,6 +111,19 @@ def test_a_failing_fit_leaves_a_failed_run_folder(lit: SimpleNamespace, tmp_path
     assert len(pd.read_csv(folder / "history.csv")) == 1
 
 
+def test_ctrl_c_during_fit_leaves_an_interrupted_run_folder(lit: SimpleNamespace, tmp_path: Path):
+    comparison = lit.integration.EMAComparison({"ema": partial(EMA)}, runs_dir=tmp_path, task="classification")
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit 1
+            lit.modules.fit(lit.modules.Classifier(fail_at=3, interrupt=True), [comparison])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    (folder,) = tmp_path.iterdir()
+    assert RunFolder(folder).status == "interrupted"
+    assert json.loads((folder / "INTERRUPTED").read_text())["epochs"] == 2
+
+
 @pytest.mark.parametrize(
     "module,kwargs,message",
     [
@@ -160,3 +175,37 @@ def test_the_lightning_example_runs_for_two_seeds_and_is_reported(
     result = CliRunner().invoke(app, ["report"])
     assert result.exit_code == 0, result.output
     assert "classification(accuracy)" in result.output
+
+
+def test_lightning_trains_the_run_of_a_loop_that_evaluates_once_an_epoch(
+    lit: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The side effect of an extra pass over a DataLoader, measured: the Lightning example (one validation pass an
+    epoch, the average evaluated on its batches) trains exactly the run of the plain loop that evaluates the model once
+    an epoch; own_loop.py evaluates twice (raw, then EMA), so from epoch 2 on its dropout masks and shuffles differ."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import own_loop_lightning
+    from own_loop_untracked import Digits, Net, test, train
+
+    with redirect_stdout(io.StringIO()):
+        own_loop_lightning.main(["--epochs", "3", "--seed", "0"])
+    (folder,) = (tmp_path / "runs").iterdir()
+    lightning_losses = pd.read_csv(folder / "history.csv")["train_loss"].tolist()
+    losses = {}
+    for passes in (1, 2):
+        torch.manual_seed(0)
+        train_loader = DataLoader(Digits(train=True), batch_size=64, shuffle=True)
+        test_loader = DataLoader(Digits(train=False), batch_size=1000)
+        model = Net()
+        ema = EMA(model, beta=0.99, update_after_step=10)
+        optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+        losses[passes] = []
+        for epoch in (1, 2, 3):
+            losses[passes].append(train(SimpleNamespace(log_interval=0), model, ema, train_loader, optimizer, epoch))
+            for _ in range(passes):
+                test(model, test_loader)
+            scheduler.step()
+    assert losses[1] == lightning_losses  # the same run, to the last bit
+    assert losses[2][0] == losses[1][0] and losses[2][1:] != losses[1][1:]
