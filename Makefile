@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@# Lightning (optional, for emabench.integrations.lightning's tests) only where it keeps this torch; else they skip
+	@if out=$$($(BIN)/python -m pip install --dry-run -e ".[lightning]" 2>/dev/null) && ! echo "$$out" | grep -q " torch-[0-9]"; then $(BIN)/python -m pip install -q -e ".[lightning]"; else echo "Lightning not installed (it would replace $(TORCH), or pip cannot reach it): its tests skip"; fi
 	touch $(STAMP)
 
 venv: $(STAMP)  ## Create .venv and install emabench with its dev tools

@@ -28,7 +28,9 @@ STAGES = {
     "emabench.results": 5,
     "emabench.runs": 6,
     "emabench.report": 7,
+    "emabench.track": 7,  # a user's own loop writes run folders: runs and tasks below it, never the trainer
     "emabench.bench": 8,
+    "emabench.integrations": 8,  # callbacks for other frameworks' loops (Lightning), over emabench.track
     "emabench.cli": 9,
     "emabench.__main__": 10,  # the entry point of ``python -m emabench``
 }

@@ -3,9 +3,11 @@
 ``emabench show``. Folders without ``DONE`` are skipped by :func:`collect` and returned with their status.
 
 Each run's metrics are its task's (``config.task``, regression when a config predates it): a regression run
-brings mse, mae and r2, a classification run accuracy and f1_macro. The same config found in two folders (``emabench
-run`` once, then a sweep that trains the same setting again) is one run: :func:`collect` keeps the first folder and
-says which it dropped.
+brings mse, mae and r2, a classification run accuracy and f1_macro. A run tracked by its own loop
+(:mod:`emabench.track`) names its task in ``task.json``, by the metrics it logged and their directions
+(``classification(accuracy)``, ``custom(bleu:higher)``: :mod:`emabench.tasks.declared`); that name is its ``task``.
+The same config found in two folders (``emabench run`` once, then a sweep that trains the same setting again) is one
+run: :func:`collect` keeps the first folder and says which it dropped.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
         else:
             folders.append(folder)
     documents = {f.path: parse_yaml(f.read_config_text(), str(f.path)) for f in folders}
-    configs = {path: flatten(document) | {"task": task_name(document)} for path, document in documents.items()}
+    tasks = {f.path: f.recorded_task() or task_name(documents[f.path]) for f in folders}  # task.json: a tracked run
+    configs = {path: flatten(document) | {"task": tasks[path]} for path, document in documents.items()}
     filters = parse_where(where, set().union(*configs.values()) if configs else set())
     rows, curves, duplicates = [], [], []
     same_config: dict[str, list[RunFolder]] = {}

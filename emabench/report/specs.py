@@ -1,5 +1,6 @@
 """What a group of runs is compared on, and which direction of each quantity is better: always from the runs' task
-(:class:`~emabench.tasks.base.Task`, ``config.task``), never from a metric's name.
+(:class:`~emabench.tasks.base.Task`, ``config.task``; for a run tracked by its own loop, the task its ``task.json``
+declares: :mod:`emabench.tasks.declared`), never from a metric's name.
 
 Per task, three *selections* of columns are compared with raw, paired by seed:
 
@@ -33,9 +34,11 @@ def task_of(frame: pd.DataFrame) -> Task:
 
 
 def tasks_in(frame: pd.DataFrame) -> list[Task]:
-    """The tasks of ``frame``'s runs, in :data:`TASK_NAMES` order."""
+    """The tasks of ``frame``'s runs: the built-in ones in :data:`TASK_NAMES` order, then the tasks of runs tracked
+    by their own loop (declared by their metrics, :mod:`emabench.tasks.declared`) by name."""
     present = set(frame["task"]) if "task" in frame.columns and len(frame) else set()
-    return [get_task(name) for name in TASK_NAMES if name in present]
+    declared = sorted(str(name) for name in present if name not in TASK_NAMES)
+    return [get_task(name) for name in (*(n for n in TASK_NAMES if n in present), *declared)]
 
 
 def compared_columns(task: Task) -> dict[str, dict[str, bool]]:

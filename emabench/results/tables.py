@@ -11,7 +11,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from emabench.tasks.base import MetricSpec, Task
+from emabench.tasks.metric_specs import MetricSet, MetricSpec
 
 STABILITY_FROM_EPOCH = 10  # the seed's progress table starts at epoch 10; earlier epochs are the initial descent
 
@@ -34,7 +34,7 @@ def improvement_pct(spec: MetricSpec, baseline: float, value: float) -> float:
 
 
 def final_metrics(
-    history: Sequence[Mapping[str, float]], task: Task, extra: Mapping[str, Any] | None = None
+    history: Sequence[Mapping[str, float]], task: MetricSet, extra: Mapping[str, Any] | None = None
 ) -> list[dict[str, object]]:
     """``metrics.csv``: one row per model at the last epoch (the seed's final evaluation): ``model, epoch``, the
     task's final metrics on the validation set (``task.final_metrics``), ``<metric>_improvement_pct`` over raw
@@ -74,7 +74,7 @@ def final_metrics(
     return rows
 
 
-def _tested(task: Task, values: Mapping[str, float] | None) -> dict[str, float]:
+def _tested(task: MetricSet, values: Mapping[str, float] | None) -> dict[str, float]:
     """A model's test-set metrics as ``test_loss`` and ``test_<metric>`` columns (none without a test set)."""
     if values is None:
         return {}
@@ -88,7 +88,7 @@ def metrics_columns(rows: Sequence[Mapping[str, object]]) -> list[str]:
 
 
 def _row(
-    task: Task, model: str, epoch: int, values: dict[str, float], baseline: dict[str, float], std: float
+    task: MetricSet, model: str, epoch: int, values: dict[str, float], baseline: dict[str, float], std: float
 ) -> dict[str, object]:
     row: dict[str, object] = {"model": model, "epoch": epoch}
     row.update({m: float(values.get(m, float("nan"))) for m in task.final_metrics})

@@ -1,4 +1,5 @@
-"""The run folder's lifecycle on disk: :class:`RunFolder` writes and reads the files :mod:`emabench.runs.layout` names.
+"""The run folder's lifecycle on disk: :class:`RunFolder` writes the files :mod:`emabench.runs.layout` names (and
+reads them as :class:`~emabench.runs.reading.RunFiles`).
 
 The lifecycle, in :class:`RunFolder`'s methods: :meth:`~RunFolder.start` (clear what a previous attempt left, create,
 write the config), :meth:`~RunFolder.record_epoch` (append a history row), :meth:`~RunFolder.save_checkpoint`,
@@ -10,24 +11,20 @@ Every file is written atomically (:mod:`emabench.runs.atomic`). The sweep folder
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emabench.config import Config, dump_yaml, parse_yaml, validate_config
+from emabench.config import Config, dump_yaml
 from emabench.errors import InputError, RunError
-from emabench.runs import integrity
 from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
 from emabench.runs.encoding import (
-    csv_value,
     decode_checkpoint,
-    decode_predictions,
     encode_checkpoint,
     encode_predictions,
     rows_to_csv,
@@ -43,6 +40,8 @@ from emabench.runs.layout import (
     LOSS_PLOT,
     METRICS,
     PREDICTIONS,
+    RECORDED,
+    TASK,
     file_sha256,
     find_run_paths,
     metric_plot,
@@ -50,29 +49,35 @@ from emabench.runs.layout import (
     run_id,
 )
 from emabench.runs.lock import RunLock, try_lock
+from emabench.runs.reading import RunFiles
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.figure import Figure
 
     from emabench.tasks.base import Task
+    from emabench.tasks.metric_specs import MetricSet
 
 HISTORY_EVERY_S = 2.0  # history.csv is rewritten at most this often while a run trains (always at its end)
 
 
-class RunFolder:
+def _document(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+    """A config as plain types: a :class:`Config`, or the mapping of a tracked run (:mod:`emabench.track`)."""
+    return config.to_dict() if isinstance(config, Config) else dict(config)
+
+
+class RunFolder(RunFiles):
     """One run's folder under a runs directory."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self._history: tuple[list[dict[str, Any]], str] = ([], "")  # rows so far, and their CSV text
         self._unwritten = False  # rows not yet in history.csv
         self._written_at = -math.inf  # when history.csv was last written (time.monotonic())
 
     @classmethod
-    def for_config(cls, config: Config, runs_dir: str | Path) -> RunFolder:
+    def for_config(cls, config: Config | Mapping[str, Any], runs_dir: str | Path) -> RunFolder:
         """``<runs_dir>/<run id>``: where ``config`` is trained."""
-        folder = Path(runs_dir) / run_id(config.to_dict())
+        folder = Path(runs_dir) / run_id(_document(config))
         inside(folder, runs_dir)  # run ids are sanitized; this keeps it so
         return cls(folder)
 
@@ -84,10 +89,10 @@ class RunFolder:
         return self.path.name
 
     # --- the lifecycle ----------------------------------------------------------------------------------------------
-    def start(self, config: Config) -> None:
+    def start(self, config: Config | Mapping[str, Any]) -> None:
         """A fresh start: clear what a previous attempt left, create the folder, write the resolved config."""
         self.clear()
-        self.create().write_config(dump_yaml(config.to_dict()))
+        self.create().write_config(dump_yaml(_document(config)))
 
     def record_epoch(self, row: dict[str, Any]) -> None:
         """One finished epoch's history row: kept, and ``history.csv`` rewritten at most every
@@ -109,7 +114,7 @@ class RunFolder:
         extra: dict[str, Any],
         info: dict[str, Any],
         *,
-        task: Task,
+        task: Task | MetricSet,
         seed: int,
         plots: bool = True,
     ) -> None:
@@ -154,13 +159,13 @@ class RunFolder:
         finally:
             self.mark_interrupted(info)
 
-    def fail(self, config: Config, info: dict[str, Any]) -> None:
+    def fail(self, config: Config | Mapping[str, Any], info: dict[str, Any]) -> None:
         """Mark the run failed (its training raised, its task was lost for good, the disk is full); a checkpoint, if
         any, stays to continue from. A run that failed before it started gets its config too, so it is listed
         (``emabench ls``) and counted. The mark comes before the history rows not yet written (on a full disk the
         few bytes of the mark may still fit)."""
         if not (self.path / CONFIG).is_file():
-            self.create().write_config(dump_yaml(config.to_dict()))
+            self.create().write_config(dump_yaml(_document(config)))
         (self.path / INTERRUPTED).unlink(missing_ok=True)
         atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
         self.flush_history()
@@ -252,6 +257,11 @@ class RunFolder:
         text = text + rows_to_csv([row]).split("\n", 1)[1] if same_columns else rows_to_csv(rows)
         self._history, self._unwritten = (rows, text), True
 
+    def write_task(self, task: MetricSet) -> None:
+        """``task.json``: a tracked run's task by name (what is read back) and each metric's direction (for people)."""
+        directions = {m.name: "higher" if m.higher_is_better else "lower" for m in task.metrics}
+        atomic_write_text(self.path / TASK, json.dumps({"name": task.name, "metrics": directions}, indent=2) + "\n")
+
     def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
         from emabench.results.tables import metrics_columns
 
@@ -261,11 +271,6 @@ class RunFolder:
         """``predictions.npz``: one float32 array per model (:func:`~emabench.runs.encoding.encode_predictions`)."""
         atomic_write_bytes(self.path / PREDICTIONS, encode_predictions(predictions))
 
-    def read_predictions(self) -> dict[str, Any]:
-        """``predictions.npz`` as ``{model: array}`` (empty without one)."""
-        path = self.path / PREDICTIONS
-        return decode_predictions(path) if path.is_file() else {}
-
     def save_figure(self, figure: Figure, name: str) -> None:
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110)
@@ -274,7 +279,7 @@ class RunFolder:
     def mark_done(self, info: dict[str, Any]) -> None:
         """``DONE`` with ``info`` and the sha256 of the files the run is read by (what :mod:`.integrity` checks)."""
         self.clear_interrupted()
-        sha256 = {name: file_sha256(self.path / name) for name in (CONFIG, HISTORY, METRICS)}
+        sha256 = {name: file_sha256(self.path / name) for name in RECORDED}
         info = info | {"sha256": {name: digest for name, digest in sha256.items() if digest is not None}}
         atomic_write_text(self.path / DONE, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
 
@@ -303,90 +308,6 @@ class RunFolder:
         """Lock this run for the calling process (creating its folder), or ``None`` if another process holds it
         (``flock`` on ``.lock`` inside the folder, see :mod:`emabench.runs.lock`)."""
         return try_lock(self.path, self.path / LOCK)
-
-    # --- reading ------------------------------------------------------------------------------------------------
-    @property
-    def is_done(self) -> bool:
-        return (self.path / DONE).is_file()
-
-    @property
-    def status(self) -> str:
-        """``completed``/``diverged`` (from DONE), ``failed``, ``interrupted``, ``incomplete``, or ``damaged`` (a DONE
-        that is not emabench's)."""
-        if self.is_done:
-            record = self.done_record()
-            return "damaged" if record is None else str(record.get("status", "completed"))
-        if (self.path / FAILED).is_file():
-            return "failed"
-        if (self.path / INTERRUPTED).is_file():
-            return "interrupted"
-        return "incomplete"
-
-    def done_record(self) -> dict[str, Any] | None:
-        """DONE's JSON, or ``None`` when there is none or it is not emabench's (see :meth:`problems`)."""
-        return integrity.done_record(self.path)[0]
-
-    def problems(self) -> list[str]:
-        """What makes the folder unfit to be read (:func:`emabench.runs.integrity.problems`); empty when it is fine."""
-        return integrity.problems(self.path)
-
-    def same_results(self, other: RunFolder) -> bool:
-        """Whether ``other`` holds this run's history and final metrics, byte for byte (the same run found twice)."""
-        return all(file_sha256(self.path / name) == file_sha256(other.path / name) for name in (HISTORY, METRICS))
-
-    def done_info(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / DONE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise RunError(f"{self.path / DONE}: unreadable ({err})") from None
-
-    def read_config_text(self) -> str:
-        try:
-            return (self.path / CONFIG).read_text(encoding="utf-8")
-        except OSError as err:
-            raise RunError(f"{self.path}: no readable {CONFIG} ({err.strerror})") from None
-
-    def read_config(self) -> Config:
-        """The run's ``config.yaml``, validated; an :class:`InputError` if the folder has none."""
-        if not (self.path / CONFIG).is_file():
-            raise InputError(f"{self.path}: not a run folder (no {CONFIG})")
-        source = str(self.path / CONFIG)
-        return validate_config(parse_yaml(self.read_config_text(), source), source)
-
-    def read_table(self, name: str) -> pd.DataFrame:
-        import pandas as pd
-
-        try:
-            return pd.read_csv(self.path / name)
-        except (OSError, ValueError) as err:
-            raise RunError(f"{self.path / name}: unreadable ({err})") from None
-
-    def read_history(self) -> pd.DataFrame:
-        return self.read_table(HISTORY)
-
-    def read_metrics_rows(self) -> list[dict[str, Any]]:
-        """``metrics.csv`` as rows (numbers as floats, ``model`` as text), read without pandas."""
-        try:
-            with open(self.path / METRICS, encoding="utf-8", newline="") as handle:
-                return [
-                    {k: v if k == "model" else csv_value(v) for k, v in row.items()} for row in csv.DictReader(handle)
-                ]
-        except (OSError, csv.Error, UnicodeDecodeError) as err:
-            raise RunError(f"{self.path / METRICS}: unreadable ({err})") from None
-
-    def task(self) -> Task:
-        """The run's :class:`~emabench.tasks.base.Task` (``config.yaml``'s ``task``; regression when it names none)."""
-        from emabench.tasks.registry import get_task
-
-        document = parse_yaml(self.read_config_text(), str(self.path / CONFIG))
-        name = document.get("task", "regression") if isinstance(document, dict) else "regression"
-        try:
-            return get_task(str(name))
-        except ValueError as err:
-            raise RunError(f"{self.path / CONFIG}: {err}") from None
-
-    def read_metrics(self) -> pd.DataFrame:
-        return self.read_table(METRICS)
 
 
 def find_runs(roots: Iterable[str | Path]) -> list[RunFolder]:

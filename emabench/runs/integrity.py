@@ -1,10 +1,11 @@
 """Can a run folder be trusted? What its files hold now against what ``DONE`` recorded when the run finished.
 
-A finished run's ``DONE`` records the sha256 of ``config.yaml``, ``history.csv`` and ``metrics.csv`` as they were
-written (:meth:`~emabench.runs.folder.RunFolder.mark_done`). :func:`problems` names, in words a user can act on,
-everything that makes a folder unfit to be read: a missing or invalid config, a ``DONE`` that is not emabench's, a
-file changed or removed since the run finished, a history without epochs. ``emabench ls``, ``show`` and ``report``
-list such a folder as damaged, with these words, and go on with the others.
+A finished run's ``DONE`` records the sha256 of ``config.yaml``, ``history.csv``, ``metrics.csv`` (and ``task.json``,
+where a run tracked by its own loop has one) as they were written (:meth:`~emabench.runs.folder.RunFolder.mark_done`).
+:func:`problems` names, in words a user can act on, everything that makes a folder unfit to be read: a missing or
+invalid config, a ``DONE`` that is not emabench's, a file changed, removed or added since the run finished, a history
+without epochs. ``emabench ls``, ``show`` and ``report`` list such a folder as damaged, with these words, and go on
+with the others.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from emabench.config import parse_yaml
 from emabench.errors import EmabenchError, one_line
-from emabench.runs.layout import CONFIG, DONE, HISTORY, METRICS, file_sha256
+from emabench.runs.layout import CONFIG, DONE, HISTORY, RECORDED, TASK, file_sha256
 
 
 def done_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -60,12 +61,16 @@ def problems(path: Path) -> list[str]:
     if record is None:
         return found  # not finished: nothing more is promised
     recorded = record.get("sha256", {})
-    for name in (CONFIG, HISTORY, METRICS):
+    recorded = recorded if isinstance(recorded, dict) else {}
+    for name in RECORDED:
         digest = file_sha256(path / name)
-        if digest is None:
+        if name == TASK and name not in recorded:  # only a run tracked by its own loop has one
+            if digest is not None and recorded:
+                found.append(f"{name} added after the run finished")
+        elif digest is None:
             if name != CONFIG:  # a missing config is named above
                 found.append(f"{name} missing or unreadable")
-        elif isinstance(recorded, dict) and recorded.get(name, digest) != digest:
+        elif recorded.get(name, digest) != digest:
             found.append(f"{name} changed after the run finished")
     if not found and not _has_epochs(path / HISTORY):
         found.append(f"{HISTORY} holds no epochs")

@@ -14,8 +14,10 @@ A run folder holds::
     FAILED        written when training the run raised (a user's module or data code, or a bug: JSON with the error
                   and its traceback) or its Ray task was lost for good (its node lost more often than Ray retries);
                   re-running retries it, from its checkpoint if it has one
+    task.json     a run tracked by its own loop (:mod:`emabench.track`): its task, named by its metrics and their
+                  directions (:mod:`emabench.tasks.declared`); read instead of config.yaml's ``task``
     DONE          written last (JSON: status, stop reason, epochs, wall time, threads, device, and the sha256 of
-                  config.yaml, history.csv and metrics.csv as written); a folder without it is incomplete
+                  config.yaml, history.csv, metrics.csv and task.json as written); a folder without it is incomplete
     .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
 
 A run folder is ``<runs_dir>/[<sweep folder>/]<run id>``, the run id ``<name>-seed<seed>-<hash of the resolved
@@ -43,10 +45,12 @@ LOSS_PLOT = "loss.png"
 DONE = "DONE"
 INTERRUPTED = "INTERRUPTED"
 FAILED = "FAILED"
+TASK = "task.json"
 CHECKPOINT = "checkpoint.pt"
 PREDICTIONS = "predictions.npz"
 LOCK = ".lock"
 MARKERS = frozenset({CONFIG, HISTORY, METRICS, DONE, INTERRUPTED, FAILED, CHECKPOINT})  # any makes a run folder
+RECORDED = (CONFIG, HISTORY, METRICS, TASK)  # what DONE records the sha256 of (task.json where there is one)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emabench.config import Config
-from emabench.errors import RunError
+from emabench.errors import InputError, RunError
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import setting_up
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, train_stack
@@ -55,7 +55,10 @@ def resume(
 
 
 def load_run_config(folder: RunFolder) -> Config:
-    """The config a run folder was trained with (its ``config.yaml``, validated)."""
+    """The config a run folder was trained with (its ``config.yaml``, validated); a run a loop of the user's own
+    tracked (:mod:`emabench.track`) is refused: that loop, not emabench, trains it."""
+    if folder.recorded_task() is not None:
+        raise InputError(f"{folder.path}: a run tracked by its own loop (emabench.track); run that loop again instead")
     return folder.read_config()
 
 

@@ -7,37 +7,20 @@ Nothing in emabench guesses "lower is better" from a metric's name: the report, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import torch
 
+from emabench.tasks.metric_specs import VAL_LOSS, MetricSet, MetricSpec
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """A validation metric: its column name, which direction is better, and how to label it for people."""
-
-    name: str
-    higher_is_better: bool
-    label: str
-
-    def better(self, new: float, old: float) -> bool:
-        """``new`` beats ``old`` in this metric's direction."""
-        return new > old if self.higher_is_better else new < old
+__all__ = ["VAL_LOSS", "MetricSpec", "Task"]
 
 
-VAL_LOSS = MetricSpec("val_loss", higher_is_better=False, label="validation loss")
-
-
-class Task(ABC):
+class Task(MetricSet, ABC):
     """A supervised task over stacked predictions: ``out`` is ``(R, B, outputs)``, one row per replica.
 
     Losses and metrics are per replica, ``(R,)``, never averaged across replicas: a replica's gradient must not depend
     on which others share its stack (the stacked loss is the sum of the per-replica losses).
     """
-
-    name: str
-    metrics: tuple[MetricSpec, ...]  # ``val_loss`` first; the metrics.csv and report columns, in order
-    plot_metric: str  # the per-epoch figure beside the loss (r2.png, accuracy.png)
 
     @abstractmethod
     def outputs(self, n_classes: int | None) -> int:
@@ -50,14 +33,3 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, out: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{metric: (R,) float64}`` on a validation set shared by all replicas (``target``: ``(n, …)``)."""
-
-    def metric(self, name: str) -> MetricSpec:
-        for spec in self.metrics:
-            if spec.name == name:
-                return spec
-        raise KeyError(f"task {self.name!r} has no metric {name!r} (it has {', '.join(m.name for m in self.metrics)})")
-
-    @property
-    def final_metrics(self) -> tuple[str, ...]:
-        """The metrics of the final table (``metrics.csv``): every metric but the loss."""
-        return tuple(m.name for m in self.metrics if m.name != VAL_LOSS.name)

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import torch
 
-from emabench.tasks.base import VAL_LOSS, MetricSpec, Task
+from emabench.tasks.base import Task
+from emabench.tasks.metric_specs import CLASSIFICATION_METRICS
 
 SMOOTHING_KINDS = ("seed", "torch")
 
 
 class Classification(Task):
     name = "classification"
-    metrics = (
-        VAL_LOSS,
-        MetricSpec("accuracy", higher_is_better=True, label="accuracy"),
-        MetricSpec("f1_macro", higher_is_better=True, label="macro-F1"),
-        MetricSpec("ece", higher_is_better=False, label="ECE"),
-    )
+    metrics = CLASSIFICATION_METRICS
     plot_metric = "accuracy"
 
     def __init__(self, smoothing_kind: str = "seed") -> None:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from emabench.tasks.base import VAL_LOSS, MetricSpec, Task
+from emabench.tasks.base import Task
+from emabench.tasks.metric_specs import REGRESSION_METRICS
 
 
 class Regression(Task):
     name = "regression"
-    metrics = (
-        VAL_LOSS,
-        MetricSpec("mse", higher_is_better=False, label="MSE"),
-        MetricSpec("mae", higher_is_better=False, label="MAE"),
-        MetricSpec("r2", higher_is_better=True, label="R²"),
-    )
+    metrics = REGRESSION_METRICS
     plot_metric = "r2"
 
     def outputs(self, n_classes: int | None) -> int:
