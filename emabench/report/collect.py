@@ -23,7 +23,7 @@ import pandas as pd
 
 from emabench.config import parse_yaml
 from emabench.errors import ConfigError, InputError, RunError
-from emabench.runs.folder import RunFolder, find_runs, is_run_folder
+from emabench.runs.folder import NOT_HASHED, RunFolder, find_runs, is_run_folder
 from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode
 from emabench.tasks.base import Task
 from emabench.tasks.registry import get_task
@@ -112,7 +112,9 @@ def run_task(folder: RunFolder, config: dict[str, Any]) -> Task:
 
 
 def canonical(document: Any) -> str:
-    """A config as canonical JSON: two folders with equal text here hold the same experiment."""
+    """A config as canonical JSON (its ``report:`` section left out): two folders with equal text here hold the same
+    experiment."""
+    document = {k: v for k, v in document.items() if k not in NOT_HASHED} if isinstance(document, dict) else document
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
 
 

@@ -8,25 +8,27 @@ The metrics are each group's task's (``M`` below: regression mse, mae, r2; class
 
 - ``report.csv``: one row per group: the group keys (``ema.beta`` as ``beta``), ``task``, ``n_seeds``,
   ``n_diverged``; per model ``X`` and column ``C`` in the final metrics ``M``, ``best_M``, ``best_epoch``,
-  ``val_loss_std``: ``X_C_mean/_std/_ci_low/_ci_high``; ``X_decay_reached``, ``X_half_life_updates``; per averaged
-  model ``A`` and compared column ``C``: ``A_C_diff_mean/_diff_ci_low/_diff_ci_high/_p_ttest/_p_ttest_holm/
-  _p_wilcoxon/_p_wilcoxon_holm/_wins/_win_rate/_verdict``, per final metric ``A_M_improvement_pct`` (mean
-  paired relative change vs raw in percent, POSITIVE = BETTER in that metric's direction), and ``A_wins`` (the
-  seeds won on the task's headline metric: final MSE, accuracy).
-- ``comparison.csv``: long, one row per group × averaged model × selection (final, best, stability) × metric: group
+  ``val_loss_std``: ``X_C_mean/_std/_ci_low/_ci_high``; ``X_decay_reached``, ``X_half_life_updates``; per compared
+  model ``A`` (every model but the baseline) and compared column ``C``: ``A_C_diff_mean/_diff_ci_low/_diff_ci_high/
+  _p_ttest/_p_sign_flip/_p_wilcoxon/_wins/_win_rate/_verdict`` (the verdict on the primary column only, else
+  empty), per final metric ``A_M_improvement_pct`` (mean paired relative change vs the baseline in percent, POSITIVE
+  = BETTER in that metric's direction), and ``A_wins`` (the seeds won on the task's primary column).
+- ``comparison.csv``: long, one row per group × compared model × selection (final, best, stability) × metric: group
   keys, ``model``, ``baseline``, ``task``, ``selection``, ``metric``, ``higher_is_better``, ``n_seeds``,
   ``n_diverged``, ``n`` (pairs used), ``baseline_mean/std/ci_low/ci_high``, ``mean/std/ci_low/ci_high``,
-  ``diff_mean/diff_ci_low/diff_ci_high``, ``rel_diff_pct`` (model − raw over |raw|: its sign is the difference's),
-  ``p_ttest``, ``p_ttest_holm``, ``p_wilcoxon``, ``p_wilcoxon_holm`` (Holm over every row of the report with
-  enough pairs; NaN for the others), ``wins``, ``win_rate``, ``verdict`` (from the Holm-adjusted p-values).
+  ``diff_mean/diff_ci_low/diff_ci_high``, ``rel_diff_pct`` (model − baseline over |baseline|: its sign is the
+  difference's), the unadjusted ``p_ttest``, ``p_sign_flip``, ``p_wilcoxon``, ``wins``, ``win_rate``,
+  ``win_ci_low/win_ci_high``, ``skewness``; then ``role`` (primary or exploratory) and, on primary rows, the
+  verdict's columns of :mod:`emabench.report.verdicts` (``identical_to``, ``margin``, ``level``, ``evidence``,
+  ``p_tost``, ``smallest_margin``, ``seeds_needed``, ``skewed``, ``verdict``).
 - ``per_run.csv``: one row per run × model: group keys, ``task``, ``seed``, ``run_id``, ``status``,
   ``stop_reason``, ``epochs``, ``model``, final ``M``, ``best_epoch``, ``best_M``, ``val_loss_std``,
   ``decay_reached``, ``half_life_updates``, ``half_life_epochs``.
 - ``versus.csv`` (``--versus KEY=VALUE`` only): long, one row per group of the other keys × model × value of KEY ×
   selection × metric: the other group keys, ``key``, ``value``, ``baseline_value``, ``model``, ``task``,
   ``selection``, ``metric``, ``higher_is_better``, ``n_seeds``, ``n_unpaired`` (seeds only one side ran),
-  ``n_diverged`` (of both sides), then as ``comparison.csv`` from ``n`` on, the baseline value in place of raw
-  (``diff_* = value − baseline``; Holm over the versus rows, a family of their own: :mod:`emabench.report.versus`).
+  ``n_diverged`` (of both sides), then as ``comparison.csv`` from ``n`` on, the baseline value in place of the
+  baseline model (``diff_* = value − baseline``; its primary rows a family of their own: :mod:`emabench.report.versus`).
 - ``report.md`` (tables, figures linked), ``report.html`` (one self-contained file, figures inline) and the
   figures ``fig_*.png`` (see :data:`emabench.report.figures.FIGURES`).
 """
@@ -48,6 +50,7 @@ from emabench.report.frames import Report
 from emabench.report.html import to_html
 from emabench.report.markdown import to_markdown
 from emabench.report.specs import metric_columns
+from emabench.report.verdicts import Family
 from emabench.runs.sweep_folder import (
     COMPARISON_CSV,
     PER_RUN_CSV,
@@ -100,12 +103,8 @@ def to_json(report: Report) -> str:
     document = {
         "by": report.by,
         "alpha": report.alpha,
-        "multiple_comparisons": {
-            "method": "holm",
-            "tests": report.family.tests,
-            "min_seeds": report.family.min_seeds,
-            "family": report.family.description,
-        },
+        "question": _question_json(report),
+        "family": _family_json(report.family),
         "tasks": [task.name for task in report.tasks],
         "burn_in": report.burn_in,
         "sources": report.sources,
@@ -130,13 +129,35 @@ def _versus_json(report: Report) -> dict[str, Any] | None:
         "baseline": _json_value(versus.baseline),
         "values": [_json_value(v) for v in versus.values],
         "paired_by": ["seed", *versus.by],
-        "multiple_comparisons": {
-            "method": "holm",
-            "tests": versus.family.tests,
-            "min_seeds": versus.family.min_seeds,
-            "family": versus.family.description,
-        },
+        "family": _family_json(versus.family),
         "comparison": _records(versus.table),
+    }
+
+
+def _question_json(report: Report) -> dict[str, Any]:
+    """The baseline and, per task, the primary column, its selection, evaluation set and margin."""
+    primary = {
+        task.name: {
+            "column": p.column,
+            "selection": p.selection,
+            "metric": p.metric,
+            "evaluated_on": p.source,
+            "margin": p.margin.value,
+            "margin_relative": p.margin.relative,
+        }
+        for task in report.tasks
+        for p in [report.question.of(task)]
+    }
+    return {"baseline": report.question.baseline, "primary": primary, "hypothesis": "mean paired difference = 0"}
+
+
+def _family_json(family: Family) -> dict[str, Any]:
+    return {
+        "tests": family.tests,
+        "level": _json_value(family.level),
+        "identical_merged": family.merged,
+        "description": family.description,
+        "error_rate": "family-wise, over every better/worse/equivalent claim, at most alpha",
     }
 
 

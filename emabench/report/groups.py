@@ -16,10 +16,16 @@ from emabench.report.collect import ALIASES, SHORT_NAMES, did_you_mean
 IDENTITY_KEYS = ("seed", "name")  # keys that identify a run but are never a "setting" to group by
 TOP_LEVEL_KEYS = ("device", "task")  # undotted config keys that are settings
 BASELINE = "raw"
+NOT_SETTINGS = ("report.",)  # config keys that are never a setting to group by
 
 
 def config_keys(runs: pd.DataFrame) -> list[str]:
-    return [c for c in runs.columns if "." in c or c in (*IDENTITY_KEYS, *TOP_LEVEL_KEYS)]
+    """The runs' config keys (dotted, and the few top-level ones); ``report.*`` says how to report, not what ran."""
+    return [
+        c
+        for c in runs.columns
+        if ("." in c or c in (*IDENTITY_KEYS, *TOP_LEVEL_KEYS)) and not c.startswith(NOT_SETTINGS)
+    ]
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
@@ -78,10 +84,10 @@ def iter_groups(runs: pd.DataFrame, by: Sequence[str]) -> Iterator[tuple[str, pd
         yield group_label(by, key if isinstance(key, tuple) else (key,)), group
 
 
-def model_order(runs: pd.DataFrame) -> list[str]:
-    """``raw`` first, then the other models in order of appearance."""
+def model_order(runs: pd.DataFrame, baseline: str = BASELINE) -> list[str]:
+    """The ``baseline`` model first, then the other models in order of appearance."""
     models = list(dict.fromkeys(runs["model"]))
-    return sorted(models, key=lambda m: (m != BASELINE, models.index(m)))
+    return sorted(models, key=lambda m: (m != baseline, models.index(m)))
 
 
 def with_groups(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

@@ -29,7 +29,15 @@ def t_power(effect: np.ndarray | float, n: np.ndarray | int, level: np.ndarray |
     df = n - 1.0
     critical = st.t.isf(level / 2.0, df)
     noncentrality = np.abs(effect) * np.sqrt(n)
-    return st.nct.sf(critical, df, noncentrality) + st.nct.cdf(-critical, df, noncentrality)
+    return _upper(critical, df, noncentrality) + _upper(critical, df, -noncentrality)
+
+
+def _upper(critical: np.ndarray, df: np.ndarray, noncentrality: np.ndarray) -> np.ndarray:
+    """``P(T > critical)`` for ``T`` noncentral t; where scipy's series gives up (far tails at many seeds: NaN), the
+    normal limit ``Φ(noncentrality − critical)``, which those tails have reached."""
+    with np.errstate(all="ignore"):
+        exact = st.nct.sf(critical, df, noncentrality)
+    return np.where(np.isnan(exact), st.norm.cdf(noncentrality - critical), exact)
 
 
 def tost_power(
@@ -46,8 +54,8 @@ def tost_power(
     critical = st.t.isf(level, df)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.sqrt(n) / sd
-    lower = st.nct.sf(critical, df, (margin + diff) * scale)
-    upper = st.nct.sf(critical, df, (margin - diff) * scale)
+    lower = _upper(critical, df, (margin + diff) * scale)
+    upper = _upper(critical, df, (margin - diff) * scale)
     power = np.clip(lower + upper - 1.0, 0.0, 1.0)
     return np.where(diff < margin, power, 0.0)
 
@@ -56,11 +64,23 @@ def seeds_for_power(
     power_at: Callable[[np.ndarray], np.ndarray], *, target: float = POWER, least: int = 2, cap: int = MAX_SEEDS
 ) -> int | None:
     """The fewest seeds ``n`` in ``[least, cap]`` with ``power_at(n) ≥ target``, or None when even ``cap`` is not
-    enough. ``power_at`` takes an array of seed counts (it is evaluated on all of them at once)."""
-    candidates = np.arange(max(2, least), cap + 1)
-    with np.errstate(all="ignore"):
-        reached = np.flatnonzero(np.nan_to_num(power_at(candidates)) >= target)
-    return int(candidates[reached[0]]) if reached.size else None
+    enough. ``power_at`` must grow with ``n`` (both powers above do); it is evaluated on arrays of seed counts:
+    doubling from ``least`` until the target is passed, then bisecting."""
+    low = max(2, least)
+
+    def reached(n: int) -> bool:
+        with np.errstate(all="ignore"):
+            return bool(np.nan_to_num(power_at(np.array([n])))[0] >= target)
+
+    if low > cap or not reached(cap):
+        return None
+    high = low
+    while not reached(high):
+        low, high = high + 1, min(cap, 2 * high)
+    while low < high:  # reached(high) holds; the answer lies in [low, high]
+        middle = (low + high) // 2
+        low, high = (low, middle) if reached(middle) else (middle + 1, high)
+    return high
 
 
 def improvement_ci(

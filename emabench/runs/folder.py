@@ -59,6 +59,7 @@ INTERRUPTED = "INTERRUPTED"
 FAILED = "FAILED"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+NOT_HASHED = ("report",)  # config sections that say how a run is reported, not what is trained: not in its id
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -75,8 +76,9 @@ def safe_name(text: str) -> str:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """Stable short hash of a resolved config: the same config always lands in the same folder."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """Stable short hash of a resolved config but its :data:`NOT_HASHED` sections: the same run, the same folder."""
+    experiment = {key: value for key, value in config.items() if key not in NOT_HASHED}
+    canonical = json.dumps(experiment, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emabench.runs.atomic import atomic_write_bytes, atomic_write_text, make_folder
-from emabench.runs.folder import config_hash, safe_name
+from emabench.runs.folder import NOT_HASHED, config_hash, safe_name
 
 SWEEP = "sweep.json"
 
@@ -42,8 +42,13 @@ def fig_curves(metric: str) -> str:
 
 
 def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any]) -> Path:
-    """``<runs_dir>/sweep-<name>-<hash of the sweep's arguments>``: re-running a sweep reuses its folder."""
-    return runs_dir / safe_name(f"sweep-{name}-{config_hash(spec)}")
+    """``<runs_dir>/sweep-<name>-<hash of the sweep's arguments>``: re-running a sweep reuses its folder (the base
+    config's ``report:`` section is not hashed: it changes no run)."""
+    base = spec.get("base")
+    hashed = (
+        {**spec, "base": {k: v for k, v in base.items() if k not in NOT_HASHED}} if isinstance(base, dict) else spec
+    )
+    return runs_dir / safe_name(f"sweep-{name}-{config_hash(hashed)}")
 
 
 def write_sweep_spec(folder: Path, spec: dict[str, Any]) -> None:

@@ -38,6 +38,11 @@ class Task(ABC):
     name: str
     metrics: tuple[MetricSpec, ...]  # ``val_loss`` first; the metrics.csv and report columns, in order
     plot_metric: str  # the per-epoch figure beside the loss (r2.png, accuracy.png)
+    # The report's primary question: this metric at the final epoch (``report.primary`` overrides it), and the
+    # difference from the baseline within which two models count as equivalent: a number in the metric's units, or
+    # a percentage of the baseline's mean such as "1%" (``report.margin`` overrides it).
+    primary_metric: str
+    equivalence_margin: float | str
 
     @abstractmethod
     def outputs(self, n_classes: int | None) -> int:

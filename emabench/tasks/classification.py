@@ -27,6 +27,8 @@ class Classification(Task):
         MetricSpec("f1_macro", higher_is_better=True, label="macro-F1"),
     )
     plot_metric = "accuracy"
+    primary_metric = "accuracy"
+    equivalence_margin = 0.005  # half a percentage point of accuracy
 
     def __init__(self, smoothing_kind: str = "seed") -> None:
         if smoothing_kind not in SMOOTHING_KINDS:

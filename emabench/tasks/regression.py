@@ -16,6 +16,8 @@ class Regression(Task):
         MetricSpec("r2", higher_is_better=True, label="R²"),
     )
     plot_metric = "r2"
+    primary_metric = "mse"
+    equivalence_margin = "1%"  # of the baseline's mean MSE: a change that small does not matter
 
     def outputs(self, n_classes: int | None) -> int:
         return 1
