@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
 from emabench.cli.tables import print_fitted
@@ -133,31 +134,37 @@ def report(
     against VALUE, for every model, paired by seed and by the other group
     keys, with the same statistics (a family of its own).
 
+    Runs of several studies (sweep folders, single runs of other configs)
+    are reported study by study, each with its own groups and verdicts.
+
     Writes report.md, report.html (one self-contained file), report.csv,
     comparison.csv, per_run.csv, versus.csv (with --versus) and fig_*.png.
     """
     from emabench.report import files
-    from emabench.report.frames import build_report
+    from emabench.report.frames import build_studies
     from emabench.runs.sweep_folder import REPORT_CSV, REPORT_MD
 
     if format_ not in REPORT_FORMATS:
         raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
     roots = paths or [runs_dir]
     collection = _collect(roots, where or [])
-    result = build_report(
+    studies = build_studies(
         collection,
-        by or None,
-        burn_in,
+        versus,
+        by=by or None,
+        burn_in=burn_in,
         sources=[str(r) for r in roots],
-        versus=versus,
         primary=primary,
         margin=margin,
         baseline=baseline,
     )
-    rendered = files.render_files(result)
+    rendered = files.render_studies(studies)
     written = files.write_files(rendered, out or (roots[0] if len(roots) == 1 else runs_dir))
     if format_ == "table":
-        _print_report(result)
+        for study in studies:
+            if study.label:
+                console.rule(f"[bold]Study: {escape(study.label)}[/]", align="left")
+            _print_report(study.report)
         if (collection.runs["sweep_mode"] == "shadows").any():
             console.print(
                 "Shadow mode: the ema_<beta> models are shadows of one training trajectory per seed (sweep "
@@ -167,7 +174,7 @@ def report(
             )
         console.print(f"Wrote {written[2]} and {len(written) - 1} more files in {written[0].parent}", highlight=False)
         return
-    text = {"markdown": rendered[REPORT_MD], "csv": rendered[REPORT_CSV], "json": files.to_json(result)}[format_]
+    text = {"markdown": rendered[REPORT_MD], "csv": rendered[REPORT_CSV], "json": files.studies_json(studies)}[format_]
     sys.stdout.write(str(text))
     err_console.print(f"wrote {len(written)} files in {written[0].parent}", highlight=False)
 

@@ -7,7 +7,7 @@ different tasks get tables of their own. Pure functions; the renderers are :mod:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -61,6 +61,22 @@ def document(report: Report, figures: Mapping[str, str]) -> list[Block]:
     return blocks
 
 
+def studies_document(sections: Sequence[tuple[str, list[Block]]]) -> list[Block]:
+    """Several studies' documents (:func:`document`) as one: a section per study, its headings one level down."""
+    names = tuple(f"`{label}`" for label, _ in sections)
+    blocks: list[Block] = [Heading(f"emabench report: {len(sections)} studies", 1), Paragraph(_STUDIES_NOTE)]
+    blocks.append(Bullets(names))
+    for label, section in sections:
+        blocks.append(Heading(f"Study: {label}", 2))
+        blocks += [Heading(b.text, b.level + 1) if isinstance(b, Heading) else b for b in section[1:]]
+    return blocks
+
+
+_STUDIES_NOTE = (
+    "These runs hold several studies: the runs of one sweep folder, or the single runs (`emabench run`) of one "
+    "config name. Each is reported on its own: its own groups, its own family of verdicts, its own figures. To report "
+    "one alone, give its folder: `emabench report runs/<sweep folder>`."
+)
 _FINAL_NOTE = (
     "The metrics of each run's last epoch (where early stopping ended it), as the seed study reports them. "
     "Mean ± std over seeds [95% t-interval of the mean]; Δ = model − baseline, paired by seed, with its 95% CI; Δ % "

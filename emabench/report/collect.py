@@ -64,7 +64,7 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
     """
     folders = find_runs(roots)
     documents = {f.path: parse_yaml(f.read_config_text(), str(f.path)) for f in folders}
-    configs = {path: flatten(document) | {"task": task_name(document)} for path, document in documents.items()}
+    configs = {path: flatten(document) | named(document) for path, document in documents.items()}
     filters = parse_where(where, set().union(*configs.values()) if configs else set())
     rows, curves, skipped, duplicates = [], [], [], []
     seen: dict[str, RunFolder] = {}
@@ -96,6 +96,14 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
         curves.append(history_curves(history, folder.name, task))
     curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS)
     return Collection(pd.DataFrame(rows), curve_frame, skipped, duplicates)
+
+
+def named(document: Any) -> dict[str, str]:
+    """The undotted keys a run is also known by: its ``task`` and ``averagers`` (the names of its extra averagers,
+    ``"none"`` without), so that ``--where averagers=none`` and ``--by averagers`` work as on any key."""
+    averagers = document.get("averagers") if isinstance(document, dict) else None
+    names = ", ".join(sorted(averagers)) if isinstance(averagers, dict) and averagers else "none"
+    return {"task": task_name(document), "averagers": names}
 
 
 def task_name(document: Any) -> str:

@@ -38,15 +38,18 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from emabench.report.blocks import document
+from emabench.report.blocks import document, studies_document
+from emabench.report.elements import Image
 from emabench.report.figures import report_figures
-from emabench.report.frames import Report
+from emabench.report.frames import Report, Study
 from emabench.report.html import to_html
 from emabench.report.markdown import to_markdown
 from emabench.report.specs import metric_columns
@@ -62,14 +65,60 @@ from emabench.runs.sweep_folder import (
 )
 
 
-def render_files(report: Report) -> dict[str, str | bytes]:
-    """Every report file by name: the CSVs, Markdown and HTML as text, the figures as PNG bytes."""
+def _images(report: Report) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The report's figures as PNG bytes and their captions, by file name."""
     images: dict[str, bytes] = {}
     captions: dict[str, str] = {}
     for name, (figure, caption) in report_figures(report).items():
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110)
         images[name], captions[name] = buffer.getvalue(), caption
+    return images, captions
+
+
+def render_studies(studies: Sequence[Study]) -> dict[str, str | bytes]:
+    """:func:`render_files` of the one study, or of several in one set of files: each CSV with a ``study`` column
+    first, one Markdown/HTML document with a section per study, each study's figures named ``study<k>_fig_*.png``."""
+    if len(studies) == 1:
+        return render_files(studies[0].report)
+    images: dict[str, bytes] = {}
+    sections = []
+    for index, study in enumerate(studies, start=1):
+        prefix = f"study{index}_"
+        study_images, captions = _images(study.report)
+        images |= {prefix + name: data for name, data in study_images.items()}
+        blocks = document(study.report, captions)
+        sections.append(
+            (study.label, [replace(b, name=prefix + b.name) if isinstance(b, Image) else b for b in blocks])
+        )
+    blocks = studies_document(sections)
+    tables = {
+        REPORT_CSV: [s.report.summary for s in studies],
+        COMPARISON_CSV: [s.report.comparison for s in studies],
+        PER_RUN_CSV: [per_run_csv_frame(s.report) for s in studies],
+    }
+    combined = {
+        name: to_csv(pd.concat([_with_study(t, s.label) for t, s in zip(frames, studies)], ignore_index=True))
+        for name, frames in tables.items()
+    }
+    return {REPORT_MD: to_markdown(blocks), REPORT_HTML: to_html(blocks, images), **combined, **images}
+
+
+def _with_study(table: pd.DataFrame, label: str) -> pd.DataFrame:
+    return table.assign(study=label)[["study", *table.columns]]
+
+
+def studies_json(studies: Sequence[Study]) -> str:
+    """:func:`to_json` of the one study, or ``{"studies": [{"study": label, …its document…}, …]}``."""
+    if len(studies) == 1:
+        return to_json(studies[0].report)
+    documents = [{"study": s.label} | json.loads(to_json(s.report)) for s in studies]
+    return json.dumps({"studies": documents}, indent=2, allow_nan=False) + "\n"
+
+
+def render_files(report: Report) -> dict[str, str | bytes]:
+    """Every report file by name: the CSVs, Markdown and HTML as text, the figures as PNG bytes."""
+    images, captions = _images(report)
     blocks = document(report, captions)
     return {
         REPORT_CSV: to_csv(report.summary),

@@ -42,12 +42,13 @@ import pandas as pd
 from emabench.averaging import half_life
 from emabench.errors import ConfigError, InputError
 from emabench.report import stats
-from emabench.report.collect import Collection
+from emabench.report.collect import ALIASES, Collection
 from emabench.report.comparisons import ALPHA, comparison_table, summarize_groups
 from emabench.report.groups import iter_groups, model_order, resolve_by, with_groups
 from emabench.report.published import reference_table
 from emabench.report.question import Question, resolve_question
 from emabench.report.specs import STABILITY, metric_columns, tasks_in
+from emabench.report.studies import split_studies
 from emabench.report.verdicts import Family
 from emabench.report.versus import Versus, grouping_with, parse_versus, versus_table
 from emabench.results.tables import STABILITY_FROM_EPOCH
@@ -239,3 +240,30 @@ def check_baseline(per_run: pd.DataFrame, baseline: str | None) -> str | None:
     if baseline not in models:
         raise ConfigError(f"--baseline: no model {baseline!r} in these runs (models: {', '.join(models)})")
     return baseline
+
+
+@dataclass
+class Study:
+    """One study's report (:mod:`emabench.report.studies`); ``label`` is empty when the runs hold only one."""
+
+    label: str
+    report: Report
+
+
+def build_studies(collection: Collection, versus: str | None = None, **options: Any) -> list[Study]:
+    """A :class:`Report` per study of the collection (one, unlabelled, when it holds one): ``options`` are
+    :func:`build_report`'s. ``versus`` goes to the studies whose runs have its key (all of them if none does, so
+    that the refusal names the key)."""
+    parts = split_studies(collection)
+    if len(parts) == 1:
+        return [Study("", build_report(collection, versus=versus, **options))]
+    key = versus.partition("=")[0].strip() if versus else ""
+    asked = [label for label, part in parts if _varies(part.runs, key)] or [label for label, _ in parts]
+    return [
+        Study(label, build_report(part, versus=versus if label in asked else None, **options)) for label, part in parts
+    ]
+
+
+def _varies(runs: pd.DataFrame, key: str) -> bool:
+    key = ALIASES.get(key, key)
+    return bool(key) and key in runs.columns and runs[key].astype(str).nunique() > 1
