@@ -116,3 +116,36 @@ def test_the_config_report_section_asks_the_question_and_never_moves_a_run(contr
     assert {row["metric"] for row in primary(document).values()} == {"f1_macro"}
     assert document["question"]["primary"]["classification"]["margin"] == pytest.approx(0.02)
     assert "report.primary" not in document["by"]  # how to report is never a group key
+
+
+@pytest.mark.slow
+def test_until_decided_stops_by_the_second_look_and_the_report_applies_its_looks(tmp_path):
+    runs = tmp_path / "runs"
+    result = invoke("sweep", CONTROL, "--until-decided", "--runs-dir", runs, "--quiet")
+    assert result.exit_code == 0, result.output
+    output = result.output.replace("\n", " ")
+    assert "Look 1/3: 5 seeds" in output and "Look 2/3: 10 seeds" in output and "Look 3/3" not in output
+    assert "Stopped after look 2 (every primary comparison decided)" in output
+    (folder,) = runs.glob("sweep-control-*")
+    record = json.loads((folder / "sweep.json").read_text())["sequential"]
+    assert record == {"max_seeds": 20, "alpha": 0.05, "looks": [5, 10]}
+    assert len(list(folder.glob("control-seed*"))) == 10  # each look trained only its new seeds
+    document = report_json(folder, tmp_path)
+    assert document["question"]["sequential"] == {"max_seeds": 20, "looks": [5, 10]}
+    rows = primary(document)
+    assert (rows["ema"]["verdict"], rows["ema"]["decided_at"]) == ("better", 10)
+    assert rows["same"]["verdict"] == "equivalent"
+    assert rows["ema"]["level"] < 0.025 / 2  # the second look's nominal level, far below a fixed design's
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--until-decided", "--seeds", "0-4"], "--seeds: --until-decided chooses the seeds itself"),
+        (["--max-seeds", "10"], "--max-seeds: only with --until-decided"),
+        (["--until-decided", "--force"], "--force: not with --until-decided"),
+    ],
+)
+def test_until_decided_refuses_what_contradicts_it(tmp_path, args, message):
+    result = invoke("sweep", CONTROL, "--runs-dir", tmp_path, *args)
+    assert result.exit_code == 2 and message in result.output.replace("\n", " ")

@@ -164,7 +164,7 @@ def report(
         for study in studies:
             if study.label:
                 console.rule(f"[bold]Study: {escape(study.label)}[/]", align="left")
-            _print_report(study.report)
+            print_report(study.report)
         if (collection.runs["sweep_mode"] == "shadows").any():
             console.print(
                 "Shadow mode: the ema_<beta> models are shadows of one training trajectory per seed (sweep "
@@ -196,7 +196,7 @@ def _collect(roots: list[Path], where: list[str]) -> Collection:
     return collection
 
 
-def _print_report(result: Report) -> None:
+def print_report(result: Report) -> None:
     """The report's verdict tables (one per task), verdicts coloured, fitted to the terminal, with their legend."""
     from emabench.report.terminal import display_tables
     from emabench.report.verdicts import open_summary
@@ -210,9 +210,14 @@ def _print_report(result: Report) -> None:
     legend = ", ".join(
         f"[{style}]{label}[/]" + (f" = {v}" if label != v else "") for v, (label, style) in VERDICT_STYLES.items()
     )
+    sequential = (
+        f" in looks at {', '.join(map(str, result.looks.seeds))} of at most {result.looks.max_seeds} seeds"
+        if result.looks is not None
+        else ""
+    )
     console.print(
-        f"Verdicts: {legend}. {family.description}; each tested at {family.level:.3g} or above, the chance of any "
-        f"wrong claim among them at most {result.alpha:g}; everything else in the files is exploratory.",
+        f"Verdicts: {legend}. {family.description}; decided{sequential} with the chance of any wrong claim among "
+        f"them at most {result.alpha:g}; everything else in the files is exploratory.",
         highlight=False,
     )
     settle = open_summary(result.comparison) if len(result.comparison) else ""

@@ -22,7 +22,7 @@ from emabench.report.collect import SHORT_NAMES
 from emabench.report.groups import group_values, iter_groups, model_order, resolve_by
 from emabench.report.question import Question
 from emabench.report.specs import SELECTION_LABELS, compared_columns, headline, metric_columns, spec, task_of
-from emabench.report.verdicts import Family, Pair, judge
+from emabench.report.verdicts import Family, Looks, Pair, judge
 from emabench.tasks.registry import get_task
 
 ALPHA = 0.05
@@ -109,10 +109,10 @@ def _pair(joined: pd.DataFrame, column: str) -> Pair:
 
 
 def comparison_table(
-    per_run: pd.DataFrame, by: Sequence[str], question: Question, alpha: float = ALPHA
+    per_run: pd.DataFrame, by: Sequence[str], question: Question, alpha: float = ALPHA, looks: Looks | None = None
 ) -> tuple[pd.DataFrame, Family]:
     """Every model vs the question's baseline in every group, long, described; the primary rows decided as one
-    family (:func:`emabench.report.verdicts.judge`)."""
+    family (:func:`emabench.report.verdicts.judge`; with ``looks``, as the sequential study it was)."""
     parts, pairs = [], []
     for (_, group), key in zip(iter_groups(per_run, by), group_values(per_run, by)):
         long, group_pairs = compare_group(group, question.baseline, alpha)
@@ -124,7 +124,7 @@ def comparison_table(
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if table.empty:
         return table, Family(0, alpha, float("nan"), 0, "no comparison in this report")
-    return judge(table, pairs, question, alpha, by)
+    return judge(table, pairs, question, alpha, by, looks)
 
 
 def measures_text(rows: pd.DataFrame) -> str:

@@ -197,7 +197,14 @@ def _question_json(report: Report) -> dict[str, Any]:
         for task in report.tasks
         for p in [report.question.of(task)]
     }
-    return {"baseline": report.question.baseline, "primary": primary, "hypothesis": "mean paired difference = 0"}
+    looks = report.looks
+    design = {"max_seeds": looks.max_seeds, "looks": list(looks.seeds)} if looks is not None else None
+    return {
+        "baseline": report.question.baseline,
+        "primary": primary,
+        "hypothesis": "mean paired difference = 0",
+        "sequential": design,
+    }
 
 
 def _family_json(family: Family) -> dict[str, Any]:

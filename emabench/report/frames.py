@@ -48,8 +48,8 @@ from emabench.report.groups import iter_groups, model_order, resolve_by, with_gr
 from emabench.report.published import reference_table
 from emabench.report.question import Question, resolve_question
 from emabench.report.specs import STABILITY, metric_columns, tasks_in
-from emabench.report.studies import split_studies
-from emabench.report.verdicts import Family
+from emabench.report.studies import looks_of, split_studies
+from emabench.report.verdicts import Family, Looks
 from emabench.report.versus import Versus, grouping_with, parse_versus, versus_table
 from emabench.results.tables import STABILITY_FROM_EPOCH
 from emabench.tasks.base import Task
@@ -178,6 +178,7 @@ class Report:
     alpha: float
     family: Family  # the primary comparisons, decided together
     question: Question  # the primary measure per task, its margin, and the baseline model
+    looks: Looks | None  # a sequential study's looks (``sweep --until-decided``), else None
     tasks: list[Task] = field(default_factory=list)  # the tasks of the report's runs
     sources: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, status)
@@ -207,7 +208,8 @@ def build_report(
     runs = collection.runs.sort_values([*keys, "seed"], kind="stable") if keys else collection.runs
     per_run = with_groups(per_run_table(runs.reset_index(drop=True), collection.curves, burn_in), keys)
     question = resolve_question(per_run, tasks_in(per_run), primary, margin, check_baseline(per_run, baseline))
-    comparison, family = comparison_table(per_run, keys, question, alpha)
+    looks = looks_of(collection)
+    comparison, family = comparison_table(per_run, keys, question, alpha, looks)
     run_info = per_run.drop_duplicates("run_id").set_index("run_id")[["group", "seed", "status", "task"]]
     curves = collection.curves[collection.curves["run_id"].isin(run_info.index)].join(run_info, on="run_id")
     order = {run: i for i, run in enumerate(run_info.index)}  # the groups' order, as in the tables
@@ -224,6 +226,7 @@ def build_report(
         alpha=alpha,
         family=family,
         question=question,
+        looks=looks,
         tasks=tasks_in(per_run),
         sources=list(sources),
         skipped=[(str(folder.path), status) for folder, status in collection.skipped],

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from emabench.report.collect import Collection
-from emabench.runs.sweep_folder import is_sweep_folder
+from emabench.report.verdicts import Looks
+from emabench.runs.sweep_folder import is_sweep_folder, read_sweep_spec
 
 SINGLE = "single"  # collect's sweep_mode of a run made by ``emabench run``
 
@@ -51,3 +52,20 @@ def split_studies(collection: Collection) -> list[tuple[str, Collection]]:
         extra = (collection.skipped, collection.duplicates) if index == 0 else ([], [])
         studies.append((str(label), Collection(runs, curves, *extra)))
     return studies
+
+
+def looks_of(collection: Collection) -> Looks | None:
+    """The looks of a sequential study (``sweep --until-decided``): when its swept runs all lie in one sweep folder
+    whose ``sweep.json`` records them (read here, like :func:`~emabench.runs.sweep_folder.sweep_mode` in collect)."""
+    runs = collection.runs
+    if runs.empty or "run_path" not in runs.columns:
+        return None
+    swept = runs[runs["sweep_mode"] != SINGLE] if "sweep_mode" in runs.columns else runs
+    folders = {Path(str(path)).parent for path in swept["run_path"]}
+    if len(folders) != 1:
+        return None
+    recorded = read_sweep_spec(folders.pop()).get("sequential")
+    try:
+        return Looks(int(recorded["max_seeds"]), tuple(int(n) for n in recorded["looks"]))
+    except (TypeError, KeyError, ValueError):
+        return None

@@ -52,11 +52,15 @@ def _task_table(task: Task, report: Report, rows: pd.DataFrame, decays: dict[tup
     name = spec(task, primary.metric).label
     header = ("group", "model", "n", f"{name} {baseline}", f"{name} model", f"Δ {name} [95% CI]", "wins")
     header += ("p t / sign-flip", "verdict", "seeds to settle", "decay reached")
+    header += ("decided at",) if report.looks is not None else ()
     body = []
     for head in rows.to_dict("records"):
         decay = decays.get((head["group"], head["model"]), np.nan)
         line = [head["group"], head["model"], *_primary_cells(head, primary)]
-        body.append((*line, "" if np.isnan(decay) else f"{decay:.4f}"))
+        line.append("" if np.isnan(decay) else f"{decay:.4f}")
+        if report.looks is not None:
+            line.append(seeds_text(head["decided_at"]))
+        body.append(tuple(line))
     title = f"{task.name}: each model vs {baseline}, {primary.label(task)}, paired by seed"
     return TerminalTable(title, header, tuple(body))
 

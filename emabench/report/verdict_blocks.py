@@ -37,6 +37,8 @@ def verdict_section(report: Report) -> list[Block]:
         )
         blocks.append(verdict_table(report, task))
     blocks.append(Paragraph(rule_text(report)))
+    if report.looks is not None:
+        blocks.append(Paragraph(looks_text(report)))
     settle = open_summary(report.comparison) if len(report.comparison) else ""
     return blocks + ([Paragraph(f"**How many more seeds.** {settle}")] if settle else [])
 
@@ -112,6 +114,9 @@ def verdict_table(report: Report, task: Task) -> Table:
 def notes(row: dict) -> str:
     """What a reader must know to trust a primary row: t alone, a skewed sample, an identical comparison."""
     parts = []
+    decided = row.get("decided_at")
+    if isinstance(decided, float) and math.isfinite(decided):
+        parts.append(f"decided at {int(decided)} seeds")
     if row.get("identical_to"):
         parts.append(f"identical to {row['identical_to']}: tested once")
     if str(row.get("evidence", "")).startswith("t-test alone"):
@@ -135,6 +140,18 @@ def rule_text(report: Report) -> str:
         "*smallest margin* the smallest margin it could have been called equivalent within at these seeds. "
         "**too few seeds**: fewer than two seed pairs. Wins: the seeds on which the model is strictly better, with "
         f"the exact 95% interval of that share (the probability of improvement). {direction_text(report.tasks)}"
+    )
+
+
+def looks_text(report: Report) -> str:
+    looks = report.looks
+    seeds = ", ".join(map(str, looks.seeds)) if looks is not None else ""
+    cap = looks.max_seeds if looks is not None else 0
+    return (
+        f"**Sequential study** (`sweep --until-decided`): looks at {seeds} seeds of at most {cap}. Each look tested "
+        "the first seeds at the nominal level of Lan–DeMets O'Brien–Fleming alpha spending (early looks spend almost "
+        "nothing), so the chance of any wrong claim over all looks stays at most α; a comparison keeps the verdict "
+        "of the look that decided it (*decided at*, in the notes), its numbers here are over every seed trained."
     )
 
 

@@ -27,13 +27,16 @@ import pandas as pd
 from emabench.report import paired, power
 from emabench.report.decision import TOO_FEW, VERDICTS, family_verdicts, fixed_levels
 from emabench.report.groups import group_label
+from emabench.report.paired import reachable_level
 from emabench.report.question import Question
+from emabench.report.sequential import look_levels, sequential_verdicts
 from emabench.tasks.registry import get_task
 
 SKEWED = 1.5  # |G1| from which a row is flagged: under normal differences ~3% of 10-seed samples reach it
 Pair = tuple[np.ndarray, np.ndarray, np.ndarray]  # seeds, baseline values, model values (finite pairs, by seed)
 ADDED = ("role", "identical_to", "margin", "level", "evidence", "p_tost", "smallest_margin", "seeds_needed")
-ADDED += ("skewed", "verdict")
+ADDED += ("skewed", "decided_at", "verdict")
+_COPIED = ("verdict", "level", "evidence", "p_tost", "smallest_margin", "seeds_needed", "decided_at")
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,25 @@ def is_primary(table: pd.DataFrame, question: Question) -> np.ndarray:
     return np.array([wanted.get(t) == (s, m) for t, s, m in rows], dtype=bool)
 
 
+@dataclass(frozen=True)
+class Looks:
+    """A sequential study (``sweep --until-decided``): the seeds it may take in all and those at each look so far."""
+
+    max_seeds: int
+    seeds: tuple[int, ...]
+
+
 def judge(
-    table: pd.DataFrame, pairs: Sequence[Pair], question: Question, alpha: float, by: Sequence[str]
+    table: pd.DataFrame,
+    pairs: Sequence[Pair],
+    question: Question,
+    alpha: float,
+    by: Sequence[str],
+    looks: Looks | None = None,
 ) -> tuple[pd.DataFrame, Family]:
     """``table`` (long comparisons, descriptive) with the verdict columns (module docstring) and its family.
-    ``pairs[i]``: the seeds and paired values of row ``i``."""
+    ``pairs[i]``: the seeds and paired values of row ``i``. With ``looks``, the verdicts of a sequential study
+    (:func:`_decide_looks`)."""
     table = table.reset_index(drop=True)
     primary = is_primary(table, question) if len(table) else np.zeros(0, dtype=bool)
     text = ("role", "identical_to", "evidence", "verdict")
@@ -70,9 +87,10 @@ def judge(
     tested = [i for i in rows if first[i] == i]
     for i in rows:
         added["margin"][i] = _margin(table, i, question)
-    tests, level = _decide(table, tested, pairs, alpha, added)
+    decide = _decide if looks is None else lambda *args: _decide_looks(*args, looks)
+    tests, level = decide(table, tested, pairs, alpha, added)
     for i in rows:
-        for column in ("verdict", "level", "evidence", "p_tost", "smallest_margin", "seeds_needed"):
+        for column in _COPIED:
             added[column][i] = added[column][first[i]]
         added["skewed"][i] = bool(abs(table.at[i, "skewness"]) >= SKEWED)
     table = table.assign(**added)
@@ -139,6 +157,63 @@ def _decide(
         if VERDICTS[code] == "inconclusive":
             added["seeds_needed"][i] = seeds_needed(d, float(m), float(levels[-1]))
     return len(testable), float(levels[-1])
+
+
+def _decide_looks(
+    table: pd.DataFrame, rows: Sequence[int], pairs: Sequence[Pair], alpha: float, added: dict[str, list], looks: Looks
+) -> tuple[int, float]:
+    """The verdicts of a sequential study (:func:`~emabench.report.sequential.sequential_verdicts`): look ``k`` sees
+    the pairs of the study's first ``looks.seeds[k]`` seeds, at the nominal levels of Lan–DeMets O'Brien–Fleming
+    spending over ``looks.max_seeds``; a comparison keeps the verdict of the look that decided it (``decided_at``:
+    the seeds it had then)."""
+    testable = [i for i in rows if pairs[i][0].size >= 2]
+    for i in rows:
+        if i not in testable:
+            added["verdict"][i] = TOO_FEW
+    if not testable:
+        return 0, float("nan")
+    every = np.unique(np.concatenate([pairs[i][0] for i in testable]))
+    counts = sorted({min(c, every.size) for c in looks.seeds})
+    levels = look_levels([c / max(looks.max_seeds, counts[-1]) for c in counts], alpha, len(testable))
+    stacked = [_at_look(table, testable, pairs, added, every[count - 1]) for count in counts]
+    t_p, flip, n, tost, mean = (np.stack([look[j] for look in stacked]) for j in range(5))
+    higher = table.loc[testable, "higher_is_better"].to_numpy(bool)
+    codes, at = sequential_verdicts(t_p, flip, n, tost, mean, higher, levels)
+    m = len(testable)
+    for j, i in enumerate(testable):
+        look = int(at[j]) if at[j] >= 0 else len(counts) - 1
+        d = pairs[i][2] - pairs[i][1]
+        added["verdict"][i] = VERDICTS[codes[j]]
+        added["level"][i] = float(levels[look][m])
+        added["evidence"][i] = _evidence(bool(reachable_level(n[look][j]) <= levels[look][m]), int(n[look][j]))
+        added["p_tost"][i] = float(tost[-1][j])
+        added["smallest_margin"][i] = float(paired.smallest_margin(d, levels[-1][m]))
+        added["decided_at"][i] = float(counts[look]) if at[j] >= 0 else np.nan
+        if VERDICTS[codes[j]] == "inconclusive":
+            added["seeds_needed"][i] = seeds_needed(d, float(added["margin"][i]), alpha / m)
+    return m, float(levels[-1][m])
+
+
+def _at_look(
+    table: pd.DataFrame, rows: Sequence[int], pairs: Sequence[Pair], added: dict[str, list], last_seed: float
+) -> tuple[np.ndarray, ...]:
+    """t-test p, sign-flip p, pairs, TOST p and mean of each row over its pairs of seeds up to ``last_seed`` (NaN
+    p-values below two pairs)."""
+    columns: list[list[float]] = [[], [], [], [], []]
+    for i in rows:
+        seeds, base, other = pairs[i]
+        d = (other - base)[seeds <= last_seed]
+        margin = float(added["margin"][i])
+        if d.size < 2:
+            values = [np.nan, np.nan, float(d.size), np.nan, float(d.mean()) if d.size else np.nan]
+        else:
+            resolution = paired.resolution_of(np.concatenate([base, other]))
+            tost = float(paired.tost_p(d, margin)) if np.isfinite(margin) else 1.0
+            flip = float(paired.sign_flip_p(d, resolution))
+            values = [float(paired.t_test(d).p), flip, float(d.size), tost, float(d.mean())]
+        for column, value in zip(columns, values):
+            column.append(value)
+    return tuple(np.array(column, dtype=float) for column in columns)
 
 
 def _evidence(robust: bool, n: int) -> str:
