@@ -58,7 +58,9 @@ def test_the_positive_control_is_better_at_five_seeds_and_an_average_equal_to_ra
     assert exploratory and {row["verdict"] for row in exploratory} == {""}
 
 
-@pytest.mark.parametrize("baseline", [pytest.param("raw", marks=pytest.mark.slow), "ema", "same"])
+@pytest.mark.parametrize(
+    "baseline", [pytest.param("raw", marks=pytest.mark.slow), "ema", pytest.param("same", marks=pytest.mark.slow)]
+)
 def test_baseline_works_for_every_model_the_report_lists(control, tmp_path, baseline):
     document = report_json(control, tmp_path, "--baseline", baseline)
     rows = primary(document)
