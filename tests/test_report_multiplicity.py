@@ -1,9 +1,9 @@
-"""One report makes many comparisons: Holm–Bonferroni over all of them, raw and adjusted p side by side, verdicts
-from the adjusted ones.
+"""One report makes many comparisons; only the primary ones are decided, as one family, each counted once.
 
-A constructed null sweep (8 averagers identical to raw up to noise, 3 groups, final and best-epoch metrics and
-stability: 168 comparisons) must give no better/worse verdict, although uncorrected p-values would have given some;
-a real effect added to one averager must survive the correction."""
+A constructed null sweep (8 averagers identical to raw up to noise, 3 groups: 24 primary comparisons on final MSE,
+168 rows with the other metrics, best epoch and stability) must give no better/worse verdict, although an unadjusted
+t-test over its rows would have claimed some; a real effect added to one averager must be found; comparisons whose
+paired differences are identical are tested once."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emabench.report import stats
 from emabench.report.blocks import document
 from emabench.report.collect import Collection
 from emabench.report.frames import build_report
@@ -49,18 +48,9 @@ def sweep(effect: dict[tuple[float, str], float] | None = None, seed: int = 0) -
     return Collection(pd.DataFrame(runs), pd.concat(curves, ignore_index=True))
 
 
-def uncorrected_verdicts(comparison: pd.DataFrame) -> list[str]:
-    return [
-        stats.verdict(
-            int(r["n"]),
-            r["diff_mean"],
-            r["p_ttest"],
-            r["p_wilcoxon"],
-            alpha=0.05,
-            higher_is_better=r["higher_is_better"],
-        )
-        for r in comparison.to_dict("records")
-    ]
+def fooled(comparison: pd.DataFrame) -> int:
+    """Rows an unadjusted paired t-test at 0.05 would call different."""
+    return int((comparison["p_ttest"] < 0.05).sum())
 
 
 @pytest.fixture(scope="module")
@@ -69,48 +59,56 @@ def null_report():
 
 
 def test_null_sweep_gives_no_better_or_worse_verdict(null_report):
-    report = null_report
-    comparison = report.comparison
+    comparison = null_report.comparison
     assert len(comparison) == len(BETAS) * len(AVERAGERS) * 7 == 168
-    assert report.family.tests == 168 and report.family.min_seeds == stats.min_seeds_for(0.05, 168) == 13
-    assert set(comparison["verdict"]) == {stats.NO_DIFFERENCE}
-    # without the correction the same sweep would have claimed some: the correction is what keeps them out
-    fooled = [v for v in uncorrected_verdicts(comparison) if v in (stats.BETTER, stats.WORSE)]
-    assert len(fooled) >= 2
-    # the adjusted p-values are Holm's over the whole report, side by side with the raw ones
-    np.testing.assert_allclose(comparison["p_ttest_holm"], stats.holm(comparison["p_ttest"]), rtol=1e-12)
-    np.testing.assert_allclose(comparison["p_wilcoxon_holm"], stats.holm(comparison["p_wilcoxon"]), rtol=1e-12)
-    assert (comparison["p_ttest_holm"] >= comparison["p_ttest"]).all()
+    primary = comparison[comparison["role"] == "primary"]
+    assert len(primary) == 24 and set(primary["metric"]) == {"mse"} and set(primary["selection"]) == {"final"}
+    assert null_report.family.tests == 24 and null_report.family.level == pytest.approx(0.05 / 24)
+    assert not set(primary["verdict"]) & {"better", "worse"}
+    assert set(comparison.loc[comparison["role"] == "exploratory", "verdict"]) == {""}
+    assert fooled(comparison) >= 2  # what testing every row unadjusted would have claimed
 
 
-def test_real_effect_survives_the_correction():
+def test_real_effect_is_found_and_the_others_are_not():
     report = build_report(sweep({(0.995, "avg3"): 0.0015}))
-    comparison = report.comparison
-    real = comparison[(comparison["ema.beta"] == 0.995) & (comparison["model"] == "avg3")]
-    final = real[real["selection"] == "final"].set_index("metric")
-    assert final["verdict"].tolist() == [stats.BETTER] * 3  # lower MSE and MAE, higher R²: all "better"
-    assert (final["p_wilcoxon_holm"] < 0.05).all() and (final["p_ttest_holm"] < 0.05).all()
-    others = comparison.drop(real.index)
-    assert set(others["verdict"]) == {stats.NO_DIFFERENCE}
+    primary = report.comparison[report.comparison["role"] == "primary"].set_index(["ema.beta", "model"])
+    assert primary.loc[(0.995, "avg3"), "verdict"] == "better"
+    assert primary.loc[(0.995, "avg3"), "evidence"] == "t-test and sign-flip test"
+    assert not set(primary.drop(index=(0.995, "avg3"))["verdict"]) & {"better", "worse"}
     row = report.summary.set_index("beta").loc[0.995]
     assert row["avg3_mse_verdict"] == "better" and row["avg3_mse_improvement_pct"] > 0
-    assert row["avg3_mse_p_wilcoxon_holm"] == pytest.approx(final.loc["mse", "p_wilcoxon_holm"])
+    assert row["avg3_r2_verdict"] == ""  # exploratory: described, not decided
 
 
-def test_the_report_says_which_family_was_corrected(null_report):
-    report = null_report
-    assert report.family.description.startswith("all averaged-vs-raw comparisons in this report: 168 tests")
-    assert "8 averaged model(s) in 3 group(s)" in report.family.description
-    markdown = to_markdown(document(report, {}))  # the text without drawing the figures
-    assert "Holm–Bonferroni correction** over all averaged-vs-raw comparisons in this report: 168 tests" in markdown
-    assert "| p (t) | p (t) Holm | p (Wilcoxon) | p (Wilcoxon) Holm |" in markdown
+def test_the_report_says_which_family_was_decided(null_report):
+    assert null_report.family.description.startswith("24 primary comparison(s): 8 model(s) vs raw in 3 group(s)")
+    markdown = to_markdown(document(null_report, {}))  # the text without drawing the figures
+    assert "**Family**: 24 primary comparison(s)" in markdown
+    assert "| p (t) | p (sign-flip) | p (Wilcoxon) |" in markdown
+    assert "**How many more seeds.**" in markdown
 
 
-def test_too_few_seeds_for_the_family_is_insufficient_data_and_said():
+def test_identical_comparisons_are_tested_once():
+    collection = sweep()
+    runs = collection.runs.copy()
+    for beta in BETAS:  # avg1 equals avg0 seed by seed in every group: its differences are avg0's
+        at = runs["ema.beta"] == beta
+        values = runs.loc[at & (runs["model"] == "avg0"), ["mse", "mae", "r2"]].to_numpy()
+        runs.loc[at & (runs["model"] == "avg1"), ["mse", "mae", "r2"]] = values
+    report = build_report(Collection(runs, collection.curves))
+    primary = report.comparison[report.comparison["role"] == "primary"]
+    assert report.family.tests == 21 and report.family.merged == 3
+    twins = primary[primary["model"] == "avg1"]
+    assert twins["identical_to"].str.endswith("· avg0").all()
+    originals = primary[primary["model"] == "avg0"]
+    assert twins["verdict"].tolist() == originals["verdict"].tolist()
+
+
+def test_five_seeds_rest_on_the_t_test_and_say_so():
     collection = sweep({(0.995, "avg3"): 0.0015})
-    few = collection.runs["seed"] < 10  # 10 seeds: Holm over 168 tests needs 13
-    collection = Collection(collection.runs[few], collection.curves)  # curves of runs left out are not read
-    report = build_report(collection)
-    assert set(report.comparison["verdict"]) == {stats.INSUFFICIENT}  # even the real effect cannot show
-    markdown = to_markdown(document(report, {}))  # the text without drawing the figures
-    assert "With at most 10 seeds per group, no verdict in this report can say better or worse" in markdown
+    few = collection.runs["seed"] < 5
+    report = build_report(Collection(collection.runs[few], collection.curves))
+    primary = report.comparison[report.comparison["role"] == "primary"]
+    assert set(primary["evidence"]) == {"t-test alone: assumes normal differences (5 seeds cannot test without it)"}
+    markdown = to_markdown(document(report, {}))
+    assert "5 seeds cannot test without it" in markdown

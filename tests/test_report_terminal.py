@@ -37,7 +37,7 @@ def rendered(width: int, report) -> str:
     original = report_command.console
     report_command.console = console
     try:
-        report_command._print_report(report)
+        report_command.print_report(report)
     finally:
         report_command.console = original
     return console.export_text()

@@ -1,5 +1,5 @@
 """``report --versus KEY=VALUE``: each value of a setting against one, per model, paired by seed and by every other
-grouping key, Holm-corrected as a family of its own.
+grouping key; its primary comparisons decided as a family of their own.
 
 Constructed run folders (config.yaml, history.csv, metrics.csv, DONE written here): a sweep of
 ``train.teacher.weight`` 0.0/0.1 × ``ema.beta`` 0.99/0.999 × 12 seeds in which the teacher lowers the MSE of raw
@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from emabench.cli import app
 from emabench.errors import ConfigError
-from emabench.report import stats
 from emabench.report.blocks import Heading, document
 from emabench.report.collect import collect
 from emabench.report.frames import build_report
@@ -30,7 +29,7 @@ from tests.test_report_tasks import classification_run
 
 runner = CliRunner()
 EPOCHS = 12
-SEEDS = range(12)  # Holm over the 28 versus comparisons needs 11 seed pairs for a verdict to survive
+SEEDS = range(12)
 RAW = np.array([0.010, 0.012, 0.011, 0.015, 0.009, 0.013, 0.014, 0.010, 0.016, 0.008, 0.012, 0.011])
 GAIN = np.array([0.0020, 0.0031, 0.0012, 0.0027, 0.0016, 0.0022, 0.0035, 0.0018, 0.0025, 0.0014, 0.0029, 0.0019])
 # The teacher's effect on the final MSE at beta 0.99 (lower: better), per seed; no two differences tie (with ties
@@ -136,12 +135,18 @@ def test_known_setting_effect_is_found_per_beta_and_model(versus_report):
             assert row["p_ttest"] == pytest.approx(st.ttest_rel(other, baseline).pvalue)
             assert row["p_wilcoxon"] == pytest.approx(st.wilcoxon(other - baseline).pvalue)
             assert row["wins"] == int(np.sum(other < baseline))  # lower MSE wins
-            expected = stats.BETTER if beta == 0.99 else stats.NO_DIFFERENCE
-            assert row["verdict"] == expected, (beta, model)
+    verdicts = {(r["ema.beta"], r["model"]): r["verdict"] for r in final.to_dict("records")}
+    # beta 0.999: noise of sd 1.3e-4 around 0; within a margin of 1% of raw's MSE (1.2e-4) on 12 seeds, not
+    # (yet) within 1% of ema's lower one (0.96e-4)
+    assert verdicts == {
+        (0.99, "raw"): "better",
+        (0.99, "ema"): "better",
+        (0.999, "raw"): "equivalent",
+        (0.999, "ema"): "inconclusive",
+    }
     better = rows(versus.table, **{"ema.beta": 0.99, "selection": "final"})
-    assert set(better["verdict"]) == {stats.BETTER}  # lower MSE and MAE, higher R²: each in its own direction
-    null = rows(versus.table, **{"ema.beta": 0.999})
-    assert not set(null["verdict"]) & {stats.BETTER, stats.WORSE}
+    assert (better.loc[better["metric"] != "mse", "verdict"] == "").all()  # MAE, R²: exploratory
+    assert (better.loc[better["metric"] == "r2", "diff_mean"] > 0).all()  # higher R²: each in its own direction
 
 
 def test_versus_is_a_family_of_its_own_and_leaves_the_averager_comparison_unchanged(teacher, versus_report):
@@ -150,14 +155,10 @@ def test_versus_is_a_family_of_its_own_and_leaves_the_averager_comparison_unchan
     assert plain.family == versus_report.family and plain.versus is None
     table = versus_report.versus.table
     family = versus_report.versus.family
-    tested = table["p_ttest_holm"].notna()
-    assert family.tests == tested.sum() == len(table) - (table["p_ttest"].isna() & table["p_wilcoxon"].isna()).sum()
-    np.testing.assert_allclose(table.loc[tested, "p_ttest_holm"], stats.holm(table.loc[tested, "p_ttest"]))
-    np.testing.assert_allclose(table.loc[tested, "p_wilcoxon_holm"], stats.holm(table.loc[tested, "p_wilcoxon"]))
-    assert family.min_seeds == stats.min_seeds_for(0.05, family.tests)
-    assert "a family of their own" in family.description and f"{family.tests} tests" in family.description
-    # the averaged-vs-raw verdicts are those of a report that never asked the versus question
-    assert set(rows(plain.comparison, selection="final", metric="mse")["verdict"]) == {stats.BETTER}
+    assert family.tests == (table["role"] == "primary").sum() == 4 and family.level == pytest.approx(0.05 / 4)
+    assert "a family of their own" in family.description and "4 tests" in family.description
+    # the verdicts of ema vs raw are those of a report that never asked the versus question
+    assert set(rows(plain.comparison, selection="final", metric="mse")["verdict"]) == {"better"}
 
 
 def test_pairs_are_made_by_seed_not_by_position(teacher):
@@ -190,7 +191,7 @@ def test_null_setting_gives_no_verdict(optimizers):
     versus = report.versus
     assert versus.values == ["sgd"] and versus.by == ["ema.beta"]  # ema.beta is always a group key
     assert versus.title == "train.optimizer.name: each value vs adam"
-    assert not set(versus.table["verdict"]) & {stats.BETTER, stats.WORSE}
+    assert not set(versus.table["verdict"]) & {"better", "worse"}
     final = rows(versus.table, selection="final", metric="mse").set_index("model")
     assert final.loc["raw", "diff_mean"] == pytest.approx(NULL.mean())
     assert final.loc["ema", "diff_mean"] == pytest.approx(2 * NULL.mean())
@@ -202,19 +203,20 @@ def test_short_alias_and_explicit_by_without_the_key(teacher):
     assert report.versus.baseline == 0.1 and report.versus.values == [0.0]
     row = one(report.versus.table, **{"ema.beta": 0.99, "model": "raw", "selection": "final", "metric": "mse"})
     assert row["diff_mean"] == pytest.approx(TEACH.mean())  # 0.0 vs 0.1: the sign turns, the verdict too
-    assert row["verdict"] == stats.WORSE
+    assert row["verdict"] == "worse"
     by_beta = build_report(collect([teacher]), versus="beta=0.999")
     assert by_beta.versus.key == "ema.beta" and by_beta.versus.by == ["train.teacher.weight"]
 
 
-def test_too_few_seeds_is_insufficient_data_and_said(teacher):
+def test_five_seeds_decide_on_the_t_test_alone_and_say_so(teacher):
     collection = collect([teacher])
     collection.runs = collection.runs[collection.runs["seed"] < 5].reset_index(drop=True)
     report = build_report(collection, versus="train.teacher.weight=0.0")
-    assert set(report.versus.table["verdict"]) == {stats.INSUFFICIENT}  # even the real effect at beta 0.99
-    assert report.versus.family.tests == 0 and report.versus.family.min_seeds == stats.min_seeds_for(0.05)
+    primary = report.versus.table[report.versus.table["role"] == "primary"]
+    assert set(primary.loc[primary["ema.beta"] == 0.99, "verdict"]) == {"better"}  # the real effect
+    assert set(primary["evidence"]) == {"t-test alone: assumes normal differences (5 seeds cannot test without it)"}
     markdown = to_markdown(document(report, {}))
-    assert "With at most 5 seed pairs per comparison, no versus verdict can say better or worse" in markdown
+    assert "5 seeds cannot test without it" in markdown
 
 
 # --- errors --------------------------------------------------------------------------------------------------------
@@ -264,12 +266,12 @@ def test_document_and_terminal_have_the_versus_section(versus_report):
     table = tables[-1]
     assert table.title.startswith("train.teacher.weight: each value vs 0")
     assert table.header[:7] == ("group", "model", "value", "n", "MSE at 0", "MSE at value", "Δ MSE [95% CI]")
-    shown = {(row[0], row[1]): row[table.header.index("MSE")] for row in table.rows}
+    shown = {(row[0], row[1]): row[table.header.index("verdict")] for row in table.rows}
     assert shown == {
         ("beta=0.99", "raw"): "better",
         ("beta=0.99", "ema"): "better",
-        ("beta=0.999", "raw"): "no significant difference",
-        ("beta=0.999", "ema"): "no significant difference",
+        ("beta=0.999", "raw"): "equivalent",
+        ("beta=0.999", "ema"): "inconclusive",
     }
 
 
@@ -282,18 +284,18 @@ def test_cli_versus_writes_versus_csv_and_json(optimizers, tmp_path):
     versus = json.loads(result.stdout)["versus"]
     assert versus["key"] == "train.optimizer.name" and versus["baseline"] == "adam" and versus["values"] == ["sgd"]
     assert versus["paired_by"] == ["seed", "ema.beta"]
-    assert versus["multiple_comparisons"]["tests"] == expected.family.tests
+    assert versus["family"]["tests"] == expected.family.tests
     assert [r["verdict"] for r in versus["comparison"]] == expected.table["verdict"].tolist()
     table = pd.read_csv(out / "versus.csv")
     assert list(table.columns) == list(expected.table.columns)
-    np.testing.assert_allclose(table["p_wilcoxon_holm"], expected.table["p_wilcoxon_holm"].astype(float))
+    np.testing.assert_allclose(table["p_wilcoxon"], expected.table["p_wilcoxon"].astype(float))
     assert set(table["key"]) == {"train.optimizer.name"} and set(table["baseline_value"]) == {"adam"}
     for name in ("report.md", "report.html"):
         assert "train.optimizer.name: each value vs adam" in (out / name).read_text()
     shown = runner.invoke(app, args)
     assert shown.exit_code == 0, shown.output
     assert "train.optimizer.name: each value vs adam" in shown.output
-    assert f"Holm over its own family of {expected.family.tests} comparisons" in shown.output
+    assert f"{expected.family.tests} tests" in shown.output.replace("\n", " ")
     assert "--versus" in runner.invoke(app, ["report", "--help"]).output
     refused = runner.invoke(app, ["report", str(optimizers), "--out", str(out), "--versus", "optimizer=adam"])
     assert refused.exit_code == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
 from emabench.cli.tables import print_fitted
@@ -19,11 +20,12 @@ if TYPE_CHECKING:
     from emabench.report.versus import Versus
 
 REPORT_FORMATS = ("table", "markdown", "csv", "json")
-VERDICT_STYLES = {  # terminal label and colour of each stats verdict
+VERDICT_STYLES = {  # terminal label and colour of each verdict
     "better": ("better", "bold green"),
     "worse": ("worse", "bold red"),
-    "no significant difference": ("n.s.", "yellow"),
-    "insufficient data": ("too few", "magenta"),
+    "equivalent": ("equivalent", "bold cyan"),
+    "inconclusive": ("open", "yellow"),
+    "too few seeds": ("too few", "magenta"),
 }
 
 PathsArgument = Annotated[
@@ -68,6 +70,33 @@ VersusOption = Annotated[
         "corrected as a family of its own; writes versus.csv.",
     ),
 ]
+PrimaryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--primary",
+        metavar="COLUMN",
+        help="The measure the verdicts answer about: a final metric (accuracy, mse, r2, …), a best-epoch one "
+        "(best_accuracy) or val_loss_std (default: the config's report.primary, else the task's: final accuracy or "
+        "MSE).",
+    ),
+]
+MarginOption = Annotated[
+    str | None,
+    typer.Option(
+        "--margin",
+        metavar="M",
+        help="Equivalence margin: a difference this small does not matter; a number in the metric's units (0.005) "
+        "or a percentage of the baseline's mean (1%) (default: the config's report.margin, else the task's).",
+    ),
+]
+BaselineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--baseline",
+        metavar="MODEL",
+        help="Compare every model with this one, paired by seed (default raw): --baseline swa, --baseline ema.",
+    ),
+]
 BurnInOption = Annotated[
     int,
     typer.Option("--burn-in", metavar="N", help="Stability: std of the validation loss after the first N epochs."),
@@ -84,40 +113,59 @@ def report(
     format_: FormatOption = "table",
     burn_in: BurnInOption = 9,
     versus: VersusOption = None,
+    primary: PrimaryOption = None,
+    margin: MarginOption = None,
+    baseline: BaselineOption = None,
 ) -> None:
-    """Compare raw vs averaged models across seeds, from finished run folders (never re-trains).
+    """Compare each model with raw (or --baseline) across seeds, from finished run folders (never re-trains).
 
     Per group of runs that differ only in their seed (e.g. per beta), each
-    averaged model vs raw, paired by seed, on the metrics of the runs' task
-    (regression: MSE, MAE, R²; classification: accuracy, macro-F1; final epoch
-    and best epoch): mean ± std and 95% CI, the paired difference with its CI,
-    t-test and Wilcoxon p-values raw and Holm-adjusted over every comparison
-    of the report, wins and a verdict (better, worse, no significant
-    difference) from the adjusted ones; the stability of the validation loss;
+    model vs the baseline, paired by seed. On the primary measure (the task's:
+    final accuracy or MSE; --primary) a verdict: better, worse, equivalent
+    (within --margin), inconclusive (with the seeds that would settle it) or
+    too few seeds, the primary comparisons decided as one family whose chance
+    of any wrong claim is at most 5%. Every metric (final epoch, best epoch)
+    and the stability of the validation loss are described too, unadjusted:
+    mean ± std and 95% CI, the paired difference with its CI, p-values, wins;
     the decay actually reached; for the seed study, the blog's published run
     beside our seeds. Runs of different tasks are never compared; the same
     config found in two folders counts once.
 
     --versus KEY=VALUE asks whether a setting helps: each other value of KEY
-    against VALUE, for raw and each averaged model, paired by seed and by the
-    other group keys, with the same statistics (its own Holm family).
+    against VALUE, for every model, paired by seed and by the other group
+    keys, with the same statistics (a family of its own).
+
+    Runs of several studies (sweep folders, single runs of other configs)
+    are reported study by study, each with its own groups and verdicts.
 
     Writes report.md, report.html (one self-contained file), report.csv,
     comparison.csv, per_run.csv, versus.csv (with --versus) and fig_*.png.
     """
     from emabench.report import files
-    from emabench.report.frames import build_report
+    from emabench.report.frames import build_studies
     from emabench.runs.sweep_folder import REPORT_CSV, REPORT_MD
 
     if format_ not in REPORT_FORMATS:
         raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
     roots = paths or [runs_dir]
     collection = _collect(roots, where or [])
-    result = build_report(collection, by or None, burn_in, sources=[str(r) for r in roots], versus=versus)
-    rendered = files.render_files(result)
+    studies = build_studies(
+        collection,
+        versus,
+        by=by or None,
+        burn_in=burn_in,
+        sources=[str(r) for r in roots],
+        primary=primary,
+        margin=margin,
+        baseline=baseline,
+    )
+    rendered = files.render_studies(studies)
     written = files.write_files(rendered, out or (roots[0] if len(roots) == 1 else runs_dir))
     if format_ == "table":
-        _print_report(result)
+        for study in studies:
+            if study.label:
+                console.rule(f"[bold]Study: {escape(study.label)}[/]", align="left")
+            print_report(study.report)
         if (collection.runs["sweep_mode"] == "shadows").any():
             console.print(
                 "Shadow mode: the ema_<beta> models are shadows of one training trajectory per seed (sweep "
@@ -127,7 +175,7 @@ def report(
             )
         console.print(f"Wrote {written[2]} and {len(written) - 1} more files in {written[0].parent}", highlight=False)
         return
-    text = {"markdown": rendered[REPORT_MD], "csv": rendered[REPORT_CSV], "json": files.to_json(result)}[format_]
+    text = {"markdown": rendered[REPORT_MD], "csv": rendered[REPORT_CSV], "json": files.studies_json(studies)}[format_]
     sys.stdout.write(str(text))
     err_console.print(f"wrote {len(written)} files in {written[0].parent}", highlight=False)
 
@@ -153,9 +201,10 @@ def _collect(roots: list[Path], where: list[str]) -> Collection:
     return collection
 
 
-def _print_report(result: Report) -> None:
+def print_report(result: Report) -> None:
     """The report's verdict tables (one per task), verdicts coloured, fitted to the terminal, with their legend."""
     from emabench.report.terminal import display_tables
+    from emabench.report.verdicts import open_summary
 
     labels = {verdict: label for verdict, (label, _) in VERDICT_STYLES.items()}
     styles = {label: style for label, style in VERDICT_STYLES.values()}
@@ -164,42 +213,30 @@ def _print_report(result: Report) -> None:
         print_fitted(console, table.header, rows, title=table.title, keep=2, style_of=styles.get)
     family = result.family
     legend = ", ".join(
-        f"[{style}]{label}[/] = {verdict}" for verdict, (label, style) in VERDICT_STYLES.items() if label != verdict
+        f"[{style}]{label}[/]" + (f" = {v}" if label != v else "") for v, (label, style) in VERDICT_STYLES.items()
+    )
+    sequential = (
+        f" in looks at {', '.join(map(str, result.looks.seeds))} of at most {result.looks.max_seeds} seeds"
+        if result.looks is not None
+        else ""
     )
     console.print(
-        f"Verdicts at the {result.alpha:g} level from Holm-adjusted p-values over {family.tests} comparisons (paired "
-        f"t-test and Wilcoxon must agree); {legend} (fewer than {family.min_seeds} seed pairs).",
+        f"Verdicts: {legend}. {family.description}; decided{sequential} with the chance of any wrong claim among "
+        f"them at most {result.alpha:g}; everything else in the files is exploratory.",
         highlight=False,
     )
-    seeds = int(result.per_run.groupby("group")["seed"].nunique().max())
-    if family.tests and seeds < family.min_seeds:
-        console.print(
-            f"[bold yellow]With at most {seeds} seeds per group no verdict can say better or worse after the "
-            f"correction over {family.tests} comparisons: run at least {family.min_seeds} seeds, or compare fewer "
-            "things at once.[/]",
-            highlight=False,
-        )
+    settle = open_summary(result.comparison) if len(result.comparison) else ""
+    if settle:
+        console.print(settle, highlight=False)
     if result.versus is not None:
         _print_versus_family(result.versus, result.alpha)
-    console.print("best-ep: at each model's lowest validation loss, picked on the validation set itself (optimistic).")
 
 
 def _print_versus_family(versus: Versus, alpha: float) -> None:
-    """Which family the versus verdicts were corrected over, and whether any could say better or worse."""
+    """Which family the versus verdicts were decided in."""
     family = versus.family
-    if family.tests:
-        console.print(
-            f"{versus.title}: Holm over its own family of {family.tests} comparisons, apart from the averaged-vs-raw "
-            f"ones (so over both families the chance of any false better/worse is below {2 * alpha:g}).",
-            highlight=False,
-        )
-    else:
-        console.print(f"{versus.title}: no comparison could be tested (too few seed pairs, or no difference).")
-    pairs = int(versus.table["n"].max())
-    if pairs < family.min_seeds:
-        after = f" after the correction over {family.tests} comparisons" if family.tests else ""
-        console.print(
-            f"[bold yellow]With at most {pairs} seed pairs no versus verdict can say better or worse{after}: run at "
-            f"least {family.min_seeds} seeds.[/]",
-            highlight=False,
-        )
+    console.print(
+        f"{versus.title}: {family.description}; over both families the chance of any wrong claim is below "
+        f"{2 * alpha:g}.",
+        highlight=False,
+    )

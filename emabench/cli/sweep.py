@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,11 +28,12 @@ from emabench.cli.common import (
     sweep_progress,
 )
 from emabench.cli.sweep_axes import parse_betas, sweep_axes
+from emabench.cli.until_decided import check_options, run_looks
 from emabench.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
     from emabench.config import Config
-    from emabench.runs.plan import SameRun, SweepPlan
+    from emabench.runs.plan import Grid, SameRun, SweepPlan
     from emabench.runs.ray_cluster import RayOptions
     from emabench.runs.ray_executor import RayProgress
     from emabench.runs.unit import RunOutcome
@@ -94,6 +96,18 @@ ShadowsOption = Annotated[
         "run per beta; training stays driven by the config's monitor (raw, or the `ema` at its own beta).",
     ),
 ]
+UntilDecidedOption = Annotated[
+    bool,
+    typer.Option(
+        "--until-decided",
+        help="Train seeds in looks (5, 10, 20, … up to --max-seeds; only the new seeds each time) and stop when the "
+        "report decides every primary comparison (group-sequential levels keep its error over all looks at 5%).",
+    ),
+]
+MaxSeedsOption = Annotated[
+    int | None,
+    typer.Option("--max-seeds", min=2, metavar="N", help="--until-decided: the most seeds it may take [20]."),
+]
 PlotsOption = Annotated[
     bool, typer.Option("--plots/--no-plots", help="Draw loss.png and r2.png in every run folder (~0.25 s a run).")
 ]
@@ -118,6 +132,8 @@ def sweep(
     max_runs: MaxRunsOption = None,
     cpus_per_task: CpusOption = None,
     gpus_per_task: GpusOption = None,
+    until_decided: UntilDecidedOption = False,
+    max_seeds: MaxSeedsOption = None,
     nproc: Annotated[int | None, typer.Option("--nproc", hidden=True)] = None,
 ) -> None:
     """Run every combination of betas × seeds × grid values, each into its own run folder of one sweep folder.
@@ -126,12 +142,10 @@ def sweep(
     (--force: redo all); runs another emabench process is training are left to it. Ctrl-C stops after the current
     epoch, checkpoints unfinished runs and starts nothing new. Then compare them: `emabench report <sweep folder>`.
     Options that contradict each other (a value listed twice, --set of a swept key, one key swept by two options)
-    are refused, not merged.
+    are refused, not merged. --until-decided adds seeds in looks until the report can decide (see its help).
     """
     from emabench.config import load_config
     from emabench.runs import plan
-    from emabench.runs.interrupts import StopRequest
-    from emabench.runs.sweep import sweep as run_sweep
 
     if nproc is not None:
         raise ConfigError(
@@ -142,7 +156,8 @@ def sweep(
         raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(plan.ENGINES)}")
     options = _ray_options(engine, cpus_per_task, gpus_per_task)
     limit = max_runs or plan.MAX_RUNS
-    axes = sweep_axes(beta, seeds, grid, shadows, set_ or [], limit)
+    cap = check_options(seeds, max_seeds, until_decided, force)
+    axes = sweep_axes(beta, f"0-{cap - 1}" if cap else seeds, grid, shadows, set_ or [], limit)
     folder_root = runs_dir_path(runs_dir)
     base = load_config(config, set_ or [])
     if shadows:
@@ -151,28 +166,57 @@ def sweep(
             _print_shadow_mode(base)
     described = plan.describe(base, axes, engine, jobs, limit)  # type: ignore[arg-type]  # validates every combination
     if not quiet:
-        _print_plan(described, engine, jobs)
+        _print_plan(described, engine, jobs, cap)
     set_threads(threads)
-    stop, view = StopRequest(notice=stopping_notice), _RayView()
-    progress = _progress(engine, described.runs, quiet, view)
-    with nothing_left_on_failure(folder_root), stop.installed(), progress as callbacks:
-        folder, outcomes = run_sweep(
-            base,
-            axes,
-            folder_root,
-            jobs=jobs,
-            engine=engine,  # type: ignore[arg-type]
-            force=force,
-            mode="shadows" if shadows else "runs",
-            stop=stop.is_set,
-            checkpoint_every=checkpoint_every or 0,
-            plots=plots,
-            max_runs=limit,
-            ray=options,
-            expanded=described.grid,
-            **callbacks,
+    train = functools.partial(
+        _train,
+        base,
+        runs_dir=folder_root,
+        quiet=quiet,
+        run={
+            "jobs": jobs,
+            "engine": engine,
+            "force": force,
+            "mode": "shadows" if shadows else "runs",
+            "checkpoint_every": checkpoint_every or 0,
+            "plots": plots,
+            "max_runs": limit,
+            "ray": options,
+        },
+    )
+    if cap:
+        run_looks(
+            {k: v for k, v in axes.items() if k != "seed"}, cap, lambda grid, record: train(grid, record)[:3], quiet
         )
-    _render(folder, outcomes, stopped=stop.is_set(), ray=view.last)
+        return
+    folder, outcomes, stopped, ray_view = train(axes, None, expanded=described.grid)
+    _render(folder, outcomes, stopped=stopped, ray=ray_view)
+
+
+def _train(
+    base: Config,
+    axes: dict[str, list[Any]],
+    sequential: dict[str, Any] | None,
+    *,
+    runs_dir: Path,
+    quiet: bool,
+    run: dict[str, Any],
+    expanded: Grid | None = None,
+) -> tuple[Path, list[RunOutcome], bool, RayProgress | None]:
+    """One call of the sweep with its progress display and Ctrl-C handling: the folder, the outcomes, whether it
+    was stopped, and the last Ray counts. ``expanded``: the grid as already expanded (its distinct runs counted)."""
+    from emabench.runs.interrupts import StopRequest
+    from emabench.runs.plan import count_runs
+    from emabench.runs.sweep import sweep as run_sweep
+
+    stop, view = StopRequest(notice=stopping_notice), _RayView()
+    total = len(expanded.configs) if expanded is not None else count_runs(axes)
+    progress = _progress(run["engine"], total, quiet, view)
+    with nothing_left_on_failure(runs_dir), stop.installed(), progress as callbacks:
+        folder, outcomes = run_sweep(
+            base, axes, runs_dir, stop=stop.is_set, sequential=sequential, expanded=expanded, **run, **callbacks
+        )  # fmt: skip
+    return folder, outcomes, stop.is_set(), view.last
 
 
 def _ray_options(engine: str, cpus: int | None, gpus: float | None) -> RayOptions | None:
@@ -223,9 +267,17 @@ def _print_shadow_mode(base: Config) -> None:
     )
 
 
-def _print_plan(described: SweepPlan, engine: str, jobs: int) -> None:
+def _print_plan(described: SweepPlan, engine: str, jobs: int, cap: int = 0) -> None:
     mode = f"{described.stacks} stacked model(s)" if described.stacked else "one model per run"
     where = " on Ray" if engine == "ray" else ""
+    if cap:
+        from emabench.report.sequential import looks
+
+        seeds = ", ".join(map(str, looks(cap)))
+        console.print(
+            f"Sweep until decided: up to {described.runs} runs (looks at {seeds} seeds; {jobs} job(s){where})."
+        )
+        return
     console.print(f"Sweep: {described.runs} runs ({mode}, {jobs} job(s){where}).")
     for line in _same_run_lines(described.grid.same):
         console.print(line, highlight=False, soft_wrap=True)

@@ -3,7 +3,7 @@
 Every knob of an experiment is a field here; nothing that changes the experiment hides in code. Config keys equal
 field names, unknown keys are refused by name (see :mod:`emabench.config.validate` for the one-line errors). The
 sections live beside this module: ``data:`` in :mod:`.data_specs`, ``model:`` in :mod:`.model_specs`, ``train:`` in
-:mod:`.train_specs`, ``averagers:`` in :mod:`.averager_specs`.
+:mod:`.train_specs`, ``averagers:`` in :mod:`.averager_specs`, ``report:`` in :mod:`.report_specs`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from emabench.config.averager_specs import AveragerSpec, BufferPolicy, PostHocSp
 from emabench.config.base import _Section
 from emabench.config.data_specs import CLASSIFICATION_ONLY, REGRESSION_ONLY, DataSpec
 from emabench.config.model_specs import ModelSpec
+from emabench.config.report_specs import ReportSpec
 from emabench.config.train_specs import TrainConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -59,6 +60,7 @@ class Config(_Section):
     train: TrainConfig
     ema: EMAConfig = EMAConfig()
     averagers: dict[str, AveragerSpec] = Field(default_factory=dict)  # more averagers observing the same run, by name
+    report: ReportSpec = Field(default_factory=ReportSpec)  # how the report reads the runs; not part of the run id
 
     @model_validator(mode="before")
     @classmethod

@@ -7,41 +7,42 @@ different tasks get tables of their own. Pure functions; the renderers are :mod:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from emabench.report.elements import Block, Bullets, Heading, Image, Paragraph, Table
-from emabench.report.formats import comparison_cells, diff_text, fmt, p_text, pct
+from emabench.report.formats import COMPARISON_HEADER, comparison_cells, fmt
 from emabench.report.frames import Report
-from emabench.report.groups import BASELINE, with_groups
+from emabench.report.groups import with_groups
 from emabench.report.published import PUBLISHED_RUN
-from emabench.report.specs import STABILITY, compared_columns, direction_text, headline, spec
+from emabench.report.specs import STABILITY, direction_text, headline, spec
+from emabench.report.verdict_blocks import glance, verdict_section
 from emabench.report.versus_blocks import versus_method, versus_section
 from emabench.runs.sweep_folder import FIG_PAIRED_STABILITY, FIG_VAL_LOSS, fig_curves, fig_paired, fig_vs_beta
 from emabench.tasks.base import Task
 from emabench.tasks.regression import Regression
 
-TITLE = "emabench report: raw vs averaged models across seeds"
+TITLE = "emabench report: models compared across seeds"
 
 
 def document(report: Report, figures: Mapping[str, str]) -> list[Block]:
     """The report's sections in reading order; ``figures``: the figure files that exist → their captions."""
-    blocks: list[Block] = [Heading(TITLE, 1), Paragraph(_sources(report))]
+    title = f"emabench report: each model against {report.question.baseline}, across seeds"
+    blocks: list[Block] = [Heading(title, 1), Paragraph(_sources(report))]
     blocks += [Heading("At a glance"), Bullets(tuple(_glance(report)))]
-    blocks += [Heading(f"Verdicts at the {report.alpha:.0%} level, Holm-corrected")]
-    for task in report.tasks:
-        blocks += _task_heading(report, task) + [_verdict_table(report, task)]
-    blocks += [Paragraph(_verdict_rule(report))]
+    blocks += [Heading(f"Verdicts on the primary question (family-wise error ≤ {report.alpha:g})")]
+    blocks += verdict_section(report)
     for task in report.tasks:
         blocks += _images(figures, fig_vs_beta(headline(task)), fig_paired(headline(task)))
     if report.versus is not None:  # one task: --versus refuses runs of several
-        blocks += versus_section(report.versus, report.tasks[0], report.alpha)
-    blocks += [Heading("Final-epoch metrics (what the seed study reports)"), Paragraph(_FINAL_NOTE)]
+        task = report.tasks[0]
+        blocks += versus_section(report.versus, task, report.question.of(task), report.alpha)
+    blocks += [Heading("Final-epoch metrics (exploratory but for the primary rows)"), Paragraph(_FINAL_NOTE)]
     blocks += [_metric_table(report, "final")]
-    blocks += [Heading("Best-epoch metrics (optimistic: picked on the validation set itself)"), Paragraph(_BEST_NOTE)]
-    blocks += [_metric_table(report, "best")]
-    blocks += [Heading("Stability: validation-loss std over epochs"), Paragraph(_stability_note(report))]
+    blocks += [Heading("Best-epoch metrics (exploratory; optimistic: picked on the validation set itself)")]
+    blocks += [Paragraph(_BEST_NOTE), _metric_table(report, "best")]
+    blocks += [Heading("Stability: validation-loss std over epochs (exploratory)"), Paragraph(_stability_note(report))]
     blocks += [_metric_table(report, "stability"), *_images(figures, FIG_PAIRED_STABILITY)]
     blocks += [Heading("Curves over epochs"), Paragraph(_CURVES_NOTE), *_images(figures, FIG_VAL_LOSS)]
     for task in report.tasks:
@@ -60,11 +61,30 @@ def document(report: Report, figures: Mapping[str, str]) -> list[Block]:
     return blocks
 
 
+def studies_document(sections: Sequence[tuple[str, list[Block]]]) -> list[Block]:
+    """Several studies' documents (:func:`document`) as one: a section per study, its headings one level down."""
+    names = tuple(f"`{label}`" for label, _ in sections)
+    blocks: list[Block] = [Heading(f"emabench report: {len(sections)} studies", 1), Paragraph(_STUDIES_NOTE)]
+    blocks.append(Bullets(names))
+    for label, section in sections:
+        blocks.append(Heading(f"Study: {label}", 2))
+        blocks += [Heading(b.text, b.level + 1) if isinstance(b, Heading) else b for b in section[1:]]
+    return blocks
+
+
+_STUDIES_NOTE = (
+    "These runs hold several studies: the runs of one sweep folder, or the single runs (`emabench run`) of one "
+    "config name. Each is reported on its own: its own groups, its own family of verdicts, its own figures. To report "
+    "one alone, give its folder: `emabench report runs/<sweep folder>`."
+)
 _FINAL_NOTE = (
     "The metrics of each run's last epoch (where early stopping ended it), as the seed study reports them. "
-    "Mean ± std over seeds [95% t-interval of the mean]; Δ = model − raw, paired by seed, with its 95% CI; Δ % is the "
-    'mean over seeds of (model − raw)/|raw| (its sign is the difference\'s, not "better"); wins = seeds where the '
-    "averaged model is strictly better; p-values raw and Holm-adjusted side by side (the verdict uses the adjusted)."
+    "Mean ± std over seeds [95% t-interval of the mean]; Δ = model − baseline, paired by seed, with its 95% CI; Δ % "
+    'is the mean over seeds of (model − baseline)/|baseline| (its sign is the difference\'s, not "better"); wins = '
+    "seeds where the model is strictly better, with the exact 95% interval of that share. Every interval and p-value "
+    "here is unadjusted, of one comparison: only the primary rows carry a verdict (the section above); the others are "
+    "exploratory. p (Wilcoxon) is the signed-rank test on the differences rounded to the metric's resolution, a "
+    "robustness check on the median-like centre rather than the mean."
 )
 _BEST_NOTE = (
     "Each model's metrics at the epoch of **its own lowest validation loss**. That epoch is chosen on the very "
@@ -97,7 +117,8 @@ def _sources(report: Report) -> str:
     )
     return (
         f"{len(runs)} finished runs ({runs['seed'].nunique()} seeds; task: {tasks}) from {where}; grouped by {by}; "
-        f"models compared with `{BASELINE}`, paired by seed. Diverged runs: {diverged} (counted, excluded from every "
+        f"models compared with `{report.question.baseline}`, paired by seed. Diverged runs: {diverged} (counted, "
+        "excluded from every "
         f"statistic). Skipped folders without DONE: {len(report.skipped)}.{twice}{_mode_note(runs)}"
         f"{_versus_note(report)}"
     )
@@ -134,26 +155,8 @@ def _rows(report: Report, selection: str, metric: str | None = None) -> pd.DataF
 
 
 def _glance(report: Report) -> list[str]:
-    items = []
-    tasks = _tasks(report)
-    stability = {(r["group"], r["model"]): r["verdict"] for _, r in _rows(report, "stability").iterrows()}
-    for _, r in _rows(report, "final").iterrows():
-        task = tasks[r["task"]]
-        if r["metric"] != headline(task):
-            continue
-        key, name = (r["group"], r["model"]), spec(task, r["metric"]).label
-        best = _rows(report, "best", r["metric"])
-        best = best[(best["group"] == r["group"]) & (best["model"] == r["model"])]["verdict"]
-        items.append(
-            f"**{r['group']} · {r['model']} vs raw**, final-epoch {name} {fmt(r['mean'])} vs "
-            f"{fmt(r['baseline_mean'])}: "
-            f"difference {diff_text(r)} ({pct(r['rel_diff_pct'])} per seed on average); {r['model']} better on "
-            f"{r['wins']}/{r['n']} seeds; p = {p_text(r['p_ttest'])} (t) / {p_text(r['p_wilcoxon'])} (Wilcoxon), "
-            f"Holm-adjusted {p_text(r['p_ttest_holm'])} / {p_text(r['p_wilcoxon_holm'])}: **{r['verdict']}**. "
-            f"Stability: **{stability.get(key, '—')}**. Best-epoch {name}: **{best.iloc[0] if len(best) else '—'}**."
-        )
     claim = _claim(report)
-    return [*items, claim] if claim else items
+    return [*glance(report), claim] if claim else glance(report)
 
 
 def _claim(report: Report) -> str:
@@ -171,51 +174,10 @@ def _claim(report: Report) -> str:
     )
 
 
-def _task_heading(report: Report, task: Task) -> list[Block]:
-    return [Heading(f"Task: {task.name}", 3)] if len(report.tasks) > 1 else []
-
-
-def _verdict_table(report: Report, task: Task) -> Table:
-    columns = [
-        (selection, column.removeprefix("best_"))
-        for selection, directions in compared_columns(task).items()
-        for column in directions
-    ]
-    titles = [f"{'best-epoch' if s == 'best' else 'final'} {spec(task, m).label}" for s, m in columns[:-1]]
-    titles.append(STABILITY.label)
-    rows = with_groups(report.comparison, report.by) if len(report.comparison) else report.comparison
-    rows = rows[rows["task"] == task.name] if len(rows) else rows
-    body = []
-    for (group, model), part in rows.groupby(["group", "model"], sort=False) if len(rows) else []:
-        cells = {(r["selection"], r["metric"]): r for r in part.to_dict("records")}
-        first = part.iloc[0].to_dict()
-        n = f"{first['n']}" + (f" ({first['n_diverged']} diverged)" if first["n_diverged"] else "")
-        body.append((group, model, n, *(str(cells[c]["verdict"]) if c in cells else "—" for c in columns)))
-    return Table(("group", "model", "n", *titles), tuple(body))
-
-
-def _verdict_rule(report: Report) -> str:
-    family = report.family
-    seeds = int(report.per_run.groupby("group")["seed"].nunique().max()) if len(report.per_run) else 0
-    rule = (
-        "**better** / **worse**: the paired t-test *and* the Wilcoxon signed-rank test over seeds both give p < α "
-        f"(α = {report.alpha:g}) after **Holm–Bonferroni correction** over {family.description}, and the mean "
-        "difference points that way; otherwise **no significant difference**. **insufficient data**: fewer than "
-        f"{family.min_seeds} seed pairs, the fewest with which an exact Wilcoxon test (smallest p = 2/2ⁿ) can survive "
-        f"the correction over {family.tests} tests. {direction_text(report.tasks)}"
-    )
-    if family.tests and seeds < family.min_seeds:
-        rule += (
-            f" **With at most {seeds} seeds per group, no verdict in this report can say better or worse**: run at "
-            f"least {family.min_seeds} seeds, or compare fewer things in one report (`--where`, `--by`)."
-        )
-    return rule
-
-
 def _metric_table(report: Report, selection: str) -> Table:
-    header = ("group", "model", "metric", "n", "raw: mean ± std [95% CI]", "model: mean ± std [95% CI]")
-    header += ("Δ model − raw [95% CI]", "Δ %", "p (t)", "p (t) Holm", "p (Wilcoxon)", "p (Wilcoxon) Holm")
-    header += ("wins", "verdict")
+    baseline = report.question.baseline
+    header = ("group", "model", "metric", "n", f"{baseline}: mean ± std [95% CI]", "model: mean ± std [95% CI]")
+    header += (f"Δ model − {baseline} [95% CI]", *COMPARISON_HEADER)
     tasks = _tasks(report)
     body = []
     for _, r in _rows(report, selection).iterrows():
@@ -235,7 +197,8 @@ def _stability_note(report: Report) -> str:
     return (
         f"The std (ddof=1) of each model's validation loss over the epochs after a burn-in of {report.burn_in} "
         "(the initial descent, common to every model, would dominate it otherwise), per seed, then compared with "
-        "raw's paired by seed; lower is steadier. The seed study's stability claim is this number for one run."
+        f"{report.question.baseline}'s paired by seed; lower is steadier. The seed study's stability claim is this "
+        "number for one run."
     )
 
 
@@ -297,21 +260,24 @@ def _method(report: Report) -> tuple[str, ...]:
     groups = ", ".join(f"`{k}`" for k in report.by) or "—"
     versus = (versus_method(report.versus),) if report.versus is not None else ()
     return (
-        f"Groups: runs that differ only in their seed (keys: {groups}); every averaged model is compared with raw "
-        "within its group, paired by seed. Runs of different tasks are grouped apart and never compared.",
+        f"Groups: runs that differ only in their seed (keys: {groups}); every model is compared with "
+        f"{report.question.baseline} within its group, paired by seed (`--baseline` picks another model). Runs of "
+        "different tasks are grouped apart and never compared.",
         "Metrics and which direction of each is better come from each run's task (`config.task`), never from a "
         f"metric's name. {direction_text(report.tasks)}",
         "Means ± std (ddof=1) over seeds; 95% intervals are Student-t intervals of the mean "
         f"(level 1 − α, α = {report.alpha:g}).",
-        "Paired tests: scipy `ttest_rel` and `wilcoxon` (two-sided, zero differences dropped) on model − raw.",
-        f"Multiple comparisons: Holm–Bonferroni over {report.family.description}; the t-test p-values are adjusted "
-        "together and so are the Wilcoxon ones, and a verdict needs both adjusted p-values below α, which keeps the "
-        "chance of any false better/worse in this report below α. Comparisons with too few seed pairs to reach α "
-        "even alone are not tested and not counted.",
+        "Paired tests on model − baseline, two-sided: the t-test (scipy `ttest_rel`), the exact sign-flip test of the "
+        "same mean, the Wilcoxon signed-rank test (zeros dropped, ties at the metric's resolution kept tied; "
+        "descriptive), TOST for equivalence; power and seeds needed from the noncentral t (docs/statistics.md).",
+        f"Verdicts: the primary comparisons only ({report.family.description}), their error rate over every claim "
+        f"kept at most α; the rule and its measured error rates and power: docs/statistics.md. Everything else is "
+        "exploratory: unadjusted, no verdict.",
         "Diverged runs are counted per group and excluded (a seed pair goes when either side is not finite); "
         "nothing NaN is ever averaged.",
         f"Stability: std of the validation loss over epochs > {report.burn_in} (`--burn-in`).",
-        "Files: report.csv (one row per group), comparison.csv (one row per group × model × selection × metric), "
+        "Files: report.csv (one row per group), comparison.csv (one row per group × model × selection × metric, "
+        "`role` primary or exploratory), "
         "per_run.csv (one row per run × model), the figures fig_*.png.",
         *versus,
     )

@@ -78,7 +78,9 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
             folders.append(folder)
     documents = {f.path: parse_yaml(f.read_config_text(), str(f.path)) for f in folders}
     tasks = {f.path: f.recorded_task() or task_name(documents[f.path]) for f in folders}  # task.json: a tracked run
-    configs = {path: flatten(document) | {"task": tasks[path]} for path, document in documents.items()}
+    configs = {
+        path: flatten(document) | named(document) | {"task": tasks[path]} for path, document in documents.items()
+    }
     filters = parse_where(where, set().union(*configs.values()) if configs else set())
     rows, curves, duplicates = [], [], []
     same_config: dict[str, list[RunFolder]] = {}
@@ -113,6 +115,14 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
         curves.append(history_curves(history, kept.name, task))
     curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS)
     return Collection(pd.DataFrame(rows), curve_frame, skipped, duplicates)
+
+
+def named(document: Any) -> dict[str, str]:
+    """The undotted keys a run is also known by: its ``task`` and ``averagers`` (the names of its extra averagers,
+    ``"none"`` without), so that ``--where averagers=none`` and ``--by averagers`` work as on any key."""
+    averagers = document.get("averagers") if isinstance(document, dict) else None
+    names = ", ".join(sorted(averagers)) if isinstance(averagers, dict) and averagers else "none"
+    return {"task": task_name(document), "averagers": names}
 
 
 def task_name(document: Any) -> str:

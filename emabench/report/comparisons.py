@@ -1,19 +1,16 @@
-"""Every averaged model against raw, paired by seed, in every group, corrected for multiplicity over the whole report;
+"""Every model against the baseline (``raw`` unless ``--baseline`` says otherwise), paired by seed, in every group,
 and the one-row-per-group summary. Pure functions of the per-run frame (see :mod:`emabench.report.frames`).
 
-**Multiplicity.** A sweep of a few averagers × metrics × (final, best epoch, stability) × groups makes dozens of
-comparisons; at ``p < α`` each, some "better" verdicts would appear by chance alone. So the comparisons of ONE report
-are one family: the paired t-test p-values of the family are Holm-adjusted together (:func:`stats.holm`), and so
-are the Wilcoxon p-values, and a verdict says "better"/"worse" only when BOTH adjusted p-values are below α. A false
-"better" needs a false t-test rejection among the family, which Holm keeps below α (family-wise). Comparisons with
-fewer than ``stats.min_seeds_for(α)`` seed pairs cannot reach α even alone: they are "insufficient data" and not
-tested, so they do not enlarge the family.
+Every comparison of every metric and selection (final epoch, best epoch, stability) is described with unadjusted
+intervals and p-values (:func:`emabench.report.stats.compare_models`); only the primary ones are decided, as one
+family (:mod:`emabench.report.verdicts`): a report that tested everything it shows would spend its error rate on
+questions no one asked (accuracy and macro-F1, nearly the same number, counted twice) and lose the power to answer
+the one that was.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,54 +19,48 @@ import pandas as pd
 from emabench.errors import RunError
 from emabench.report import stats
 from emabench.report.collect import SHORT_NAMES
-from emabench.report.groups import BASELINE, group_values, iter_groups, model_order, resolve_by
+from emabench.report.groups import group_values, iter_groups, model_order, resolve_by
+from emabench.report.question import Question
 from emabench.report.specs import SELECTION_LABELS, compared_columns, headline, metric_columns, spec, task_of
+from emabench.report.verdicts import Family, Looks, Pair, judge
 from emabench.tasks.registry import get_task
 
 ALPHA = 0.05
 _SUMMARY_KEYS = ("mean", "std", "ci_low", "ci_high")
-_PAIRED_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "rel_diff_pct", "p_ttest", "p_wilcoxon", "wins")
-_PAIRED_KEYS += ("win_rate", "verdict")  # what stats.paired_comparison returns besides n
-HOLM = ("p_ttest_holm", "p_wilcoxon_holm")
-_DIFF_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "p_ttest", "p_ttest_holm", "p_wilcoxon")
-_DIFF_KEYS += ("p_wilcoxon_holm", "wins", "win_rate", "verdict")
+_PAIRED_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "rel_diff_pct", "p_ttest", "p_sign_flip", "p_wilcoxon")
+_PAIRED_KEYS += ("wins", "win_rate", "win_ci_low", "win_ci_high", "skewness")  # stats.paired_comparison's, but n
+_DIFF_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "p_ttest", "p_sign_flip", "p_wilcoxon", "wins", "win_rate")
+_DIFF_KEYS += ("verdict",)
 
 
-@dataclass(frozen=True)
-class Family:
-    """The comparisons corrected together: ``tests`` of them (Holm over each test's p-values), the fewest seed pairs
-    with which a verdict can survive that correction (``min_seeds``), and a sentence that says which they were."""
-
-    tests: int
-    min_seeds: int
-    alpha: float
-    description: str
-
-
-def compare_group(group: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """One group's paired comparisons, long: one row per averaged model × selection × metric, uncorrected
-    (stats.compare_models), with the group's ``task`` and each metric's direction (``higher_is_better``)."""
-    models = model_order(group)
-    if BASELINE not in models:
-        return pd.DataFrame()
-    long = paired_long(group, group_by=[], models=models, baseline=BASELINE, alpha=alpha)
+def compare_group(group: pd.DataFrame, baseline: str, alpha: float = ALPHA) -> tuple[pd.DataFrame, list[Pair]]:
+    """One group's paired comparisons, long: one row per model × selection × metric (stats.compare_models,
+    unadjusted), with the group's ``task`` and each metric's direction; and each row's seeds and paired values."""
+    models = model_order(group, baseline)
+    if baseline not in models:
+        return pd.DataFrame(), []
+    long, pairs = paired_long(group, group_by=[], models=models, baseline=baseline, alpha=alpha)
     if long.empty:
-        return long
-    order = {m: i for i, m in enumerate(models)}
+        return long, pairs
     long = long.drop(columns="n_unpaired")
     long["n_diverged"] = int(group.drop_duplicates("run_id")["status"].eq("diverged").sum())
-    return long.sort_values("model", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    order = {m: i for i, m in enumerate(models)}
+    ranks = long["model"].map(order).to_numpy()
+    keep = np.argsort(ranks, kind="stable")
+    return long.iloc[keep].reset_index(drop=True), [pairs[i] for i in keep]
 
 
 def paired_long(
     frame: pd.DataFrame, *, group_by: Sequence[str], models: Sequence[str], baseline: str, alpha: float = ALPHA
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, list[Pair]]:
     """``stats.compare_models`` on every compared column of ``frame``'s task (final metrics, best epoch, stability),
     long: one row per ``group_by`` × model × selection × metric with ``task``, ``selection``, ``metric`` (``best_``
     stripped), ``higher_is_better``, ``n_seeds``, ``n_unpaired``, ``n``, the two models' summaries (``baseline_*``
-    and plain) and the paired comparison; uncorrected. Shared by the averaged-vs-raw comparisons and ``--versus``."""
+    and plain) and the paired comparison, unadjusted; and per row its seeds and paired values. Shared by the
+    comparisons with the baseline and ``--versus``."""
     task = task_of(frame)
-    parts = []
+    parts, pairs = [], []
+    joined = _joined(frame, group_by, models, baseline, [c for cols in compared_columns(task).values() for c in cols])
     for selection, columns in compared_columns(task).items():
         present = {c: higher for c, higher in columns.items() if c in frame.columns}
         if not present:
@@ -88,75 +79,52 @@ def paired_long(
             part.insert(at + 2, "metric", column.removeprefix("best_"))
             part.insert(at + 3, "higher_is_better", higher)
             parts.append(part)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+            pairs += [_pair(joined[key, model], column) for key, model in _row_keys(part, group_by)]
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), pairs
 
 
-def comparison_table(per_run: pd.DataFrame, by: Sequence[str], alpha: float = ALPHA) -> tuple[pd.DataFrame, Family]:
-    """Every averaged model vs raw in every group, long, with Holm-adjusted p-values and verdicts over the whole
-    table (:func:`correct`)."""
-    parts = []
+def _row_keys(part: pd.DataFrame, group_by: Sequence[str]) -> list[tuple[tuple[Any, ...], str]]:
+    return [(tuple(r[k] for k in group_by), r["model"]) for r in part.to_dict("records")]
+
+
+def _joined(
+    frame: pd.DataFrame, group_by: Sequence[str], models: Sequence[str], baseline: str, columns: Sequence[str]
+) -> dict[tuple[tuple[Any, ...], str], pd.DataFrame]:
+    """(group key, model) → that model's and the baseline's rows joined by seed (``stats.paired_frame``)."""
+    present = [c for c in columns if c in frame.columns]
+    groups = frame.groupby(list(group_by), sort=True, dropna=False) if group_by else [((), frame)]
+    joined = {}
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for model in (m for m in models if m != baseline and m in set(group["model"])):
+            joined[key, model] = stats.paired_frame(group, model, baseline, present)[0]
+    return joined
+
+
+def _pair(joined: pd.DataFrame, column: str) -> Pair:
+    """The finite pairs of ``column``: seeds, baseline values, model values."""
+    base, other = joined[f"{column}__base"].to_numpy(float), joined[f"{column}__other"].to_numpy(float)
+    keep = np.isfinite(base) & np.isfinite(other)
+    return joined.index.to_numpy()[keep], base[keep], other[keep]
+
+
+def comparison_table(
+    per_run: pd.DataFrame, by: Sequence[str], question: Question, alpha: float = ALPHA, looks: Looks | None = None
+) -> tuple[pd.DataFrame, Family]:
+    """Every model vs the question's baseline in every group, long, described; the primary rows decided as one
+    family (:func:`emabench.report.verdicts.judge`; with ``looks``, as the sequential study it was)."""
+    parts, pairs = [], []
     for (_, group), key in zip(iter_groups(per_run, by), group_values(per_run, by)):
-        long = compare_group(group, alpha)
+        long, group_pairs = compare_group(group, question.baseline, alpha)
         for k, v in reversed(list(zip(by, key))):
             if k not in long.columns:
                 long.insert(0, k, v)
         parts.append(long)
+        pairs += group_pairs
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return correct(table, alpha, by)
-
-
-def correct(comparison: pd.DataFrame, alpha: float = ALPHA, by: Sequence[str] = ()) -> tuple[pd.DataFrame, Family]:
-    """``comparison`` with ``p_ttest_holm`` and ``p_wilcoxon_holm`` beside the raw p-values, and every ``verdict``
-    recomputed from the adjusted ones (:func:`holm_correct`), as one family described for the report."""
-    if comparison.empty:
-        return comparison.copy(), Family(0, stats.min_seeds_for(alpha), alpha, "no comparisons")
-    table, in_family = holm_correct(comparison, alpha)
-    tests = int(in_family.sum())
-    description = _describe(table[in_family], tests, by)
-    return table, Family(tests, stats.min_seeds_for(alpha, max(tests, 1)), alpha, description)
-
-
-def holm_correct(comparison: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFrame, pd.Series]:
-    """Holm over the rows of ``comparison`` as ONE family (module docstring): ``p_ttest_holm`` and
-    ``p_wilcoxon_holm`` inserted beside the raw p-values, every ``verdict`` recomputed from them; and which rows
-    formed the family: those with at least ``stats.min_seeds_for(alpha)`` pairs and a finite p-value (the others
-    get NaN adjusted p-values)."""
-    table = comparison.copy()
     if table.empty:
-        return table, pd.Series(dtype=bool)
-    in_family = (table["n"] >= stats.min_seeds_for(alpha)) & (
-        np.isfinite(table["p_ttest"].to_numpy(float)) | np.isfinite(table["p_wilcoxon"].to_numpy(float))
-    )
-    tests = int(in_family.sum())
-    for raw, adjusted in zip(("p_ttest", "p_wilcoxon"), HOLM):
-        values = np.full(len(table), np.nan)
-        values[in_family.to_numpy()] = stats.holm(table.loc[in_family, raw].to_numpy(float))
-        table.insert(int(table.columns.get_loc(raw)) + 1, adjusted, values)
-    table["verdict"] = [
-        stats.verdict(
-            int(r["n"]),
-            float(r["diff_mean"]),
-            float(r["p_ttest_holm"]),
-            float(r["p_wilcoxon_holm"]),
-            alpha=alpha,
-            higher_is_better=bool(r["higher_is_better"]),
-            tests=max(tests, 1),
-        )
-        for r in table.to_dict("records")
-    ]
-    return table, in_family
-
-
-def _describe(rows: pd.DataFrame, tests: int, by: Sequence[str]) -> str:
-    """``all averaged-vs-raw comparisons in this report: 14 tests (1 averaged model(s) in 2 group(s) × …)``."""
-    if not tests:
-        return "no averaged-vs-raw comparison in this report has enough seed pairs to be tested"
-    what = measures_text(rows)
-    groups = len(rows[list(by)].drop_duplicates()) if by else 1
-    return (
-        f"all averaged-vs-raw comparisons in this report: {tests} tests ({rows['model'].nunique()} averaged "
-        f"model(s) in {groups} group(s), each on {what})"
-    )
+        return table, Family(0, alpha, float("nan"), 0, "no comparison in this report")
+    return judge(table, pairs, question, alpha, by, looks)
 
 
 def measures_text(rows: pd.DataFrame) -> str:
@@ -170,25 +138,24 @@ def measures_text(rows: pd.DataFrame) -> str:
 
 
 def summarize_groups(
-    runs: pd.DataFrame, by: Sequence[str] | None = None, alpha: float = ALPHA, comparison: pd.DataFrame | None = None
+    runs: pd.DataFrame, by: Sequence[str], comparison: pd.DataFrame, baseline: str, alpha: float = ALPHA
 ) -> pd.DataFrame:
     """The wide table of ``report.csv``: one row per group (columns in :mod:`emabench.report.files`)."""
     if runs.empty:
         raise RunError("no finished runs to report")
     by = resolve_by(runs, by)
-    comparison = comparison_table(runs, by, alpha)[0] if comparison is None else comparison
     rows = []
     for (_, group), key in zip(iter_groups(runs, by), group_values(runs, by)):
         row: dict[str, Any] = {SHORT_NAMES.get(k, k): v for k, v in zip(by, key)}
         task = task_of(group)
         row |= {"task": task.name, "n_seeds": int(group["seed"].nunique())}
         row["n_diverged"] = int(group.drop_duplicates("run_id")["status"].eq("diverged").sum())
-        for model in model_order(group):
+        for model in model_order(group, baseline):
             rows_m = group[group["model"] == model]
             for column in (c for c in metric_columns(task) if c in group.columns):
                 summary = stats.summarize(rows_m[column], confidence=1.0 - alpha)
                 row |= {f"{model}_{column}_{k}": summary[k] for k in _SUMMARY_KEYS}
-            if model != BASELINE and "decay_reached" in group.columns:
+            if "decay_reached" in group.columns and np.isfinite(rows_m["decay_reached"].to_numpy(float)).any():
                 row[f"{model}_decay_reached"] = _finite_mean(rows_m["decay_reached"])
                 row[f"{model}_half_life_updates"] = _finite_mean(rows_m["half_life_updates"])
         for rec in _group_rows(comparison, by, key).to_dict("records"):

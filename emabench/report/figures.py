@@ -181,42 +181,43 @@ def paired_figure(
     label: str | None = None,
     verdicts: dict[tuple[str, str], str] | None = None,
     title: str | None = None,
+    baseline: str = "raw",
 ) -> Figure:
-    """Per group, a slope chart per averaged model: raw's ``metric`` on the left, the model's on the right, one line
-    per seed (green where the model is better on that seed in the direction ``higher_is_better`` says, red where
-    worse), the means as black diamonds.
+    """Per group, a slope chart per model: the ``baseline`` model's ``metric`` on the left, the model's on the
+    right, one line per seed (green where the model is better on that seed in the direction ``higher_is_better``
+    says, red where worse), the means as black diamonds.
 
     ``per_run``: one row per (group, seed, model) with a ``metric`` column; models without a finite pair are left
     out. ``verdicts`` (``(group, model)`` → verdict) is printed under each model's name."""
     label = label or metric
     groups = list(dict.fromkeys(per_run["group"]))
     finite = per_run[np.isfinite(per_run[metric].to_numpy(float))]
-    averaged = [m for m in _models(finite) if m != "raw"]
+    averaged = [m for m in _models(finite) if m != baseline]
     figure, axes = _panels(len(groups), width=2.2 + 1.5 * max(len(averaged), 1))
     for ax, group in zip(axes, groups):
         wide = finite[finite["group"] == group].pivot_table(index="seed", columns="model", values=metric)
         ticks = []
         for x, model in enumerate(averaged):
-            pairs = wide[["raw", model]].dropna() if {"raw", model} <= set(wide.columns) else pd.DataFrame()
+            pairs = wide[[baseline, model]].dropna() if {baseline, model} <= set(wide.columns) else pd.DataFrame()
             if pairs.empty:
                 ticks.append(f"{model}\nno data")
                 continue
-            better = (pairs[model] > pairs["raw"]) if higher_is_better else (pairs[model] < pairs["raw"])
-            same = pairs[model] == pairs["raw"]
+            better = (pairs[model] > pairs[baseline]) if higher_is_better else (pairs[model] < pairs[baseline])
+            same = pairs[model] == pairs[baseline]
             ends = [x - 0.3, x + 0.3]
             for (raw, avg), is_better, is_same in zip(pairs.to_numpy(), better, same):
                 color = TIE_COLOR if is_same else BETTER_COLOR if is_better else WORSE_COLOR
                 ax.plot(ends, [raw, avg], color=color, alpha=0.55, marker="o", markersize=3, linewidth=1)
-            ax.scatter(ends, [pairs["raw"].mean(), pairs[model].mean()], marker="D", color="black", zorder=3, s=30)
+            ax.scatter(ends, [pairs[baseline].mean(), pairs[model].mean()], marker="D", color="black", zorder=3, s=30)
             verdict = (verdicts or {}).get((group, model), "")
-            tick = f"raw → {model}\n{int(better.sum())}/{len(pairs)} better"
+            tick = f"{baseline} → {model}\n{int(better.sum())}/{len(pairs)} better"
             ticks.append(tick + (f"\n({verdict})" if verdict else ""))
         ax.set_xticks(range(len(ticks)), ticks, fontsize=8)
         ax.set_xlim(-0.5, max(len(ticks), 1) - 0.5)
         ax.set_title(group, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel(label)
-    figure.suptitle(title or f"{label} per seed: raw vs averaged (green: averaged better on that seed)")
+    figure.suptitle(title or f"{label} per seed: {baseline} vs each model (green: the model better on that seed)")
     return figure
 
 
@@ -233,10 +234,12 @@ def sweep_figure(
     label: str | None = None,
     other_keys: Sequence[str] = (),
     title: str | None = None,
+    baseline: str = "raw",
 ) -> Figure:
-    """Left: ``metric`` mean with its CI vs ``key`` for raw and each averaged model. Right: the paired difference
-    (model − raw) with its CI, and zero. ``comparison`` is the report's long comparison table; ``other_keys`` (the
-    other group keys) split the series (one line style each). One errorbar series (``ax.containers``) per line."""
+    """Left: ``metric`` mean with its CI vs ``key`` for the ``baseline`` model and each other. Right: the paired
+    difference (model − baseline) with its CI, and zero. ``comparison`` is the report's long comparison table;
+    ``other_keys`` (the other group keys) split the series (one line style each). One errorbar series
+    (``ax.containers``) per line."""
     name = label or metric
     rows = comparison[(comparison["selection"] == selection) & (comparison["metric"] == metric)]
     values = sorted(rows[key].dropna().unique())
@@ -245,17 +248,17 @@ def sweep_figure(
     position = {v: i for i, v in enumerate(values)}
     figure = Figure(figsize=(11, 4.2), layout="constrained")
     left, right = figure.subplots(1, 2)
-    colors = _colors(["raw", *dict.fromkeys(rows["model"])])
+    colors = _colors([baseline, *dict.fromkeys(rows["model"])])
     parts = list(rows.groupby(list(other_keys), sort=True, dropna=False)) if other_keys else [((), rows)]
     series: list[tuple[Axes, pd.DataFrame, str, str, str]] = []  # axes, rows, column prefix, label, color
     for index, (other, part) in enumerate(parts):
         suffix = "" if not other_keys else " · " + ", ".join(f"{a}={b}" for a, b in zip(other_keys, _tuple(other)))
         style = ("-", "--", ":", "-.")[index % 4]
-        base = part[part["model"] == part["model"].iloc[0]]  # raw's numbers repeat on every model's rows
-        series.append((left, base, "baseline_", f"raw{suffix}", colors["raw"] + style))
+        base = part[part["model"] == part["model"].iloc[0]]  # the baseline's numbers repeat on every model's rows
+        series.append((left, base, "baseline_", f"{baseline}{suffix}", colors[baseline] + style))
         for model, rows_m in part.groupby("model", sort=False):
             series.append((left, rows_m, "", f"{model}{suffix}", colors[model] + style))
-            series.append((right, rows_m, "diff_", f"{model} − raw{suffix}", colors[model] + style))
+            series.append((right, rows_m, "diff_", f"{model} − {baseline}{suffix}", colors[model] + style))
     for ax in (left, right):
         mine = [s for s in series if s[0] is ax]
         for i, (_, frame, prefix, legend, fmt) in enumerate(mine):
@@ -270,7 +273,7 @@ def sweep_figure(
     left.set(ylabel=f"{name} ({selection} epoch): mean, 95% CI")
     right.set(ylabel=f"paired difference in {name}: mean, 95% CI")
     better = "above" if higher_is_better else "below"
-    right.set_title(f"{better} zero: the averaged model is better", fontsize=9)
+    right.set_title(f"{better} zero: the model is better than {baseline}", fontsize=9)
     figure.suptitle(title or f"{name} ({selection} epoch) vs {key}, over seeds")
     return figure
 
@@ -296,6 +299,7 @@ def report_figures(report: Report) -> dict[str, tuple[Figure, str]]:
     names), each with its caption. Per task, from that task's groups only: its headline metric per seed (and vs beta
     when betas were swept), its plot metric over epochs; the stability and the validation loss over every group."""
     figures: dict[str, tuple[Figure, str]] = {}
+    baseline = report.question.baseline
     for task in report.tasks:
         main = spec(task, headline(task))
         comparison = report.comparison[report.comparison["task"] == task.name]
@@ -303,13 +307,13 @@ def report_figures(report: Report) -> dict[str, tuple[Figure, str]]:
         direction = {"higher_is_better": main.higher_is_better, "label": main.label}
         if "ema.beta" in report.by and comparison["ema.beta"].nunique() > 1:
             others = [k for k in report.by if k not in ("ema.beta", "task")]
-            figure = sweep_figure(comparison, "ema.beta", main.name, other_keys=others, **direction)
+            figure = sweep_figure(comparison, "ema.beta", main.name, other_keys=others, baseline=baseline, **direction)
             caption = f"final-epoch {main.label} and the paired difference vs beta, 95% CIs ({task.name})"
             figures[fig_vs_beta(main.name)] = (figure, caption)
-        title = f"final-epoch {main.label} per seed (green: averaged better on that seed)"
+        title = f"final-epoch {main.label} per seed (green: the model better than {baseline} on that seed)"
         verdicts = _verdicts(report, "final", main.name)
-        figure = paired_figure(per_run, main.name, verdicts=verdicts, title=title, **direction)
-        figures[fig_paired(main.name)] = (figure, f"final-epoch {main.label} per seed, raw vs each averaged model")
+        figure = paired_figure(per_run, main.name, verdicts=verdicts, title=title, baseline=baseline, **direction)
+        figures[fig_paired(main.name)] = (figure, f"final-epoch {main.label} per seed, {baseline} vs each model")
     if report.per_run[STABILITY.name].notna().any():
         figure = paired_figure(
             report.per_run,
@@ -317,11 +321,12 @@ def report_figures(report: Report) -> dict[str, tuple[Figure, str]]:
             higher_is_better=STABILITY.higher_is_better,
             label=f"{STABILITY.label} after burn-in",
             verdicts=_verdicts(report, "stability", STABILITY.name),
-            title=f"validation-loss std over epochs > {report.burn_in}, per seed (green: averaged steadier)",
+            title=f"validation-loss std over epochs > {report.burn_in}, per seed (green: steadier than {baseline})",
+            baseline=baseline,
         )
         figures[FIG_PAIRED_STABILITY] = (
             figure,
-            "validation-loss std after burn-in per seed, raw vs each averaged model",
+            f"validation-loss std after burn-in per seed, {baseline} vs each model",
         )
     if len(report.curves):
         zoom = max(report.burn_in + 1, 20)  # the y range follows the later epochs, where the models differ
@@ -344,4 +349,4 @@ def _verdicts(report: Report, selection: str, metric: str) -> dict[tuple[str, st
     if rows.empty:
         return {}
     rows = with_groups(rows, report.by)
-    return {(g, m): str(v) for g, m, v in zip(rows["group"], rows["model"], rows["verdict"])}
+    return {(g, m): str(v) for g, m, v in zip(rows["group"], rows["model"], rows["verdict"]) if v}

@@ -51,15 +51,32 @@ def summary_text(row: Mapping[str, Any], prefix: str) -> str:
     return text + (f"\n[{fmt(low)}, {fmt(high)}]" if math.isfinite(low) else "")
 
 
+def wins_text(row: Mapping[str, Any]) -> str:
+    """``5/5 [0.48, 1]``: the seeds on which the model is better, and the exact interval of that share."""
+    low, high = row.get("win_ci_low", float("nan")), row.get("win_ci_high", float("nan"))
+    interval = f" [{low:.2g}, {high:.2g}]" if math.isfinite(low) and math.isfinite(high) else ""
+    return f"{row['wins']}/{row['n']}{interval}"
+
+
+def seeds_text(value: Any) -> str:
+    """Seeds needed: ``14``, or ``—`` when none within the search's cap."""
+    return f"{int(value)}" if isinstance(value, (int, float, np.floating)) and math.isfinite(value) else "—"
+
+
+COMPARISON_HEADER = ("Δ %", "p (t)", "p (sign-flip)", "p (Wilcoxon)", "wins [95% CI of the share]", "verdict")
+
+
 def comparison_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
     """A paired comparison's cells, as every comparison table shows them: baseline and model summaries, the
-    difference with its interval, the mean relative change, raw and Holm-adjusted p of both tests, wins, verdict."""
+    difference with its interval, the mean relative change, the unadjusted p-values, wins, and the verdict of a
+    primary comparison (``exploratory`` on the others: described, never decided)."""
+    verdict = str(row.get("verdict") or "")
     return (
         summary_text(row, "baseline_"),
         summary_text(row, ""),
         diff_text(row).replace(" [", "\n["),
         pct(row["rel_diff_pct"]),
-        *(p_text(row[k]) for k in ("p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm")),
-        f"{row['wins']}/{row['n']}",
-        str(row["verdict"]),
+        *(p_text(row[k]) for k in ("p_ttest", "p_sign_flip", "p_wilcoxon")),
+        wins_text(row),
+        verdict if verdict else "exploratory",
     )

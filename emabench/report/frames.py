@@ -18,9 +18,10 @@ Definitions used throughout:
   ``ln 0.5 / ln d`` in updates (:func:`emabench.averaging.half_life`) and in epochs.
 - **diverged runs** are counted per group (``n_diverged``) and excluded: their metrics are set to NaN, and the
   statistics drop non-finite values (a pair goes when either side is NaN), so nothing NaN is ever averaged.
-- Statistics come from :mod:`emabench.report.stats`: t-intervals at ``1 − alpha``; a verdict ``better``/``worse`` needs
-  the paired t-test *and* the Wilcoxon signed-rank test at ``p < alpha`` after Holm's correction over every
-  comparison of the report; too few seed pairs to pass that correction is ``insufficient data``.
+- **baseline**: ``raw`` unless ``--baseline`` names another model; every other model is compared with it.
+- Statistics come from :mod:`emabench.report.stats` (descriptive: t-intervals at ``1 − alpha``, unadjusted
+  p-values) and :mod:`emabench.report.verdicts` (the primary question of :mod:`emabench.report.question`, decided as
+  one family: better, worse, equivalent, inconclusive, too few seeds).
 
 - **versus** (``--versus KEY=VALUE``, optional): each other value of a setting vs VALUE, per model, paired by seed
   and by the other group keys, a Holm family of its own (:mod:`emabench.report.versus`).
@@ -41,11 +42,14 @@ import pandas as pd
 from emabench.averaging import half_life
 from emabench.errors import ConfigError, InputError
 from emabench.report import stats
-from emabench.report.collect import Collection
-from emabench.report.comparisons import ALPHA, Family, comparison_table, summarize_groups
-from emabench.report.groups import BASELINE, iter_groups, model_order, resolve_by, with_groups
+from emabench.report.collect import ALIASES, Collection
+from emabench.report.comparisons import ALPHA, comparison_table, summarize_groups
+from emabench.report.groups import iter_groups, model_order, resolve_by, with_groups
 from emabench.report.published import reference_table
+from emabench.report.question import Question, resolve_question
 from emabench.report.specs import STABILITY, metric_columns, tasks_in
+from emabench.report.studies import looks_of, split_studies
+from emabench.report.verdicts import Family, Looks
 from emabench.report.versus import Versus, grouping_with, parse_versus, versus_table
 from emabench.results.tables import STABILITY_FROM_EPOCH
 from emabench.tasks.base import Task
@@ -128,7 +132,7 @@ def decay_table(per_run: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         for model in model_order(group):
             values = group[group["model"] == model]
             decay = values["decay_reached"].to_numpy(float)
-            if model == BASELINE or not np.isfinite(decay).any():
+            if not np.isfinite(decay).any():
                 continue
             configured = _configured_beta(values, model)
             rows.append(
@@ -166,13 +170,15 @@ class Report:
     by: list[str]
     per_run: pd.DataFrame  # per_run.csv, with a ``group`` label column
     curves: pd.DataFrame  # non-diverged runs' curves, with ``group``, ``seed``, ``status`` and ``task``
-    comparison: pd.DataFrame  # comparison.csv (Holm-adjusted p-values and verdicts)
+    comparison: pd.DataFrame  # comparison.csv (every comparison described; the primary ones with verdicts)
     summary: pd.DataFrame  # report.csv
     reference: pd.DataFrame  # the blog's run beside ours: seed-study groups only, else empty
     decay: pd.DataFrame
     burn_in: int
     alpha: float
-    family: Family  # the comparisons corrected together
+    family: Family  # the primary comparisons, decided together
+    question: Question  # the primary measure per task, its margin, and the baseline model
+    looks: Looks | None  # a sequential study's looks (``sweep --until-decided``), else None
     tasks: list[Task] = field(default_factory=list)  # the tasks of the report's runs
     sources: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, status)
@@ -187,16 +193,23 @@ def build_report(
     alpha: float = ALPHA,
     sources: Sequence[str] = (),
     versus: str | None = None,
+    primary: str | None = None,
+    margin: str | None = None,
+    baseline: str | None = None,
 ) -> Report:
     """All statistics of the report from a :class:`Collection` (see the module docstring); with ``versus``
-    (``KEY=VALUE``) also each other value of KEY vs VALUE (:mod:`emabench.report.versus`; KEY joins ``by``)."""
+    (``KEY=VALUE``) also each other value of KEY vs VALUE (:mod:`emabench.report.versus`; KEY joins ``by``).
+    ``primary``, ``margin``, ``baseline``: the command line's choices of
+    :func:`~emabench.report.question.resolve_question` (None: the runs' config, else the defaults)."""
     if collection.runs.empty:
         raise InputError(f"no finished runs under {', '.join(sources) or 'the given folders'}")
     target = parse_versus(versus, collection.runs) if versus else None
     keys = resolve_by(collection.runs, grouping_with(collection.runs, by, target[0]) if target else by)
     runs = collection.runs.sort_values([*keys, "seed"], kind="stable") if keys else collection.runs
     per_run = with_groups(per_run_table(runs.reset_index(drop=True), collection.curves, burn_in), keys)
-    comparison, family = comparison_table(per_run, keys, alpha)
+    question = resolve_question(per_run, tasks_in(per_run), primary, margin, check_baseline(per_run, baseline))
+    looks = looks_of(collection)
+    comparison, family = comparison_table(per_run, keys, question, alpha, looks)
     run_info = per_run.drop_duplicates("run_id").set_index("run_id")[["group", "seed", "status", "task"]]
     curves = collection.curves[collection.curves["run_id"].isin(run_info.index)].join(run_info, on="run_id")
     order = {run: i for i, run in enumerate(run_info.index)}  # the groups' order, as in the tables
@@ -206,15 +219,54 @@ def build_report(
         per_run=per_run,
         curves=curves[curves["status"] != "diverged"].reset_index(drop=True),
         comparison=comparison,
-        summary=summarize_groups(per_run, keys, alpha, comparison),
+        summary=summarize_groups(per_run, keys, comparison, question.baseline, alpha),
         reference=reference_table(per_run, keys),
         decay=decay_table(per_run, keys),
         burn_in=burn_in,
         alpha=alpha,
         family=family,
+        question=question,
+        looks=looks,
         tasks=tasks_in(per_run),
         sources=list(sources),
         skipped=[(str(folder.path), status) for folder, status in collection.skipped],
         duplicates=[(str(kept.path), str(dropped.path)) for kept, dropped in collection.duplicates],
-        versus=versus_table(per_run, keys, *target, alpha) if target else None,
+        versus=versus_table(per_run, keys, *target, question, alpha) if target else None,
     )
+
+
+def check_baseline(per_run: pd.DataFrame, baseline: str | None) -> str | None:
+    """``--baseline``: a model the runs have (one-line :class:`ConfigError` listing them), or None."""
+    if baseline is None:
+        return None
+    models = list(dict.fromkeys(per_run["model"]))
+    if baseline not in models:
+        raise ConfigError(f"--baseline: no model {baseline!r} in these runs (models: {', '.join(models)})")
+    return baseline
+
+
+@dataclass
+class Study:
+    """One study's report (:mod:`emabench.report.studies`); ``label`` is empty when the runs hold only one."""
+
+    label: str
+    report: Report
+
+
+def build_studies(collection: Collection, versus: str | None = None, **options: Any) -> list[Study]:
+    """A :class:`Report` per study of the collection (one, unlabelled, when it holds one): ``options`` are
+    :func:`build_report`'s. ``versus`` goes to the studies whose runs have its key (all of them if none does, so
+    that the refusal names the key)."""
+    parts = split_studies(collection)
+    if len(parts) == 1:
+        return [Study("", build_report(collection, versus=versus, **options))]
+    key = versus.partition("=")[0].strip() if versus else ""
+    asked = [label for label, part in parts if _varies(part.runs, key)] or [label for label, _ in parts]
+    return [
+        Study(label, build_report(part, versus=versus if label in asked else None, **options)) for label, part in parts
+    ]
+
+
+def _varies(runs: pd.DataFrame, key: str) -> bool:
+    key = ALIASES.get(key, key)
+    return bool(key) and key in runs.columns and runs[key].astype(str).nunique() > 1

@@ -14,12 +14,18 @@ from emabench.errors import ConfigError
 from emabench.report.collect import ALIASES, SHORT_NAMES, did_you_mean
 
 IDENTITY_KEYS = ("seed", "name")  # keys that identify a run but are never a "setting" to group by
-TOP_LEVEL_KEYS = ("device", "task")  # undotted config keys that are settings
+TOP_LEVEL_KEYS = ("device", "task", "averagers")  # undotted config keys that are settings (averagers: their names)
 BASELINE = "raw"
+NOT_SETTINGS = ("report.",)  # config keys that are never a setting to group by
 
 
 def config_keys(runs: pd.DataFrame) -> list[str]:
-    return [c for c in runs.columns if "." in c or c in (*IDENTITY_KEYS, *TOP_LEVEL_KEYS)]
+    """The runs' config keys (dotted, and the few top-level ones); ``report.*`` says how to report, not what ran."""
+    return [
+        c
+        for c in runs.columns
+        if ("." in c or c in (*IDENTITY_KEYS, *TOP_LEVEL_KEYS)) and not c.startswith(NOT_SETTINGS)
+    ]
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
@@ -56,12 +62,26 @@ def resolve_by(runs: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
     for label, group in iter_groups(runs, keys):
         if group.duplicated(["seed", "model"]).any():
             others = [k for k in config_keys(runs) if k not in (*keys, "seed")]
-            differ = [k for k in others if group[k].astype(str).nunique() > 1]
+            differ = differing_keys(group, others)
             raise ConfigError(
                 f"--by {' '.join(keys) or '(none)'}: group {label} holds several runs per seed that differ in "
-                f"{', '.join(differ) or 'their config'}; add --by for those keys or filter with --where"
+                f"{differ or 'their config'}; add --by for those keys or filter with --where KEY=VALUE"
             )
     return keys
+
+
+SHOWN_KEYS = 6  # a refusal names this many differing keys, then a count
+
+
+def differing_keys(group: pd.DataFrame, keys: Sequence[str]) -> str:
+    """The ``keys`` whose values differ within ``group``, as ``--by``/``--where`` take them (short names; a dotted key
+    left out when its first part is itself a differing key, as ``averagers.swa.kind`` under ``averagers``), at most
+    :data:`SHOWN_KEYS` of them and a count."""
+    differ = [k for k in keys if group[k].astype(str).nunique() > 1]
+    tops = set(differ)
+    shown = [SHORT_NAMES.get(k, k) for k in differ if k.split(".", 1)[0] not in tops or "." not in k]
+    more = f" and {len(shown) - SHOWN_KEYS} more" if len(shown) > SHOWN_KEYS else ""
+    return ", ".join(shown[:SHOWN_KEYS]) + more
 
 
 def group_label(keys: Sequence[str], values: Sequence[Any]) -> str:
@@ -82,10 +102,10 @@ def iter_groups(runs: pd.DataFrame, by: Sequence[str]) -> Iterator[tuple[str, pd
         yield group_label(by, key if isinstance(key, tuple) else (key,)), group
 
 
-def model_order(runs: pd.DataFrame) -> list[str]:
-    """``raw`` first, then the other models in order of appearance."""
+def model_order(runs: pd.DataFrame, baseline: str = BASELINE) -> list[str]:
+    """The ``baseline`` model first, then the other models in order of appearance."""
     models = list(dict.fromkeys(runs["model"]))
-    return sorted(models, key=lambda m: (m != BASELINE, models.index(m)))
+    return sorted(models, key=lambda m: (m != baseline, models.index(m)))
 
 
 def with_groups(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

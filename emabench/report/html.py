@@ -8,15 +8,16 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 
-from emabench.report import stats
+from emabench.report import decision
 from emabench.report.blocks import TITLE
 from emabench.report.elements import Block, Bullets, Heading, Image, Paragraph, Table
 
 _VERDICT_CLASS = {
-    stats.BETTER: "better",
-    stats.WORSE: "worse",
-    stats.NO_DIFFERENCE: "same",
-    stats.INSUFFICIENT: "few",
+    decision.BETTER: "better",
+    decision.WORSE: "worse",
+    decision.EQUIVALENT: "equivalent",
+    decision.INCONCLUSIVE: "open",
+    decision.TOO_FEW: "few",
 }
 _CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;max-width:1600px;
@@ -36,13 +37,15 @@ td small{color:#6b7280}
 tr:nth-child(even) td{background:#fafbfc}
 td.better{background:#d6f5de!important;color:#0f5323;font-weight:600;text-align:center}
 td.worse{background:#fbdcdc!important;color:#8b1a1a;font-weight:600;text-align:center}
-td.same{background:#eceff3!important;color:#4b5563;text-align:center}
+td.equivalent{background:#dbeafe!important;color:#1e3a8a;font-weight:600;text-align:center}
+td.open{background:#eceff3!important;color:#4b5563;text-align:center}
 td.few{background:#fff3c4!important;color:#6b5200;text-align:center}
-td.better,td.worse,td.same,td.few{white-space:normal;min-width:6.5em;max-width:9em}
+td.better,td.worse,td.equivalent,td.open,td.few{white-space:normal;min-width:6.5em;max-width:9em}
 .scroll td:first-child,.scroll th:first-child{position:sticky;left:0;z-index:1;box-shadow:1px 0 0 #d9dde3}
 .verdict-last td:last-child,.verdict-last th:last-child{position:sticky;right:0;z-index:1;
 box-shadow:-1px 0 0 #d9dde3}
-strong.better{color:#0f7a30}strong.worse{color:#b42318}strong.same{color:#4b5563}strong.few{color:#8a6a00}
+strong.better{color:#0f7a30}strong.worse{color:#b42318}strong.equivalent{color:#1e3a8a}strong.open{color:#4b5563}
+strong.few{color:#8a6a00}
 .legend span{display:inline-block;padding:.05em .5em;margin-right:.6em;border-radius:3px;font-size:.85em}
 figure{margin:1em 0 1.6em}
 figure img{max-width:100%;border:1px solid #e5e7eb}

@@ -21,14 +21,13 @@ Columns of :func:`compare_models` (one row per group and compared model; ``{m}``
 - ``{m}_n``: pairs used for metric ``m`` (``n_seeds`` minus pairs with a non-finite value);
 - ``baseline_{m}_mean/_std/_ci_low/_ci_high`` and ``{m}_mean/_std/_ci_low/_ci_high``: :func:`summarize` of each
   model over those same pairs (so ``{m}_mean − baseline_{m}_mean == {m}_diff_mean``);
-- ``{m}_diff_mean/_diff_ci_low/_diff_ci_high``, ``{m}_rel_diff_pct``, ``{m}_p_ttest``, ``{m}_p_wilcoxon``,
-  ``{m}_wins``, ``{m}_win_rate``, ``{m}_verdict``: :func:`paired_comparison` of the model against the baseline.
+- ``{m}_diff_mean/_diff_ci_low/_diff_ci_high``, ``{m}_rel_diff_pct``, ``{m}_p_ttest``, ``{m}_p_sign_flip``,
+  ``{m}_p_wilcoxon``, ``{m}_wins``, ``{m}_win_rate``, ``{m}_win_ci_low/_win_ci_high``, ``{m}_skewness``:
+  :func:`paired_comparison` of the model against the baseline.
 
-Every interval in the table is at level ``1 − alpha`` (95% by default). ``{m}_verdict`` is one of
-:data:`VERDICTS`: "better"/"worse" need both the paired t-test and the Wilcoxon test at ``p < alpha``;
-"insufficient data" below :func:`min_seeds_for` pairs (6 at alpha 0.05); see :func:`paired_comparison`. These are
-the verdicts of ONE comparison; a report that makes many corrects them for multiplicity with :func:`holm` and
-:func:`verdict` (``tests`` = the size of the family).
+Every interval in the table is at level ``1 − alpha`` (95% by default) and every p-value is that of ONE comparison,
+unadjusted: which comparisons a report decides, and how it keeps its error rate over them, is
+:mod:`emabench.report.verdicts`'.
 """
 
 from __future__ import annotations
@@ -41,10 +40,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT = "better", "worse", "no significant difference", "insufficient data"
-VERDICTS = (BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT)
-_COMPARISON_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "rel_diff_pct", "p_ttest", "p_wilcoxon")
-_COMPARISON_KEYS += ("wins", "win_rate", "verdict")
+from emabench.report import paired, power
+
+_COMPARISON_KEYS = ("diff_mean", "diff_ci_low", "diff_ci_high", "rel_diff_pct", "p_ttest", "p_sign_flip", "p_wilcoxon")
+_COMPARISON_KEYS += ("wins", "win_rate", "win_ci_low", "win_ci_high", "skewness")
 
 
 def _as_1d(values: Sequence[float] | np.ndarray | pd.Series, name: str = "values") -> np.ndarray:
@@ -146,52 +145,11 @@ def _p_ttest(baseline: np.ndarray, other: np.ndarray) -> float:
         return float(st.ttest_rel(other, baseline).pvalue)
 
 
-def _p_wilcoxon(diff: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value on the non-zero differences (zero_method='wilcox'); NaN if none."""
-    nonzero = diff[diff != 0]
-    if nonzero.size == 0:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # older scipy warns on small n / ties; the p stays valid
-        return float(st.wilcoxon(nonzero).pvalue)
-
-
 def _rel_diff_pct(baseline: np.ndarray, other: np.ndarray) -> float:
     usable = baseline != 0
     if not usable.any():
         return float("nan")
     return float(np.mean((other[usable] - baseline[usable]) / np.abs(baseline[usable])) * 100.0)
-
-
-def min_seeds_for(alpha: float, tests: int = 1) -> int:
-    """Smallest n at which a two-sided exact Wilcoxon test can reach ``p < alpha`` among ``tests`` comparisons
-    corrected by Holm: its smallest p-value is ``2 / 2**n``, and Holm's first step multiplies the smallest p of the
-    family by ``tests``, so ``tests · 2 / 2**n < alpha`` is needed (at 0.05: 6 seeds for one test, 10 for 14 tests,
-    13 for 168).
-    """
-    _check_level(alpha, "alpha")
-    if tests < 1:
-        raise ValueError(f"tests must be at least 1, got {tests}")
-    n = 1
-    while tests * 2.0 / 2.0**n >= alpha:
-        n += 1
-    return n
-
-
-def verdict(
-    n: int, mean_diff: float, p_t: float, p_w: float, *, alpha: float, higher_is_better: bool, tests: int = 1
-) -> str:
-    """The verdict of one comparison of ``n`` pairs from its two p-values (raw, or Holm-adjusted over ``tests``
-    comparisons): "insufficient data" below ``min_seeds_for(alpha)`` pairs whatever the p-values (an exact
-    Wilcoxon test cannot reach ``alpha`` there); "better"/"worse" when both p-values are below ``alpha`` and the
-    mean difference points that way; otherwise "insufficient data" again when ``n < min_seeds_for(alpha, tests)``
-    (so few pairs could not have survived the correction over a family of that size), else "no significant
-    difference"."""
-    if n < min_seeds_for(alpha):
-        return INSUFFICIENT
-    if p_t < alpha and p_w < alpha and mean_diff != 0 and np.isfinite(mean_diff):
-        return BETTER if (mean_diff > 0) == higher_is_better else WORSE
-    return INSUFFICIENT if n < min_seeds_for(alpha, tests) else NO_DIFFERENCE
 
 
 def holm(pvalues: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
@@ -222,47 +180,45 @@ def paired_comparison(
     *,
     higher_is_better: bool,
     alpha: float = 0.05,
-) -> dict[str, float | int | str]:
-    """Compare ``other`` against ``baseline``, element i of each coming from the same seed.
+) -> dict[str, float | int]:
+    """Compare ``other`` against ``baseline``, element i of each coming from the same seed: descriptive, unadjusted.
 
     Pairs where either value is non-finite are dropped (``n_dropped``); ``n`` pairs remain. Returned keys:
     ``diff_mean`` = mean of ``other − baseline`` with its ``1 − alpha`` t-interval ``diff_ci_low/high`` (it excludes
     0 exactly when the paired t-test has ``p < alpha``); ``rel_diff_pct`` = mean over pairs of
     ``(other − baseline) / |baseline|`` in percent (pairs with a zero baseline skipped); ``p_ttest``
-    (``scipy.stats.ttest_rel``; a constant non-zero difference gives 0) and ``p_wilcoxon``
-    (``scipy.stats.wilcoxon``, zeros dropped; NaN when every difference is 0); ``wins`` = pairs where
-    ``other`` is strictly better in the direction ``higher_is_better`` says, ``win_rate = wins / n``.
-
-    ``verdict`` rule, deliberately conservative:
-
-    - ``"insufficient data"`` when ``n < min_seeds_for(alpha)`` (6 at alpha 0.05): below that even a perfect
-      sweep of wins cannot make the exact two-sided Wilcoxon test reach ``alpha``, so "no difference" would be a
-      statement about the sample size, not about the methods;
-    - ``"better"`` / ``"worse"`` only when **both** the paired t-test and the Wilcoxon test give ``p < alpha``
-      and the mean difference points that way (up when ``higher_is_better``, else down);
-    - ``"no significant difference"`` otherwise (NaN p-values count as not significant).
+    (``scipy.stats.ttest_rel``; a constant non-zero difference gives 0); ``p_sign_flip``
+    (:func:`~emabench.report.paired.sign_flip_p`, the randomization test of the same mean) and ``p_wilcoxon``
+    (:func:`~emabench.report.paired.signed_rank_p`, zeros dropped; NaN when every difference is 0), both on the
+    differences rounded to the values' resolution (:func:`~emabench.report.paired.resolution_of`) so that ties stay
+    tied; ``wins`` = pairs where ``other`` is strictly better in the direction ``higher_is_better`` says,
+    ``win_rate = wins / n`` with its exact ``1 − alpha`` interval ``win_ci_low/high`` (the probability of
+    improvement); ``skewness`` of the differences (:func:`~emabench.report.paired.skewness`, NaN below 3 pairs).
     """
     _check_level(alpha, "alpha")
     base_all, other_all = _as_1d(baseline, "baseline"), _as_1d(other, "other")
     base, oth = _finite_pairs(base_all, other_all)
     n = base.size
     diff = oth - base
-    mean_diff = float(diff.mean()) if n else float("nan")
     low, high = _t_interval(diff, 1.0 - alpha)
-    p_t, p_w = _p_ttest(base, oth), _p_wilcoxon(diff)
+    resolution = paired.resolution_of(np.concatenate([base, oth]))
     wins = int(np.sum(oth > base if higher_is_better else oth < base))
+    win_low, win_high = power.improvement_ci(wins, n, 1.0 - alpha)
     return {
         "n": n,
         "n_dropped": base_all.size - n,
-        "diff_mean": mean_diff,
+        "diff_mean": float(diff.mean()) if n else float("nan"),
         "diff_ci_low": low,
         "diff_ci_high": high,
         "rel_diff_pct": _rel_diff_pct(base, oth),
-        "p_ttest": p_t,
-        "p_wilcoxon": p_w,
+        "p_ttest": _p_ttest(base, oth),
+        "p_sign_flip": float(paired.sign_flip_p(diff, resolution)) if n else float("nan"),
+        "p_wilcoxon": float(paired.signed_rank_p(diff, resolution)) if n else float("nan"),
         "wins": wins,
         "win_rate": wins / n if n else float("nan"),
-        "verdict": verdict(n, mean_diff, p_t, p_w, alpha=alpha, higher_is_better=higher_is_better),
+        "win_ci_low": float(win_low),
+        "win_ci_high": float(win_high),
+        "skewness": float(paired.skewness(diff)) if n >= 3 else float("nan"),
     }
 
 
@@ -319,16 +275,23 @@ def _by_seed(frame: pd.DataFrame, model: str, metrics: Sequence[str]) -> pd.Data
     return rows.set_index("seed")[list(metrics)]
 
 
+def paired_frame(frame: pd.DataFrame, model: str, baseline: str, metrics: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """``model``'s and ``baseline``'s rows of ``frame`` joined by seed (index ``seed``, sorted; columns
+    ``<m>__base`` and ``<m>__other`` per metric), and how many seeds only one of them ran."""
+    base, oth = _by_seed(frame, baseline, metrics), _by_seed(frame, model, metrics)
+    joined = base.add_suffix("__base").join(oth.add_suffix("__other"), how="inner").sort_index()
+    return joined, len(set(base.index) ^ set(oth.index))
+
+
 def _compare_group(
     frame: pd.DataFrame, model: str, baseline: str, metrics: Mapping[str, bool], alpha: float
 ) -> dict[str, object]:
-    base, oth = _by_seed(frame, baseline, metrics), _by_seed(frame, model, metrics)
-    paired = base.add_suffix("__base").join(oth.add_suffix("__other"), how="inner").sort_index()
+    paired, unpaired = paired_frame(frame, model, baseline, list(metrics))
     row: dict[str, object] = {
         "model": model,
         "baseline": baseline,
         "n_seeds": len(paired),
-        "n_unpaired": len(set(base.index) ^ set(oth.index)),
+        "n_unpaired": unpaired,
     }
     for m, higher in metrics.items():
         b, o = paired[f"{m}__base"].to_numpy(float), paired[f"{m}__other"].to_numpy(float)

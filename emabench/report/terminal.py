@@ -1,8 +1,8 @@
 """The report's terminal tables, one per task, as plain strings (the CLI colours the verdicts and fits them to the
-terminal's width): per group and averaged model, the task's headline metric raw vs model, the paired difference with
-its CI, the seeds won, the Holm-adjusted p-values and the verdicts (final metrics, best-epoch headline, stability),
-and the decay reached; with ``--versus``, the same per group, model and value of the compared setting. Pure functions
-of a :class:`~emabench.report.frames.Report`."""
+terminal's width): per group and model, the primary measure of the baseline and of the model, the paired difference
+with its CI, the seeds won, the p-values, the verdict and the seeds that would settle it, and the decay reached; with
+``--versus``, the same per group, model and value of the compared setting. Pure functions of a
+:class:`~emabench.report.frames.Report`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from emabench.report.formats import diff_text, fmt, p_text
+from emabench.report.formats import diff_text, fmt, p_text, seeds_text
 from emabench.report.frames import Report
 from emabench.report.groups import plain_value, with_groups
-from emabench.report.specs import STABILITY, headline, spec
+from emabench.report.question import Primary
+from emabench.report.specs import spec
 from emabench.report.versus import Versus
 from emabench.tasks.base import Task
 
@@ -28,68 +29,53 @@ class TerminalTable:
 
 def display_tables(report: Report) -> list[TerminalTable]:
     """One table per task of the report (runs of different tasks are never compared), then the ``--versus`` table."""
-    versus = [_versus_table(report.versus, report.tasks[0])] if report.versus is not None else []
+    versus = [_versus_table(report.versus, report.tasks[0], report)] if report.versus is not None else []
     comparison = report.comparison
     if comparison.empty:
         return versus
-    comparison = with_groups(comparison, report.by)
+    comparison = with_groups(comparison[comparison["role"] == "primary"], report.by)
     decays = {(r["group"], r["model"]): r["decay_mean"] for r in report.decay.to_dict("records")}
-    tables = [_task_table(task, comparison[comparison["task"] == task.name], decays) for task in report.tasks]
+    tables = [_task_table(task, report, comparison[comparison["task"] == task.name], decays) for task in report.tasks]
     return tables + versus
 
 
-def _verdict_columns(task: Task) -> list[tuple[str, str, str]]:
-    """(selection, metric, column title) of the verdicts the terminal shows for ``task``."""
-    main = headline(task)
-    columns = [("final", m, spec(task, m).label) for m in task.final_metrics]
-    return columns + [
-        ("best", main, f"best-ep {spec(task, main).label}"),
-        ("stability", STABILITY.name, "val-loss std"),
-    ]
+def _primary_cells(head: dict, primary: Primary) -> list[str]:
+    """n, the two means, Δ [CI], wins, p-values, verdict and seeds of one primary row."""
+    n = f"{head['n']}" + (f" ({head['n_diverged']} div.)" if head["n_diverged"] else "")
+    line = [n, fmt(head["baseline_mean"]), fmt(head["mean"]), diff_text(head), f"{head['wins']}/{head['n']}"]
+    line += [f"{p_text(head['p_ttest'])} / {p_text(head['p_sign_flip'])}", str(head["verdict"])]
+    return line + [seeds_text(head["seeds_needed"])]
 
 
-def _task_table(task: Task, comparison: pd.DataFrame, decays: dict[tuple[str, str], float]) -> TerminalTable:
-    main, name = headline(task), spec(task, headline(task)).label
-    verdicts = _verdict_columns(task)
-    header = ("group", "model", "n", f"{name} raw", f"{name} model", f"Δ {name} [95% CI]", "wins", "p Holm t / W")
-    header += (*(title for _, _, title in verdicts), "decay reached")
+def _task_table(task: Task, report: Report, rows: pd.DataFrame, decays: dict[tuple[str, str], float]) -> TerminalTable:
+    primary, baseline = report.question.of(task), report.question.baseline
+    name = spec(task, primary.metric).label
+    header = ("group", "model", "n", f"{name} {baseline}", f"{name} model", f"Δ {name} [95% CI]", "wins")
+    header += ("p t / sign-flip", "verdict", "seeds to settle", "decay reached")
+    header += ("decided at",) if report.looks is not None else ()
     body = []
-    for (group, model), rows in comparison.groupby(["group", "model"], sort=False):
-        cells = {(r["selection"], r["metric"]): r for r in rows.to_dict("records")}
-        head = cells.get(("final", main))
-        if head is None:
-            continue
-        n = f"{head['n']}" + (f" ({head['n_diverged']} div.)" if head["n_diverged"] else "")
-        line = [group, model, n, fmt(head["baseline_mean"]), fmt(head["mean"]), diff_text(head)]
-        line += [f"{head['wins']}/{head['n']}", f"{p_text(head['p_ttest_holm'])} / {p_text(head['p_wilcoxon_holm'])}"]
-        line += [str(cells[(s, m)]["verdict"]) if (s, m) in cells else "" for s, m, _ in verdicts]
-        decay = decays.get((group, model), np.nan)
+    for head in rows.to_dict("records"):
+        decay = decays.get((head["group"], head["model"]), np.nan)
+        line = [head["group"], head["model"], *_primary_cells(head, primary)]
         line.append("" if np.isnan(decay) else f"{decay:.4f}")
+        if report.looks is not None:
+            line.append(seeds_text(head["decided_at"]))
         body.append(tuple(line))
-    title = f"{task.name}: averaged vs raw, paired by seed (final epoch unless named)"
+    title = f"{task.name}: each model vs {baseline}, {primary.label(task)}, paired by seed"
     return TerminalTable(title, header, tuple(body))
 
 
-def _versus_table(versus: Versus, task: Task) -> TerminalTable:
-    """Per group, model and value of the compared key: the headline metric at the baseline value and at the value,
-    the paired difference, the seeds won, the Holm-adjusted p-values (the versus family) and the verdicts."""
-    main, name = headline(task), spec(task, headline(task)).label
-    baseline = plain_value(versus.baseline)
-    verdicts = _verdict_columns(task)
-    header = ("group", "model", "value", "n", f"{name} at {baseline}", f"{name} at value", f"Δ {name} [95% CI]", "wins")
-    header += ("p Holm t / W", *(title for _, _, title in verdicts))
+def _versus_table(versus: Versus, task: Task, report: Report) -> TerminalTable:
+    """Per group, model and value of the compared key: the primary measure at the baseline value and at the value,
+    the paired difference, the seeds won, the p-values (the versus family), the verdict and the seeds to settle it."""
+    primary = report.question.of(task)
+    name, baseline = spec(task, primary.metric).label, plain_value(versus.baseline)
+    header = ("group", "model", "value", "n", f"{name} at {baseline}", f"{name} at value", f"Δ {name} [95% CI]")
+    header += ("wins", "p t / sign-flip", "verdict", "seeds to settle")
+    rows = with_groups(versus.table[versus.table["role"] == "primary"], versus.by)
     body = []
-    rows = with_groups(versus.table, versus.by)
-    for _, part in rows.groupby(["group", "model", "value"], sort=False, dropna=False):
-        cells = {(r["selection"], r["metric"]): r for r in part.to_dict("records")}
-        head = cells.get(("final", main))
-        if head is None:
-            continue
-        n = f"{head['n']}" + (f" ({head['n_diverged']} div.)" if head["n_diverged"] else "")
-        line = [head["group"], head["model"], plain_value(head["value"]), n, fmt(head["baseline_mean"])]
-        line += [fmt(head["mean"]), diff_text(head), f"{head['wins']}/{head['n']}"]
-        line.append(f"{p_text(head['p_ttest_holm'])} / {p_text(head['p_wilcoxon_holm'])}")
-        line += [str(cells[(s, m)]["verdict"]) if (s, m) in cells else "" for s, m, _ in verdicts]
-        body.append(tuple(line))
-    title = f"{versus.title}, per model, paired by seed (final epoch unless named)"
+    for head in rows.to_dict("records"):
+        cells = _primary_cells(head, primary)
+        body.append((head["group"], head["model"], plain_value(head["value"]), *cells))
+    title = f"{versus.title}, per model, {primary.label(task)}, paired by seed"
     return TerminalTable(title, header, tuple(body))

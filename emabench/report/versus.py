@@ -8,24 +8,25 @@ grouping key (the report's ``--by`` keys but KEY): ``--versus train.teacher.weig
 compares teacher 0.1 with 0.0 at each beta separately, model by model (raw with raw, ema with ema). KEY always joins
 the report's grouping (``--by``), so runs of two values of KEY are never one group of the averaged-vs-raw tables.
 
-**Statistics.** Exactly those of the averaged-vs-raw comparisons (:func:`comparisons.paired_long`, i.e.
-:func:`stats.compare_models` with value v in place of the averaged model and the baseline value in place of raw):
-mean ± std and t-intervals of each side, the paired difference ``v − baseline`` with its CI, paired t and Wilcoxon
-p-values, wins in the metric's direction (from the task's :class:`~emabench.tasks.base.MetricSpec`), and a verdict.
+**Statistics.** Exactly those of the comparisons with the baseline model (:func:`comparisons.paired_long`, i.e.
+:func:`stats.compare_models` with value v in place of the compared model and the baseline value in place of the
+baseline model): mean ± std and t-intervals of each side, the paired difference ``v − baseline`` with its CI,
+unadjusted p-values, wins in the metric's direction (from the task's :class:`~emabench.tasks.base.MetricSpec`); and
+on the primary measure a verdict (:mod:`emabench.report.verdicts`).
 
-**Multiplicity: the versus comparisons of a report are a family of their own** (Holm over their t-test p-values
-together and over their Wilcoxon p-values together, verdicts from the adjusted ones; :func:`comparisons.holm_correct`),
-apart from the averaged-vs-raw family. Why not one family: the two answer different questions (which setting to
-train with; whether to average at a setting), and a reader acts on each separately; and asking one more question
-must not change the answers already given: in a joint family, adding ``--versus`` would weaken (and could flip) every
-averaged-vs-raw verdict of the same runs. The price, said in the report: each family keeps its own chance of any
-false better/worse below α, so over both families together it is below 2α (Bonferroni over the two).
+**Multiplicity: the versus comparisons of a report are a family of their own** (their primary rows decided together,
+:func:`verdicts.judge`), apart from the family of the comparisons with the baseline model. Why not one family: the two
+answer different questions (which setting to train with; whether to average at a setting), and a reader acts on each
+separately; and asking one more question must not change the answers already given: in a joint family, adding
+``--versus`` would weaken (and could flip) every verdict of the same runs. The price, said in the report: each family
+keeps its own chance of any false claim below α, so over both families together it is below 2α (Bonferroni over
+the two).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,8 @@ import pandas as pd
 
 from emabench.config import parse_yaml
 from emabench.errors import ConfigError
-from emabench.report import stats
 from emabench.report.collect import ALIASES, SHORT_NAMES, did_you_mean, matches
-from emabench.report.comparisons import ALPHA, Family, holm_correct, measures_text, paired_long
+from emabench.report.comparisons import ALPHA, measures_text, paired_long
 from emabench.report.groups import (
     IDENTITY_KEYS,
     config_keys,
@@ -45,6 +45,8 @@ from emabench.report.groups import (
     model_order,
     plain_value,
 )
+from emabench.report.question import Question
+from emabench.report.verdicts import Family, Pair, judge
 
 _BASE = "\x00baseline"  # the baseline side's label inside the comparison; never shown
 _LEAD = ("key", "value", "baseline_value", "model", "task", "selection", "metric", "higher_is_better")
@@ -118,48 +120,52 @@ def grouping_with(runs: pd.DataFrame, by: Sequence[str] | None, key: str) -> lis
     return None if key in default else [*default, key]
 
 
-def versus_table(per_run: pd.DataFrame, by: Sequence[str], key: str, baseline: Any, alpha: float = ALPHA) -> Versus:
+def versus_table(
+    per_run: pd.DataFrame, by: Sequence[str], key: str, baseline: Any, question: Question, alpha: float = ALPHA
+) -> Versus:
     """Every value of ``key`` vs ``baseline``, per model, selection and metric, paired by seed within each group of
-    the other keys in ``by``; Holm-corrected as a family of their own (module docstring). Columns: the other group
-    keys, ``key``, ``value``, ``baseline_value``, ``model``, ``task``, ``selection``, ``metric``,
+    the other keys in ``by``; the primary rows decided as a family of their own (module docstring). Columns: the
+    other group keys, ``key``, ``value``, ``baseline_value``, ``model``, ``task``, ``selection``, ``metric``,
     ``higher_is_better``, ``n_seeds``, ``n_unpaired`` (seeds only one side ran), ``n_diverged`` (diverged runs of
     the two sides), then those of ``comparison.csv`` from ``n`` on (``baseline_*`` the baseline value's, ``diff_*``
     value − baseline)."""
     others = [k for k in by if k != key]
-    parts = []
+    parts, pairs = [], []
     for (_, group), values in zip(iter_groups(per_run, others), group_values(per_run, others)):
-        long = _compare_values(group, key, baseline, alpha)
+        long, group_pairs = _compare_values(group, key, baseline, alpha)
         if long.empty:
             continue
         for k, v in reversed(list(zip(others, values))):
             long.insert(0, k, v)
         parts.append(long)
+        pairs += group_pairs
     if not parts:
         raise ConfigError(
             f"--versus {key_text(key)}={plain_value(baseline)}: no run of another value has the same "
             f"{', '.join(map(key_text, others))} as a baseline run, so nothing can be paired (does {key_text(key)} "
             "vary together with one of them?)"
         )
-    table, in_family = holm_correct(pd.concat(parts, ignore_index=True), alpha)
-    tests = int(in_family.sum())
-    family = Family(
-        tests, stats.min_seeds_for(alpha, max(tests, 1)), alpha, _describe(table[in_family], key, others, tests)
-    )
+    table, family = judge(pd.concat(parts, ignore_index=True), pairs, question, alpha, [*others, "value"])
+    table = table.drop(columns="baseline")  # the baseline value's text: ``baseline_value`` holds the value
+    tested = table[(table["role"] == "primary") & (table["identical_to"] == "")]
+    family = replace(family, description=_describe(tested, key, others, family.tests))
     values = [_python(v) for v in pd.unique(table["value"])]
     return Versus(key, baseline, values, others, table, family)
 
 
-def _compare_values(group: pd.DataFrame, key: str, baseline: Any, alpha: float) -> pd.DataFrame:
-    """One group's comparisons of each other value of ``key`` with ``baseline``, model by model, uncorrected."""
+def _compare_values(group: pd.DataFrame, key: str, baseline: Any, alpha: float) -> tuple[pd.DataFrame, list[Pair]]:
+    """One group's comparisons of each other value of ``key`` with ``baseline``, model by model, uncorrected; and
+    each row's seeds and paired values."""
     is_base = np.array([matches(v, baseline) for v in group[key]], dtype=bool)
     if is_base.all() or not is_base.any():
-        return pd.DataFrame()
+        return pd.DataFrame(), []
     labels = {_label(v): _python(v) for v in pd.unique(group.loc[~is_base, key])}
     side = np.where(is_base, _BASE, [_label(v) for v in group[key]])
     # compare_models pairs the rows of each "model" with the baseline model's by seed: here the two sides (value,
     # baseline value) play the models' part, within each real model (``compared``)
     frame = group.assign(compared=group["model"].to_numpy(), model=side)
-    long = paired_long(frame, group_by=["compared"], models=[_BASE, *labels], baseline=_BASE, alpha=alpha)
+    long, pairs = paired_long(frame, group_by=["compared"], models=[_BASE, *labels], baseline=_BASE, alpha=alpha)
+    long["_row"] = np.arange(len(long))
     base_models = set(frame.loc[is_base, "compared"])
     long = long[long["compared"].isin(base_models)]  # a model the baseline runs lack is compared with nothing
     runs = frame.drop_duplicates("run_id")
@@ -173,8 +179,10 @@ def _compare_values(group: pd.DataFrame, key: str, baseline: Any, alpha: float) 
     )
     ranks = {"model": {m: i for i, m in enumerate(model_order(group))}, "side": {k: i for i, k in enumerate(labels)}}
     long = long.sort_values(["model", "side"], key=lambda column: column.map(ranks[column.name]), kind="stable")
-    rest = [c for c in long.columns if c not in (*_LEAD, "side", "baseline")]
-    return long[[*_LEAD, *rest]].reset_index(drop=True)
+    kept = [pairs[i] for i in long["_row"]]
+    long = long.assign(baseline=[plain_value(baseline)] * len(long))
+    rest = [c for c in long.columns if c not in (*_LEAD, "side", "_row")]
+    return long[[*_LEAD, *rest]].reset_index(drop=True), kept
 
 
 def _label(value: Any) -> str:
@@ -188,13 +196,14 @@ def _python(value: Any) -> Any:
 
 
 def _describe(rows: pd.DataFrame, key: str, others: Sequence[str], tests: int) -> str:
-    """``the versus comparisons of train.teacher.weight in this report (a family of their own, …): 18 tests (…)``."""
+    """``the versus comparisons of train.teacher.weight (a family of their own, …): 6 tests (…)``; ``rows``: the
+    distinct primary rows."""
     name = key_text(key)
     if not tests:
-        return f"the versus comparisons of {name}: none could be tested (too few seed pairs, or no difference at all)"
+        return f"the versus comparisons of {name}: none could be tested (fewer than two seed pairs)"
     groups = len(rows[list(others)].drop_duplicates()) if others else 1
     return (
-        f"the versus comparisons of {name} in this report (a family of their own, apart from the averaged-vs-raw "
-        f"comparisons): {tests} tests ({rows['model'].nunique()} model(s) × {rows['value'].nunique()} value(s) in "
+        f"the versus comparisons of {name} (a family of their own, apart from the comparisons with the baseline "
+        f"model): {tests} tests ({rows['model'].nunique()} model(s) × {rows['value'].nunique()} value(s) in "
         f"{groups} group(s), each on {measures_text(rows)})"
     )

@@ -49,6 +49,7 @@ def sweep(
     ray: RayOptions | None = None,
     on_ray_progress: ProgressCallback | None = None,
     expanded: Grid | None = None,
+    sequential: dict[str, Any] | None = None,
 ) -> tuple[Path, list[RunOutcome]]:
     """Run every grid combination into ``<runs_dir>/sweep-<name>-<hash>/<run-id>/``; DONE runs are skipped,
     checkpointed ones resumed, runs another process is training left to it (``locked``).
@@ -61,7 +62,10 @@ def sweep(
     shadow averagers of one trajectory, see :func:`emabench.runs.plan.with_beta_shadows`).
 
     ``engine="ray"``: the units are Ray tasks, ``jobs`` at a time, each asking for ``ray``'s resources
-    (:mod:`emabench.runs.ray_executor`); ``on_ray_progress`` gets the run counts as they change."""
+    (:mod:`emabench.runs.ray_executor`); ``on_ray_progress`` gets the run counts as they change.
+
+    ``sequential`` (``sweep --until-decided``: ``max_seeds``, ``alpha``, ``looks``) is recorded in ``sweep.json``;
+    the folder is then named without the seeds, so that every look of the study trains into the same one."""
     if engine == "ray":
         require_ray()  # refuse before anything is written
     elif ray is not None:
@@ -70,7 +74,8 @@ def sweep(
     expanded = expanded or expand_grid(base, grid)
     configs = expanded.configs
     spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
-    folder = sweep_dir(Path(runs_dir), base.name, spec)
+    folder = sweep_dir(Path(runs_dir), base.name, spec, sequential)
+    spec = spec | ({"sequential": sequential} if sequential is not None else {})
     inside(folder, runs_dir)
     pending, outcomes = _not_done(configs, folder, force)
     _check_devices(pending, engine, ray)  # refuse before any folder is created

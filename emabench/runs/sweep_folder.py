@@ -1,7 +1,8 @@
 """The sweep folder and the report folder: the one module that names their files.
 
 A sweep folder ``<runs_dir>/sweep-<name>-<hash>/`` holds one run folder per setting (:mod:`emabench.runs.folder`) and
-``sweep.json``: the sweep's arguments (base config, grid, ``mode``: ``runs`` or ``shadows``, engine, jobs). The
+``sweep.json``: the sweep's arguments (base config, grid, ``mode``: ``runs`` or ``shadows``, engine, jobs; and for
+``sweep --until-decided`` ``sequential``: ``max_seeds``, ``alpha`` and the ``looks`` taken, seeds at each). The
 report (``emabench report``) writes, into a folder of the caller's choice: ``report.csv``, ``report.md``,
 ``report.html``, ``comparison.csv``, ``per_run.csv``, ``versus.csv`` (with ``--versus``) and the figures
 ``fig_*.png``. Every file is written atomically.
@@ -42,10 +43,17 @@ def fig_curves(metric: str) -> str:
     return f"fig_{metric}.png"
 
 
-def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any]) -> Path:
-    """``<runs_dir>/sweep-<name>-<hash of the sweep's arguments>``: re-running a sweep reuses its folder."""
-    spec = spec | {"base": identity(spec["base"])} if "base" in spec else spec  # a base's neutral keys: no new folder
-    return runs_dir / safe_name(f"sweep-{name}-{config_hash(spec)}")
+def sweep_dir(runs_dir: Path, name: str, spec: dict[str, Any], sequential: dict[str, Any] | None = None) -> Path:
+    """``<runs_dir>/sweep-<name>-<hash of the sweep's arguments>``: re-running a sweep reuses its folder (the base
+    config hashed as a run's id is, :func:`emabench.config.identity.identity`: its ``report:`` section and neutral
+    keys are not). A ``sequential`` sweep (``--until-decided``) is named by its grid but its seeds, and its cap:
+    every look trains into the same folder."""
+    if sequential is not None:
+        seedless = {k: v for k, v in spec["grid"].items() if k != "seed"}
+        spec = spec | {"grid": seedless, "sequential": {"max_seeds": sequential["max_seeds"]}}
+    base = spec.get("base")
+    hashed = spec | {"base": identity(base)} if isinstance(base, dict) else spec
+    return runs_dir / safe_name(f"sweep-{name}-{config_hash(hashed)}")
 
 
 def write_sweep_spec(folder: Path, spec: dict[str, Any]) -> None:
@@ -73,6 +81,15 @@ def swept_keys(folder: Path) -> list[str]:
         return []
     grid = spec.get("grid") if isinstance(spec, dict) else None
     return [str(key) for key in grid] if isinstance(grid, dict) else []
+
+
+def read_sweep_spec(folder: Path) -> dict[str, Any]:
+    """A sweep folder's ``sweep.json`` (empty when it has none or cannot be read)."""
+    try:
+        spec = json.loads((Path(folder) / SWEEP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
 
 
 def sweep_mode(run_path: Path) -> str:

@@ -24,6 +24,8 @@ class Classification(Task):
     name = "classification"
     metrics = CLASSIFICATION_METRICS
     plot_metric = "accuracy"
+    primary_metric = "accuracy"
+    equivalence_margin = 0.005  # half a percentage point of accuracy
 
     def __init__(self, smoothing_kind: str = "seed") -> None:
         if smoothing_kind not in SMOOTHING_KINDS:

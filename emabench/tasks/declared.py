@@ -60,7 +60,7 @@ class DeclaredTask(MetricSet):
         self.metrics = (VAL_LOSS, *(m for m in metrics if m.name != VAL_LOSS.name))
         if len(self.metrics) < 2:
             raise ValueError("a task needs a metric besides val_loss (the report compares final metrics)")
-        self.plot_metric = self.metrics[1].name
+        self.plot_metric = self.primary_metric = self.metrics[1].name  # the first metric listed is the headline
         builtin = BUILTIN_METRICS.get(base)
         if builtin == self.metrics:
             self.name = base

@@ -47,6 +47,11 @@ class MetricSet:
     name: str
     metrics: tuple[MetricSpec, ...]
     plot_metric: str  # the per-epoch figure beside the loss (r2.png, accuracy.png)
+    # The report's primary question: this metric at the final epoch (``report.primary`` overrides it), and the
+    # difference from the baseline within which two models count as equivalent: a number in the metric's units, or
+    # a percentage of the baseline's mean such as "1%" (``report.margin`` overrides it).
+    primary_metric: str
+    equivalence_margin: float | str = "1%"
 
     def metric(self, name: str) -> MetricSpec:
         for spec in self.metrics:

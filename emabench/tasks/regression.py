@@ -12,6 +12,8 @@ class Regression(Task):
     name = "regression"
     metrics = REGRESSION_METRICS
     plot_metric = "r2"
+    primary_metric = "mse"
+    equivalence_margin = "1%"  # of the baseline's mean MSE: a change that small does not matter
 
     def outputs(self, n_classes: int | None) -> int:
         return 1
