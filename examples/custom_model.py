@@ -2,8 +2,9 @@
 
 emabench calls ``build_model(**kwargs)`` (the ``model.kwargs`` of the config) with torch's global generator seeded by
 the run's ``seed``, then trains the module it returns with the config's optimizer, schedule and averagers, one run
-per process (your module is not stacked). It must map a batch ``(B, features)`` to ``(B, outputs)``: 1 output for a
-regression, one per class for a classification. Run it (from the repository root):
+per process (or, with ``--set model.stack=vmap``, a sweep's runs as one model through ``torch.func``). It must map a
+batch ``(B, features)`` to ``(B, outputs)``: 1 output for a regression, one per class for a classification. Run it
+(from the repository root):
 
     emabench run examples/custom_model.yaml
     emabench sweep examples/custom_model.yaml --seeds 0-5 --jobs 2 && emabench report

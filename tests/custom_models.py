@@ -39,3 +39,19 @@ def fails_in_training(in_features: int, after: int = 10, **_: object) -> nn.Modu
 
 def exits_in_training(in_features: int, after: int = 10, **_: object) -> nn.Module:
     return _FailsInTraining(in_features, after, SystemExit(0))
+
+
+class _DataDependent(nn.Module):
+    """A branch on a value of its input (``.item()``): what ``torch.func.vmap`` cannot batch."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, x):  # noqa: ANN001, ANN201 - a user's module
+        out = self.linear(x)
+        return out * 0.5 if x.sum().item() > 1e9 else out
+
+
+def data_dependent(in_features: int, **_: object) -> nn.Module:
+    return _DataDependent(in_features)

@@ -1,6 +1,7 @@
 """``emabench bench sweep``: 40 runs (8 betas × 5 seeds) as one ``emabench sweep`` against one ``emabench run`` of the
 same config, all whole processes: the seed study (vectorized with 2 and 1 jobs, a process pool, one run per process
-in sequence) and seed 003's digits classifier (LeNet, 8 betas × 5 seeds vectorized with 2 jobs).
+in sequence), seed 003's digits classifier (LeNet, 8 betas × 5 seeds vectorized with 2 jobs), and a user's own
+``nn.Module`` (20 seeds stacked with ``torch.func``, and one run per process).
 """
 
 from __future__ import annotations
@@ -37,6 +38,62 @@ def bench_sweep(quick: bool = False) -> list[Row]:
     seconds = _sweep(root / "digits", digits, ["--engine", "vectorized", "--jobs", "2", *fixed])
     note = f"LeNet on 8x8 digits, {DIGITS_EPOCHS} epochs each"
     rows.append(Row("sweep", "digits: 40 runs (vectorized, --jobs 2) vs 1 run", seconds, one, "s", "<= 3.0", note))
+    return rows + _custom_rows(root, quick)
+
+
+CUSTOM_MODEL = """from torch import nn
+
+
+class ResidualMLP(nn.Module):
+    def __init__(self, in_features, width):
+        super().__init__()
+        self.inp = nn.Linear(in_features, width)
+        self.block = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU())
+        self.out = nn.Linear(width, 1)
+
+    def forward(self, x):
+        h = self.inp(x)
+        return self.out(h + self.block(h))
+
+
+def build_model(in_features, width=64):
+    return ResidualMLP(in_features, width)
+"""
+CUSTOM_EPOCHS = 30
+
+
+def _custom_rows(root: Path, quick: bool) -> list[Row]:
+    """A user's own module (a residual MLP with LayerNorm, written to a file as a user would) on the seed study's data:
+    20 seeds as one ``torch.func`` stack (``model.stack=vmap``) and, unless ``quick``, one run per process (two jobs),
+    each against one run of the same config."""
+    from emabench.config import load_config, with_overrides
+    from emabench.config.yaml_io import dump_yaml
+    from emabench.tasks.data import make_dataset
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "user_model.py").write_text(CUSTOM_MODEL)
+    seed_study = load_config(seed_config())
+    (features,) = make_dataset(seed_study.data, seed_study.task).sample_shape
+    model = {"name": "custom", "factory": f"{root / 'user_model.py'}:build_model"}
+    config = with_overrides(
+        seed_study,
+        {
+            "model": {**model, "kwargs": {"in_features": features, "width": 64}},
+            "train.max_epochs": CUSTOM_EPOCHS,
+            "train.early_stopping.patience": None,
+        },
+    )
+    path = root / "custom.yaml"
+    path.write_text(dump_yaml(config.to_dict()))
+    one = _seconds(root / "custom-one", "run", str(path))
+    seeds = ["--seeds", "0-19"]
+    note = f"a residual MLP of the user's on the seed study's data, {CUSTOM_EPOCHS} epochs each"
+    vmapped = _seconds(root / "custom-vmap", "sweep", str(path), *seeds, "--set", "model.stack=vmap")
+    rows = [Row("sweep", "own nn.Module: 20 runs (model.stack=vmap) vs 1 run", vmapped, one, "s", "<= 4.0", note)]
+    if not quick:
+        alone = _seconds(root / "custom-none", "sweep", str(path), *seeds, "--jobs", "2")
+        case = "own nn.Module: 20 runs (one per process, --jobs 2) vs 1 run"
+        rows.append(Row("sweep", case, alone, one, "s", "", note))
     return rows
 
 

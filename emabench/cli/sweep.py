@@ -270,6 +270,10 @@ def _print_shadow_mode(base: Config) -> None:
 def _print_plan(described: SweepPlan, engine: str, jobs: int, cap: int = 0) -> None:
     mode = f"{described.stacks} stacked model(s)" if described.stacked else "one model per run"
     where = " on Ray" if engine == "ray" else ""
+    for factory, why in described.unstackable.items():
+        console.print(
+            f"One run at a time: model.stack=vmap cannot run {factory} ({why}).", highlight=False, soft_wrap=True
+        )
     if cap:
         from emabench.report.sequential import looks
 

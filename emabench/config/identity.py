@@ -21,6 +21,7 @@ NEUTRAL: dict[tuple[str, ...], Any] = {
     ("data", "test_path"): None,
     ("data", "test_images"): None,
     ("data", "test_labels"): None,
+    ("model", "stack"): "none",
     ("train", "optimizer", "kwargs"): {},
     ("train", "lr_schedule", "kwargs"): {},
 }

@@ -57,11 +57,15 @@ class CustomModel(_Section):
     """Your own ``nn.Module``: ``factory`` is ``"package.module:function"`` or ``"path/to/file.py:function"`` (relative
     to the current directory), called as ``function(**kwargs)`` with
     torch's global generator seeded by the run's ``seed``; the module maps ``(B, *sample_shape)`` to
-    ``(B, outputs)`` (1 for regression, the number of classes for classification)."""
+    ``(B, outputs)`` (1 for regression, the number of classes for classification). ``stack: none`` trains one run at a
+    time (a run gives the same bytes wherever it trains); ``stack: vmap`` trains a sweep's runs as one model with
+    ``torch.func`` (:mod:`emabench.stack.vmapped`: much faster, a replica equal to its run alone within rounding, its
+    dropout the same in distribution only)."""
 
     name: Literal["custom"]
     factory: str = Field(pattern=r"^[^:]+:[A-Za-z_][\w.]*$", max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    stack: Literal["none", "vmap"] = "none"  # vmap: a sweep's runs as one model (torch.func), equal within rounding
 
 
 ModelSpec = Annotated[MLPModel | LeNetModel | CustomModel, Field(discriminator="name")]

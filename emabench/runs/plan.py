@@ -16,7 +16,7 @@ import json
 import math
 import resource
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,7 +143,9 @@ def with_beta_shadows(base: Config, betas: Sequence[float]) -> Config:
     return validate_config(raw, "--shadows")
 
 
-def plan_stacks(configs: Sequence[Config], engine: Engine, jobs: int) -> list[list[Config]]:
+def plan_stacks(
+    configs: Sequence[Config], engine: Engine, jobs: int, sizes: TrainingSizes | None = None
+) -> list[list[Config]]:
     """Split the runs into units of work: singletons for ``process``; groups that can share one stacked model,
     cut into ``jobs`` pieces each (fewer for many groups) of at most :func:`stack_limit` runs, for ``auto``,
     ``vectorized`` (one group only) and ``ray``."""
@@ -155,8 +157,21 @@ def plan_stacks(configs: Sequence[Config], engine: Engine, jobs: int) -> list[li
     if engine == "vectorized" and len(groups) > 1:
         raise ConfigError("--engine vectorized: the swept settings change the data or the architecture")
     pieces = max(1, jobs // max(1, len(groups)))
-    sizes = TrainingSizes()
+    sizes = sizes or TrainingSizes()
     return [stack for group in groups.values() for stack in _cut(group, pieces, _limit(group[0], jobs, sizes))]
+
+
+def unstackable(configs: Sequence[Config], sizes: TrainingSizes | None = None) -> dict[str, str]:
+    """The custom models with ``stack: vmap`` that ``torch.func.vmap`` cannot run, ``{factory: why}``: their runs
+    train one at a time (:func:`_limit`)."""
+    sizes = sizes or TrainingSizes()
+    found = {}
+    for config in configs:
+        if config.model.name == "custom" and config.model.stack == "vmap" and config.model.factory not in found:
+            problem = sizes.vmap_problem(config)
+            if problem is not None:
+                found[config.model.factory] = problem
+    return found
 
 
 PER_SEED_DATA_BYTES = 2 * 1024**3  # a stack's own copies of its runs' splits (split: per_seed) stay below this
@@ -166,6 +181,8 @@ def _limit(config: Config, jobs: int, sizes: TrainingSizes) -> int:
     """The most runs of ``config`` 's group in one stack: :func:`stack_limit`, and under ``split: per_seed`` (each
     replica holds its own split of the data) as many as fit :data:`PER_SEED_DATA_BYTES`."""
     limit = stack_limit(jobs)
+    if config.model.name == "custom" and config.model.stack == "vmap" and sizes.vmap_problem(config) is not None:
+        return 1  # vmap cannot run this module: one run at a time
     if config.data.split == "per_seed":
         limit = min(limit, max(1, PER_SEED_DATA_BYTES // max(1, sizes.split_bytes(config))))
     return limit
@@ -184,6 +201,7 @@ class SweepPlan:
 
     grid: Grid
     stacks: int
+    unstackable: dict[str, str] = field(default_factory=dict)  # {factory: why vmap cannot run it}
 
     @property
     def runs(self) -> int:
@@ -203,7 +221,9 @@ def describe(
     train them."""
     check_size(grid, max_runs)
     expanded = expand_grid(base, grid)
-    return SweepPlan(expanded, len(plan_stacks(expanded.configs, engine, jobs)))
+    sizes = TrainingSizes()
+    stacks = plan_stacks(expanded.configs, engine, jobs, sizes)
+    return SweepPlan(expanded, len(stacks), unstackable(expanded.configs, sizes))
 
 
 @dataclass(frozen=True)

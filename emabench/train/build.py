@@ -19,8 +19,8 @@ from emabench.config.train_specs import is_class_path
 from emabench.errors import ConfigError
 from emabench.stack import models
 from emabench.tasks.data import make_dataset
-from emabench.tasks.sources import import_callable
-from emabench.train import classes
+from emabench.tasks.registry import get_task
+from emabench.train import classes, custom
 from emabench.train.schedules import Schedule
 from emabench.train.stepper import ReplicaStepper
 
@@ -67,7 +67,8 @@ def stack_key(config: Config) -> str:
     """What replicas must share to train as one stacked model. A custom model or fp16 never stacks: its key is the
     whole config (every per-run setting included), so each of its runs is a unit of its own."""
     raw = config.to_dict()
-    if config.model.name == "custom" or config.train.precision == "fp16":
+    vmapped = config.model.name == "custom" and config.model.stack == "vmap"
+    if (config.model.name == "custom" and not vmapped) or config.train.precision == "fp16":
         return json.dumps(raw, sort_keys=True, default=str)  # a user's module is not stacked; fp16's scaler couples
     for key in PER_REPLICA:
         *parents, last = key.split(".")
@@ -122,9 +123,9 @@ class TrainingSizes:
     are known only with it)."""
 
     def __init__(self) -> None:
-        self._sizes: dict[str, tuple[int, int]] = {}
+        self._sizes: dict[str, tuple[int, int, tuple[int, ...], int]] = {}
 
-    def _loaded(self, config: Config) -> tuple[int, int]:
+    def _loaded(self, config: Config) -> tuple[int, int, tuple[int, ...], int]:
         key = json.dumps([config.task, config.data.model_dump(mode="json")], sort_keys=True)
         if key not in self._sizes:
             data = make_dataset(config.data, config.task)
@@ -133,7 +134,10 @@ class TrainingSizes:
                 for t in (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test)
                 if t is not None
             ]
-            self._sizes[key] = data.n_train, sum(t.numel() * t.element_size() for t in tensors)
+            outputs = get_task(config.task).outputs(data.n_classes)
+            self._sizes[key] = (
+                data.n_train, sum(t.numel() * t.element_size() for t in tensors), data.sample_shape, outputs
+            )  # fmt: skip
         return self._sizes[key]
 
     def n_train(self, config: Config) -> int:
@@ -142,6 +146,11 @@ class TrainingSizes:
     def split_bytes(self, config: Config) -> int:
         """The bytes of one split's tensors: what each replica holds of its own under ``split: per_seed``."""
         return self._loaded(config)[1]
+
+    def vmap_problem(self, config: Config) -> str | None:
+        """Why a custom model with ``stack: vmap`` cannot be stacked (:func:`emabench.train.custom.vmap_problem`)."""
+        _, _, shape, outputs = self._loaded(config)
+        return custom.vmap_problem(config, shape, outputs)
 
     def steps_per_epoch(self, config: Config) -> int:
         return steps_per_epoch(self.n_train(config), config.train.batch_size)
@@ -202,7 +211,7 @@ def build_model(
     or the user's module (``custom``) as a stack of one."""
     spec, replicas = configs[0].model, len(configs)
     if spec.name == "custom":
-        return custom_model(spec.factory, spec.kwargs, sample_shape, outputs, configs[0].seed)
+        return custom.build(configs, sample_shape, outputs)
     dropout = any(c.model.dropout > 0 for c in configs)  # masks of 1 for replicas with p = 0
     if spec.name == "mlp":
         net = models.mlp(
@@ -229,64 +238,6 @@ def build_model(
     return net
 
 
-class SingleModel(nn.Module):
-    """A user's ``nn.Module`` trained by the same loop as a stack of one: input ``(1, B, …)`` or ``(B, …)``, output
-    ``(1, B, outputs)``. Its parameters keep their own shapes (no replica dimension)."""
-
-    def __init__(self, module: nn.Module, sample_shape: Sequence[int]) -> None:
-        super().__init__()
-        self.module = module
-        self.sample_shape = tuple(sample_shape)
-        self.replicas = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) == self.sample_shape:
-            return self.module(x).unsqueeze(0)
-        return self.module(x[0]).unsqueeze(0)
-
-    def dropouts(self) -> list[nn.Module]:
-        return []  # the module's own nn.Dropout layers draw from torch's global generator (seeded per run)
-
-    @torch.no_grad()
-    def pack(self) -> None:
-        """Pre-set gradients (one buffer when the parameters share a dtype), so backward accumulates in place."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        grads = [torch.zeros_like(p) for p in params]
-        models.pack_(grads)
-        for param, grad in zip(params, grads):
-            param.grad = grad
-
-
-def custom_model(
-    factory: str, kwargs: dict[str, Any], sample_shape: Sequence[int], outputs: int, seed: int
-) -> SingleModel:
-    """Call ``factory(**kwargs)`` with torch's global generator seeded by ``seed`` and check one forward pass."""
-    build = import_callable(factory, "model.factory")
-    torch.manual_seed(seed)
-    try:
-        module = build(**kwargs)
-    except (Exception, SystemExit) as err:  # the user's code (an exit() in it too: it must not end emabench)
-        raise ConfigError(f"model.factory: {factory} raised {type(err).__name__}: {err}") from None
-    if not isinstance(module, nn.Module):
-        raise ConfigError(f"model.factory: {factory} must return a torch.nn.Module, got {type(module).__name__}")
-    probe = torch.zeros(2, *sample_shape)
-    try:
-        with torch.no_grad():
-            out = module.eval()(probe)
-    except (Exception, SystemExit) as err:
-        raise ConfigError(
-            f"model.factory: {factory}'s module fails on a batch of shape {tuple(probe.shape)} "
-            f"({type(err).__name__}: {str(err)[:200]})"
-        ) from None
-    module.train()
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, outputs):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(
-            f"model.factory: {factory}'s module must map (B, *{tuple(sample_shape)}) to (B, {outputs}), got {got}"
-        )
-    return SingleModel(module, sample_shape)
-
-
 def build_stepper(configs: Sequence[Config], model: nn.Module) -> ReplicaStepper:
     """torch's optimizer of ``train.optimizer.name`` over the model's parameters, lr and weight decay per replica."""
     spec = configs[0].train.optimizer.resolved()
@@ -305,7 +256,7 @@ def build_stepper(configs: Sequence[Config], model: nn.Module) -> ReplicaStepper
         options,
         weight_decays=[c.train.optimizer.resolved().weight_decay for c in configs],
         clip_norms=None if all(c is None for c in clips) else [math.inf if c is None else c for c in clips],
-        stacked=not isinstance(model, SingleModel),
+        stacked=not isinstance(model, custom.SingleModel),
         scaled=configs[0].train.precision == "fp16",
         optimizer=prebuilt,
     )

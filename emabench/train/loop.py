@@ -36,7 +36,7 @@ from emabench.stack import fast_mlp
 from emabench.tasks.data import Dataset
 from emabench.tasks.registry import get_task
 from emabench.train import averagers as averaging
-from emabench.train import build, checkpoint, compaction, evaluation, finals
+from emabench.train import build, checkpoint, compaction, custom, evaluation, finals
 from emabench.train.batches import EpochBuffers, draw_epoch, mask_generator, micro_batches
 from emabench.train.control import EarlyStopping, PlateauScheduler
 
@@ -98,7 +98,7 @@ class Trainer:
         self.stepper = build.build_stepper(configs, self.model)
         self.averagers = averaging.build_all(self.model, configs, n_train=dataset.n_train)
         self.recalibrated = averaging.recalibrated(first)
-        stacked = not isinstance(self.model, build.SingleModel)
+        stacked = not isinstance(self.model, custom.SingleModel)
         self.best = evaluation.BestStates(self._tracked(), self.replicas, stacked=stacked) if dataset.has_test else None
         self._dropouts = self.model.dropouts()
         self.schedule, self.schedule_unit = build.lr_schedule(first, dataset.n_train)
