@@ -114,6 +114,16 @@ def test_every_optimizer_alone_equals_stacked(optimizer: str) -> None:
     assert_alone_equals_stacked(base_config("mlp", optimizer, epochs=2), sizes=[3], places=["middle"])
 
 
+@pytest.mark.parametrize("path", ["torch.optim.Adadelta", "torch.optim.Adam"])
+def test_an_optimizer_class_by_import_path_alone_equals_stacked(path: str) -> None:
+    """A class by import path steps the stack as in a user's loop, with the stack's one lr (its neighbours differ by
+    seed and β only): still the same bytes alone and stacked."""
+    config = with_overrides(base_config("mlp", epochs=2), {"train.optimizer": {"name": path, "lr": 0.5}})
+    others = [with_overrides(config, {"seed": 100 + i, "ema.beta": [0.99, 0.9][i % 2]}) for i in range(4)]
+    (alone,) = histories([config])
+    assert histories([*others[:2], config, *others[2:]])[2] == alone
+
+
 def test_stack_sizes_around_the_written_out_gradients_blocks() -> None:
     """The seed network's written-out gradient works through 64 replicas at a time: 63, 64 and 65 replicas put the
     run in a full block, a block of its own and a block of one."""
