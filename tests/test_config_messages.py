@@ -277,7 +277,7 @@ def test_thousands_of_unknown_keys_make_one_short_line(tmp_path):
     path.write_text(SEED_CONFIG.read_text() + "".join(f"colour{i}: {i}\n" for i in range(20_000)))
     message = error_of(path=path)
     assert message.startswith(f"{path}: the top level: unknown keys 'colour0', 'colour1'")
-    assert "… and 19,990 more (allowed: name, seed, device, task, data, model, train, ema, averagers)" in message
+    assert "… and 19,990 more (allowed: name, seed, device, task, data, model, train, ema, averagers, track)" in message
     assert len(message) < 1000
 
 

@@ -31,7 +31,15 @@ from emabench.config.load import (
 )
 from emabench.config.model_specs import MODEL_NAMES, ModelSpec
 from emabench.config.overrides import applied_overrides, apply_overrides, check_key, parse_override, with_overrides
-from emabench.config.schema import NAME_PATTERN, RESERVED_MODEL_NAMES, Config, EMAConfig
+from emabench.config.schema import (
+    NAME_PATTERN,
+    NOT_IDENTITY,
+    RESERVED_MODEL_NAMES,
+    TRACKERS,
+    Config,
+    EMAConfig,
+    identity,
+)
 from emabench.config.train_specs import (
     OPTIMIZER_ARGUMENTS,
     EarlyStoppingConfig,
@@ -51,8 +59,10 @@ __all__ = [
     "DEFAULT_CONFIG",
     "MODEL_NAMES",
     "NAME_PATTERN",
+    "NOT_IDENTITY",
     "OPTIMIZER_ARGUMENTS",
     "RESERVED_MODEL_NAMES",
+    "TRACKERS",
     "AdaptiveEMASpec",
     "AveragerSpec",
     "BiasCorrectedEMASpec",
@@ -82,6 +92,7 @@ __all__ = [
     "check_key",
     "dump_yaml",
     "format_validation_error",
+    "identity",
     "load_config",
     "parse_override",
     "parse_yaml",

@@ -21,6 +21,10 @@ from emabench.config.train_specs import TrainConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 RESERVED_MODEL_NAMES = ("raw", "ema")
+TRACKERS = ("mlflow", "tensorboard")  # where ``track:`` copies runs (emabench.tracking)
+# Sections that say how a run is watched, not what it is: left out of the run id, its checkpoint's tag, the sweep
+# folder's hash and config.yaml (:func:`identity`), so tracking a run or not never makes it another run.
+NOT_IDENTITY = ("track",)
 
 
 class EMAConfig(_Section):
@@ -51,6 +55,7 @@ class Config(_Section):
     train: TrainConfig
     ema: EMAConfig
     averagers: dict[str, AveragerSpec] = Field(default_factory=dict)  # more averagers observing the same run, by name
+    track: list[Literal["mlflow", "tensorboard"]] = Field(default_factory=list)  # copies of the run (not its identity)
 
     @model_validator(mode="before")
     @classmethod
@@ -61,6 +66,16 @@ class Config(_Section):
                 if isinstance(raw.get(section), dict) and key not in raw[section]:
                     raw = {**raw, section: {key: value, **raw[section]}}
         return raw
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _track_list(cls, track: Any) -> Any:
+        """One tracker (``track: mlflow``) or a list of them, each once."""
+        if isinstance(track, str):
+            track = [track]
+        if isinstance(track, list) and len(set(map(str, track))) < len(track):
+            raise ValueError(f"each tracker once (allowed: {', '.join(TRACKERS)})")
+        return track
 
     @field_validator("averagers")
     @classmethod
@@ -121,3 +136,8 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="python", exclude_defaults=False)
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (:meth:`Config.to_dict`) without :data:`NOT_IDENTITY`'s sections: what names a run."""
+    return {key: value for key, value in config.items() if key not in NOT_IDENTITY}
