@@ -38,6 +38,7 @@ import torch
 
 from emabench.config import Config
 from emabench.errors import EXIT_INTERRUPTED, ConfigError, EmabenchError, InputError, RunError
+from emabench.runs import observe
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import StopRequest
 from emabench.runs.single import load_run_config
@@ -115,17 +116,25 @@ def _run_in(
     if resuming and not folder.is_done:
         folder.checkpoint_for(config)  # a clear error now if there is nothing to resume from
     if folder.is_done and not force:
-        return RunOutcome.skipped(folder)
+        return _skipped(folder)
     lock = folder.try_lock()
     if lock is None:
         raise RunError(f"{folder.path}: another emabench process is training this run")
     with lock, tempfile.TemporaryDirectory(prefix="emabench-ranks-") as errors:
         if folder.is_done and not force:  # finished by another process since the check above
-            return RunOutcome.skipped(folder)
+            return _skipped(folder)
         state = None if force else folder.resume_point(config)
         every = checkpoint_every if checkpoint_every is not None else int(state["checkpoint_every"]) if state else 0
         job = Job(config.to_dict(), str(folder.path), state is not None, every, device, threads, errors, progress)
-        return launch(job, nproc, notice)
+        try:
+            return launch(job, nproc, notice)
+        finally:
+            observe.current().existing(folder)  # the ranks report to no one: the run is copied once they end
+
+
+def _skipped(folder: RunFolder) -> RunOutcome:
+    observe.current().existing(folder)
+    return RunOutcome.skipped(folder)
 
 
 def _cpus() -> int:
@@ -269,6 +278,7 @@ def _worker(job: Job) -> RunOutcome | None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request.handle)
     torch.set_num_threads(job.threads)
+    observe.install(None)  # a forked rank would inherit the launcher's observer; the launcher copies the run itself
     rank = int(os.environ["RANK"])
     try:
         parallel = DataParallel.from_environment(job.device)

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emabench.config import Config, dump_yaml, parse_yaml, validate_config
+from emabench.config import Config, dump_yaml, identity, parse_yaml, validate_config
 from emabench.errors import InputError, RunError
-from emabench.runs import integrity
+from emabench.runs import integrity, observe
 from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
 from emabench.runs.encoding import csv_value, decode_checkpoint, encode_checkpoint, rows_to_csv
 from emabench.runs.layout import (
@@ -35,10 +35,11 @@ from emabench.runs.layout import (
     LOCK,
     LOSS_PLOT,
     METRICS,
-    config_hash,
+    TENSORBOARD,
     file_sha256,
     find_run_paths,
     metric_plot,
+    run_hash,
     run_id,
 )
 from emabench.runs.lock import RunLock, try_lock
@@ -75,11 +76,23 @@ class RunFolder:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where ``--track tensorboard`` writes the run's event files."""
+        return self.path / TENSORBOARD
+
+    def copied_files(self) -> list[Path]:
+        """The files a tracker keeps beside its copy of the run: ``config.yaml``, ``metrics.csv`` and the figures,
+        those that exist."""
+        named = [self.path / CONFIG, self.path / METRICS]
+        return [p for p in named if p.is_file()] + sorted(p for p in self.path.glob("*.png") if p.is_file())
+
     # --- the lifecycle ----------------------------------------------------------------------------------------------
     def start(self, config: Config) -> None:
         """A fresh start: clear what a previous attempt left, create the folder, write the resolved config."""
         self.clear()
-        self.create().write_config(dump_yaml(config.to_dict()))
+        self.create().write_config(dump_yaml(identity(config.to_dict())))
+        observe.current().started(self, config)
 
     def record_epoch(self, row: dict[str, Any]) -> None:
         """One finished epoch's history row: kept, and ``history.csv`` rewritten at most every
@@ -94,6 +107,7 @@ class RunFolder:
         if self._unwritten:
             atomic_write_text(self.path / HISTORY, self._history[1])
             self._unwritten, self._written_at = False, time.monotonic()
+            observe.current().flushed(self, self._history[0])
 
     def finish(
         self,
@@ -116,6 +130,7 @@ class RunFolder:
             self.draw_figures(history, task, seed)
         self.mark_done(info)
         self.remove_checkpoint()  # after DONE: a run killed in between only leaves a spare file
+        observe.current().ended(self, str(info.get("status", "completed")))
 
     def draw_run_figures(self) -> None:
         """:meth:`draw_figures` from what the folder holds (a finished run's history and config)."""
@@ -140,19 +155,22 @@ class RunFolder:
         """Mark the run stopped before its end (its checkpoint, if any, lets it continue)."""
         self.flush_history()
         self.mark_interrupted(info)
+        observe.current().ended(self, "interrupted")
 
     def fail(self, config: Config, info: dict[str, Any]) -> None:
         """Mark the run failed (its task raised or was lost for good); a checkpoint, if any, stays to continue from.
         A run that failed before it started gets its config too, so it is listed (``emabench ls``) and counted."""
         if not (self.path / CONFIG).is_file():
-            self.create().write_config(dump_yaml(config.to_dict()))
+            self.create().write_config(dump_yaml(identity(config.to_dict())))
         self.flush_history()
         (self.path / INTERRUPTED).unlink(missing_ok=True)
         atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
+        observe.current().ended(self, "failed")
 
     def resume(self, history: Sequence[dict[str, Any]]) -> None:
         """Continue from the checkpoint: drop partial writes and the interrupted or failed mark, and cut
         ``history.csv`` back to the checkpoint's rows (epochs after it are trained again)."""
+        observe.current().resumed(self, history)
         self.remove_partial_writes()
         self.clear_interrupted()
         self.write_history(history)
@@ -160,7 +178,7 @@ class RunFolder:
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
         """The run's own state (see :func:`encode_checkpoint`), tagged with the hash of ``config``."""
         self.flush_history()
-        self.write_checkpoint_bytes(encode_checkpoint(state, config_hash(config.to_dict())))
+        self.write_checkpoint_bytes(encode_checkpoint(state, run_hash(config.to_dict())))
 
     def checkpoint_for(self, config: Config) -> dict[str, Any]:
         """The checkpoint, if it was saved for ``config``; else an :class:`InputError` (none) or a :class:`RunError`
@@ -177,7 +195,7 @@ class RunFolder:
         except OSError as err:
             raise RunError(f"{path}: unreadable checkpoint ({err.strerror or err})") from None
         state = decode_checkpoint(data, path)
-        if state.get("config_hash") != config_hash(config.to_dict()):
+        if state.get("config_hash") != run_hash(config.to_dict()):
             raise RunError(f"{self.path}: the checkpoint was saved for a different config than its config.yaml")
         return data, state
 
@@ -246,6 +264,7 @@ class RunFolder:
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110)
         atomic_write_bytes(self.path / name, buffer.getvalue())
+        observe.current().figure_saved(self, name)
 
     def mark_done(self, info: dict[str, Any]) -> None:
         """``DONE`` with ``info`` and the sha256 of the files the run is read by (what :mod:`.integrity` checks)."""

@@ -15,10 +15,15 @@ A run folder holds::
     DONE          written last (JSON: status, stop reason, epochs, wall time, threads, device, and the sha256 of
                   config.yaml, history.csv and metrics.csv as written); a folder without it is incomplete
     .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
+    tensorboard/  with ``--track tensorboard``: the run's event files, one folder per model (:mod:`emabench.tracking`)
 
 A run folder is ``<runs_dir>/[<sweep folder>/]<run id>``, the run id ``<name>-seed<seed>-<hash of the resolved
 config>`` (:func:`run_id`). :class:`~emabench.runs.folder.RunFolder` writes and reads these files;
 :mod:`emabench.runs.integrity` checks them against what ``DONE`` recorded.
+
+The runs directory itself holds, with ``--track mlflow`` and no ``MLFLOW_TRACKING_URI``, MLflow's copy of the runs:
+``mlflow.db`` (the store) and ``.mlflow-artifacts/`` (a dot folder: the walk for run folders skips it, so an
+artifact's ``config.yaml`` is never taken for a run).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from emabench.config import identity
 from emabench.errors import InputError
 
 CONFIG = "config.yaml"
@@ -42,6 +48,9 @@ INTERRUPTED = "INTERRUPTED"
 FAILED = "FAILED"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+TENSORBOARD = "tensorboard"
+MLFLOW_DB = "mlflow.db"  # in the runs directory
+MLFLOW_ARTIFACTS = ".mlflow-artifacts"  # in the runs directory
 MARKERS = frozenset({CONFIG, HISTORY, METRICS, DONE, INTERRUPTED, FAILED, CHECKPOINT})  # any makes a run folder
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -64,9 +73,15 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
 
+def run_hash(config: dict[str, Any]) -> str:
+    """The hash of a resolved config (:meth:`~emabench.config.Config.to_dict`) as a run: its
+    :func:`~emabench.config.identity`, so sections such as ``track`` never make it another run."""
+    return config_hash(identity(config))
+
+
 def run_id(config: dict[str, Any]) -> str:
-    """``<name>-seed<seed>-<hash>``, deterministic from the resolved config."""
-    return safe_name(f"{config['name']}-seed{config['seed']}-{config_hash(config)}")
+    """``<name>-seed<seed>-<hash>``, deterministic from the resolved config (:func:`run_hash`)."""
+    return safe_name(f"{config['name']}-seed{config['seed']}-{run_hash(config)}")
 
 
 def is_run_folder(path: Path) -> bool:

@@ -189,9 +189,9 @@ class RemoteRun:
 
     def save_checkpoint(self, config: Config, state: dict[str, Any]) -> None:
         from emabench.runs.encoding import encode_checkpoint
-        from emabench.runs.layout import config_hash
+        from emabench.runs.layout import run_hash
 
-        self._send("checkpoint", encode_checkpoint(state, config_hash(self._config)))
+        self._send("checkpoint", encode_checkpoint(state, run_hash(self._config)))
 
     def checkpoint_for(self, config: Config) -> dict[str, Any]:
         from emabench.runs.encoding import decode_checkpoint

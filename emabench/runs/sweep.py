@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from emabench.config import Config
+from emabench.config import Config, identity
 from emabench.errors import ConfigError
-from emabench.runs import ray_executor
+from emabench.runs import observe, ray_executor
 from emabench.runs.atomic import inside
 from emabench.runs.folder import RunFolder
 from emabench.runs.plan import MAX_RUNS, Engine, Grid, Unit, check_size, expand_grid, plan_units
@@ -67,14 +67,19 @@ def sweep(
     check_size(grid, max_runs)
     expanded = expanded or expand_grid(base, grid)
     configs = expanded.configs
-    spec = {"base": base.to_dict(), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
+    spec = {"base": identity(base.to_dict()), "grid": {k: list(v) for k, v in grid.items()}, "mode": mode}
     folder = sweep_dir(Path(runs_dir), base.name, spec)
     inside(folder, runs_dir)
     pending, outcomes = _not_done(configs, folder, force)
     _check_devices(pending, engine, ray)  # refuse before any folder is created
     check_step_warmups(pending)
     same_runs = [same.to_json() for same in expanded.same]
-    write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs, "same_runs": same_runs})
+    spec |= {"engine": engine, "jobs": jobs, "same_runs": same_runs}
+    write_sweep_spec(folder, spec)
+    observer = observe.current()
+    observer.sweep_started(folder, spec)
+    for outcome in outcomes:  # finished before: copied if the observer's copy is missing or behind
+        observer.existing(outcome.folder)
     units = plan_units(pending, folder, engine, jobs, force)
     work = SweepWork(folder, engine, force, stop, checkpoint_every, plots)
     if engine == "ray":
@@ -83,6 +88,7 @@ def sweep(
         outcomes += run_in_pool(units, work, jobs, on_stack_done)
     else:
         outcomes += _run_here(units, work, on_epoch, on_stack_done)
+    observer.sweep_ended(folder, [o.status for o in outcomes])
     return folder, outcomes
 
 
