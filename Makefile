@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 # torch first, pinned to the CPU wheel this machine ships: a bare `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+EXTRAS := $(VENV)/.extras
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-slow lint format bench clean
@@ -19,15 +20,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The tracking extras (--track mlflow|tensorboard), for their tests: installed only if pip's dry run says they leave
+# torch as it is (a dependency asking for another torch would pull a multi-GB build); otherwise their tests skip.
+$(EXTRAS): $(STAMP)
+	@if $(BIN)/python -m pip install -q --dry-run --report - -e ".[mlflow,tensorboard]" 2>/dev/null \
+	    | $(BIN)/python -c "import json, sys; sys.exit(any(p['metadata']['name'].lower() == 'torch' \
+	      for p in json.load(sys.stdin)['install']))"; then \
+	  $(BIN)/python -m pip install -q -e ".[mlflow,tensorboard]" && echo installed > $@; \
+	else \
+	  echo "make: the mlflow/tensorboard extras would replace $(TORCH) (or pip could not resolve them): not installed, their tests skip"; \
+	  echo skipped > $@; \
+	fi
+
 venv: $(STAMP)  ## Create .venv and install emabench with its dev tools
 
 run: $(STAMP)  ## Train the seed-001 study once: emabench run configs/regression.yaml
 	$(BIN)/emabench run configs/regression.yaml
 
-test: $(STAMP)  ## Run the default test suite (CPU, a few minutes)
+test: $(EXTRAS)  ## Run the default test suite (CPU, a few minutes; installs the tracking extras if torch stays)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)  ## Run every test, slow ones included
+test-slow: $(EXTRAS)  ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)  ## ruff check + format check
