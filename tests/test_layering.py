@@ -28,6 +28,7 @@ STAGES = {
     "emabench.results": 5,
     "emabench.runs": 6,
     "emabench.report": 7,
+    "emabench.tracking": 7,  # copies of the runs (and of the report, handed over by the CLI) in MLflow/TensorBoard
     "emabench.bench": 8,
     "emabench.cli": 9,
     "emabench.__main__": 10,  # the entry point of ``python -m emabench``

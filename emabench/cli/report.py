@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
+from emabench.cli.common import (
+    RunsDirOption,
+    check_tracking,
+    console,
+    err_console,
+    handles_errors,
+    runs_dir_of,
+    track_names,
+    tracking,
+)
 from emabench.cli.tables import print_fitted
 from emabench.errors import ConfigError, InputError
 
@@ -68,6 +77,16 @@ VersusOption = Annotated[
         "corrected as a family of its own; writes versus.csv.",
     ),
 ]
+ReportTrackOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--track",
+        metavar="mlflow",
+        help="Also put the report in MLflow: its files as artifacts of the sweep's run, each comparison's verdict, "
+        "difference and interval as its tags and metrics and on the group's runs (copying runs MLflow lacks). "
+        "`MLFLOW_TRACKING_URI`, else the runs' RUNS_DIR/mlflow.db.",
+    ),
+]
 BurnInOption = Annotated[
     int,
     typer.Option("--burn-in", metavar="N", help="Stability: std of the validation loss after the first N epochs."),
@@ -84,6 +103,7 @@ def report(
     format_: FormatOption = "table",
     burn_in: BurnInOption = 9,
     versus: VersusOption = None,
+    track: ReportTrackOption = None,
 ) -> None:
     """Compare raw vs averaged models across seeds, from finished run folders (never re-trains).
 
@@ -111,11 +131,16 @@ def report(
 
     if format_ not in REPORT_FORMATS:
         raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
+    names = track_names(track, [])
+    if set(names) - {"mlflow"}:
+        raise ConfigError("report --track: mlflow only (TensorBoard shows the runs' curves: sweep --track tensorboard)")
     roots = paths or [runs_dir]
     collection = _collect(roots, where or [])
     result = build_report(collection, by or None, burn_in, sources=[str(r) for r in roots], versus=versus)
     rendered = files.render_files(result)
     written = files.write_files(rendered, out or (roots[0] if len(roots) == 1 else runs_dir))
+    if names:
+        _track_report(result, files.to_json(result), written)
     if format_ == "table":
         _print_report(result)
         if (collection.runs["sweep_mode"] == "shadows").any():
@@ -203,3 +228,20 @@ def _print_versus_family(versus: Versus, alpha: float) -> None:
             f"least {family.min_seeds} seeds.[/]",
             highlight=False,
         )
+
+
+def _track_report(result: Report, document: str, written: list[Path]) -> None:
+    """``--track mlflow``: the report in MLflow, into the store of the runs' runs directory (exit code 3 if the copy
+    stops midway; the report files are written)."""
+    import json
+
+    from emabench.tracking.mlflow_report import log_report
+
+    columns = ["run_path", "task", *result.by]
+    runs = result.per_run[[c for c in columns if c in result.per_run.columns]].drop_duplicates()
+    records = runs.to_dict("records")
+    with tracking(["mlflow"], runs_dir_of(Path(records[0]["run_path"]))) as trackers:
+        (mlflow,) = trackers.trackers
+        log_report(mlflow, json.loads(document), written, records)
+    check_tracking(trackers)
+    err_console.print(f"report copied to MLflow ({mlflow.store.uri})", highlight=False, soft_wrap=True)

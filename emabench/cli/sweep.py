@@ -15,7 +15,9 @@ from emabench.cli.common import (
     QuietOption,
     SetOption,
     ThreadsOption,
+    TrackOption,
     WriteRunsDirOption,
+    check_tracking,
     console,
     exit_interrupted,
     handles_errors,
@@ -24,6 +26,8 @@ from emabench.cli.common import (
     set_threads,
     stopping_notice,
     sweep_progress,
+    track_names,
+    tracking,
 )
 from emabench.cli.sweep_axes import parse_betas, sweep_axes
 from emabench.errors import ConfigError, RunError
@@ -118,6 +122,7 @@ def sweep(
     cpus_per_task: CpusOption = None,
     gpus_per_task: GpusOption = None,
     nproc: Annotated[int | None, typer.Option("--nproc", hidden=True)] = None,
+    track: TrackOption = None,
 ) -> None:
     """Run every combination of betas × seeds × grid values, each into its own run folder of one sweep folder.
 
@@ -153,7 +158,11 @@ def sweep(
         _print_plan(described, engine, jobs)
     set_threads(threads)
     stop, view = StopRequest(notice=stopping_notice), _RayView()
-    with stop.installed(), _progress(engine, described.runs, quiet, view) as callbacks:
+    with (
+        tracking(track_names(track, base.track), folder_root) as trackers,
+        stop.installed(),
+        _progress(engine, described.runs, quiet, view) as callbacks,
+    ):
         folder, outcomes = run_sweep(
             base,
             axes,
@@ -171,6 +180,7 @@ def sweep(
             **callbacks,
         )
     _render(folder, outcomes, stopped=stop.is_set(), ray=view.last)
+    check_tracking(trackers)
 
 
 def _ray_options(engine: str, cpus: int | None, gpus: float | None) -> RayOptions | None:
