@@ -91,13 +91,13 @@ def run(
             _run_on_processes(cfg, nproc, resume, folder_root, force, quiet, checkpoint_every, threads)
         check_tracking(trackers)
         return
-    if config is None and resume is None and not quiet:
-        console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
     from emabench.runs.interrupts import StopRequest
 
     set_threads(threads)
     stop = StopRequest(notice=stopping_notice)
     with tracking(names, runs_dir_of(resume) if resume is not None else folder_root) as trackers:
+        if config is None and resume is None and not quiet:
+            console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
         with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
             outcome = _train(cfg, resume, folder_root, force, on_epoch, stop.is_set, checkpoint_every)
         _render(outcome)

@@ -151,34 +151,31 @@ def sweep(
     base = load_config(config, set_ or [])
     if shadows:
         base = plan.with_beta_shadows(base, parse_betas(beta or ""))
-        if not quiet:
-            _print_shadow_mode(base)
     described = plan.describe(base, axes, engine, jobs, limit)  # type: ignore[arg-type]  # validates every combination
-    if not quiet:
-        _print_plan(described, engine, jobs)
     set_threads(threads)
     stop, view = StopRequest(notice=stopping_notice), _RayView()
-    with (
-        tracking(track_names(track, base.track), folder_root) as trackers,
-        stop.installed(),
-        _progress(engine, described.runs, quiet, view) as callbacks,
-    ):
-        folder, outcomes = run_sweep(
-            base,
-            axes,
-            folder_root,
-            jobs=jobs,
-            engine=engine,  # type: ignore[arg-type]
-            force=force,
-            mode="shadows" if shadows else "runs",
-            stop=stop.is_set,
-            checkpoint_every=checkpoint_every or 0,
-            plots=plots,
-            max_runs=limit,
-            ray=options,
-            expanded=described.grid,
-            **callbacks,
-        )
+    with tracking(track_names(track, base.track), folder_root) as trackers:  # checked before anything is said
+        if shadows and not quiet:
+            _print_shadow_mode(base)
+        if not quiet:
+            _print_plan(described, engine, jobs)
+        with stop.installed(), _progress(engine, described.runs, quiet, view) as callbacks:
+            folder, outcomes = run_sweep(
+                base,
+                axes,
+                folder_root,
+                jobs=jobs,
+                engine=engine,  # type: ignore[arg-type]
+                force=force,
+                mode="shadows" if shadows else "runs",
+                stop=stop.is_set,
+                checkpoint_every=checkpoint_every or 0,
+                plots=plots,
+                max_runs=limit,
+                ray=options,
+                expanded=described.grid,
+                **callbacks,
+            )
     _render(folder, outcomes, stopped=stop.is_set(), ray=view.last)
     check_tracking(trackers)
 

@@ -174,7 +174,11 @@ class MlflowTracker(RunObserver):
     def started(self, run: Any, config: Config) -> None:
         key = folder_key(run.path)
         before = self._copies.get(key)
-        earlier = before.run_id if before is not None and before.run_id else self._earlier(key)
+        if before is not None and before.run_id is not None:  # started again in this process (a Ray retry)
+            earlier: str | None = before.run_id
+        else:
+            found = self._earlier(key)
+            earlier = found.run_id if found is not None else None
         self._copies[key] = _Copy(Path(run.path), Naming.of(config), params(config), replace=earlier)
 
     @_guarded
