@@ -15,6 +15,9 @@ terminal's Ctrl-C does not reach them twice). A worker treats the first as a req
 epoch, the ranks agree on it (one all-reduce per epoch: a request that reached any rank stops all), rank 0 saves
 the checkpoint; a second aborts at once. Torch's agent would forward the signal too, but then waits on workers that
 finished normally until it kills them, so it is left SIGHUP and SIGQUIT only.
+
+The ranks report to no run observer (:mod:`emabench.runs.observe`); this process copies the run folder to its
+observer once they end (``--track`` copies a ``--nproc`` run when it ends, not epoch by epoch).
 """
 
 from __future__ import annotations

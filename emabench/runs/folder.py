@@ -5,7 +5,8 @@ write the config), :meth:`~RunFolder.record_epoch` (append a history row), :meth
 :meth:`~RunFolder.interrupt`, :meth:`~RunFolder.fail`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's
 epoch) and :meth:`~RunFolder.finish` (metrics, figures, DONE with the files' sha256, then the checkpoint dropped).
 Every file is written atomically (:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in
-:mod:`emabench.runs.sweep_folder`.
+:mod:`emabench.runs.sweep_folder`. Each step of the lifecycle, once on disk, is told to the process's run observer
+(:mod:`emabench.runs.observe`: a tracker keeping a copy in MLflow or TensorBoard, or nobody).
 """
 
 from __future__ import annotations
