@@ -318,3 +318,20 @@ def test_tensorboard_events_of_a_resumed_run_hold_each_epoch_once(tiny_config: C
     for run in find_runs([folder]):
         assert len(run.read_history()) == 8
         assert_events_are_the_history(run)
+
+
+@needs_mlflow
+@pytest.mark.slow
+def test_a_ray_sweep_is_copied_by_the_driver_that_writes_its_folders(tiny_config: Config, runs: Path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local Ray, started and stopped by the sweep
+    config = with_overrides(tiny_config, {"track": ["mlflow", "tensorboard"] if HAVE_TENSORBOARD else ["mlflow"]})
+    args = ["sweep", *SETS, "--beta", "0.5,0.9", "--seeds", "0-1", "--engine", "ray", "--jobs", "2"]
+    result = runner.invoke(app, [*args, "--runs-dir", str(runs), "--set", f"track={config.track}"])
+    assert result.exit_code == 0, result.output
+    children = mlflow_runs(runs)
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    for run in children:
+        assert_metrics_are_the_history(runs, run)
+        if HAVE_TENSORBOARD:
+            assert_events_are_the_history(RunFolder(run.data.tags["emabench.folder"]))
