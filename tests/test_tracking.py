@@ -1,6 +1,6 @@
 """Tracking's contract that needs neither MLflow nor TensorBoard: ``track:`` never names a run; run folders report
 every step of their lifecycle to the process's observer, from whichever process writes them; what the copies call
-things; MLflow's batch limits; pacing; and a missing extra or an unknown tracker refused in one line before anything
+things; MLflow's batch limits; and a missing extra or an unknown tracker refused in one line before anything
 trains. The copies themselves are read back in ``tests/test_tracking_copies.py``."""
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from emabench.runs.folder import RunFolder, find_runs
 from emabench.runs.layout import CONFIG, run_id
 from emabench.runs.observe import RunObserver, observing
 from emabench.runs.sweep import sweep
-from emabench.tracking.mlflow_tracker import MAX_ENTITIES, MAX_PARAMS, batches
+from emabench.tracking.mlflow_copier import MAX_ENTITIES, MAX_PARAMS, batches
 from emabench.tracking.names import Column, Naming, params
-from emabench.tracking.pacing import Pacer
 from tests.conftest import TINY_SETS
 
 runner = CliRunner()
@@ -154,7 +153,7 @@ def test_a_resumed_sweep_says_resumed_and_finished_runs_say_existing(tiny_config
         assert 1 <= checkpoint < len(RunFolder(folder / name).read_history()) and checkpoint in flushed
 
 
-# --- names, batches, pacing ----------------------------------------------------------------------------------
+# --- names, batches ----------------------------------------------------------------------------------------
 
 
 def test_columns_split_into_models_and_metrics(tiny_config: Config):
@@ -191,15 +190,3 @@ def test_batches_keep_mlflow_limits_and_put_the_tags_last():
     assert [x for b in out for x in b[1]] == params and [x for b in out for x in b[0]] == metrics
     assert out[-1][2] == tags and not any(t for _, _, t in out[:-1])
     assert batches([], [], ["t"]) == [([], [], ["t"])] and len(batches(["m"] * 5, ["p"] * 3, [])) == 1
-
-
-def test_pacer_holds_rows_back_past_its_share_of_the_wall_time():
-    pacer = Pacer(share=0.1, grace_s=0.0, run_every_s=60.0)
-    pacer.started -= 100.0  # as if 100 s had passed: 10 s of sending allowed
-    assert pacer.allows(-float("inf"))
-    pacer.add(9.0)
-    assert pacer.allows(-float("inf"))
-    pacer.add(2.0)
-    assert not pacer.allows(-float("inf"))  # 11 s of 100 spent
-    fresh = Pacer(share=0.1, grace_s=1.0, run_every_s=60.0)
-    assert fresh.allows(-float("inf")) and not fresh.allows(fresh.started)  # a run sent a moment ago waits

@@ -11,16 +11,14 @@ import typer
 
 from emabench.cli.common import (
     RunsDirOption,
-    check_tracking,
     console,
     err_console,
     handles_errors,
     runs_dir_of,
     track_names,
-    tracking,
 )
 from emabench.cli.tables import print_fitted
-from emabench.errors import ConfigError, InputError
+from emabench.errors import ConfigError, InputError, RunError
 
 if TYPE_CHECKING:
     from emabench.report.collect import Collection
@@ -235,13 +233,15 @@ def _track_report(result: Report, document: str, written: list[Path]) -> None:
     stops midway; the report files are written)."""
     import json
 
-    from emabench.tracking.mlflow_report import log_report
+    from emabench.tracking.mlflow_report import report_to_mlflow
 
     columns = ["run_path", "task", *result.by]
     runs = result.per_run[[c for c in columns if c in result.per_run.columns]].drop_duplicates()
     records = runs.to_dict("records")
-    with tracking(["mlflow"], runs_dir_of(Path(records[0]["run_path"]))) as trackers:
-        (mlflow,) = trackers.trackers
-        log_report(mlflow, json.loads(document), written, records)
-    check_tracking(trackers)
-    err_console.print(f"report copied to MLflow ({mlflow.store.uri})", highlight=False, soft_wrap=True)
+    with err_console.status("copying the report to MLflow…"):
+        uri, failure = report_to_mlflow(
+            runs_dir_of(Path(records[0]["run_path"])), json.loads(document), written, records
+        )
+    if failure:
+        raise RunError(f"tracking stopped: {failure}; the report files are written, re-run the report to copy it again")
+    err_console.print(f"report copied to MLflow ({uri})", highlight=False, soft_wrap=True)

@@ -5,7 +5,9 @@ A tracker is a run observer (:mod:`emabench.runs.observe`): :func:`open_trackers
 named by ``--track`` (or ``track:`` in the config) before anything trains, and the caller installs them around the
 work with :func:`emabench.runs.observe.observing`; every run folder written inside — by this process, a ``--jobs``
 worker or the Ray driver — is then copied. What a tracker names things is :mod:`.names`'; ``emabench report --track
-mlflow`` adds the report to the sweep's MLflow run (:mod:`.mlflow_report`).
+mlflow`` adds the report to the sweep's MLflow run (:mod:`.mlflow_report`). MLflow is written by a sender process
+of its own (:mod:`.mlflow_tracker`, applying :mod:`.mlflow_copier`), TensorBoard's event files by the process that
+writes the run folder.
 
 From Python, with your own loop writing run folders::
 

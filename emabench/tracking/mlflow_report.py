@@ -27,38 +27,51 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emabench.runs.folder import RunFolder
 from emabench.runs.sweep_folder import SWEEP, is_sweep_folder
+from emabench.tracking.mlflow_copier import FOLDER, KEY, KIND, MlflowCopier, folder_key, now_ms
 from emabench.tracking.mlflow_store import why
-from emabench.tracking.mlflow_tracker import FOLDER, KEY, KIND, MlflowTracker, folder_key, now_ms
 
 NUMBERS = ("diff_mean", "diff_ci_low", "diff_ci_high")
 ARTIFACTS = "report"
 _NOT_IN_A_NAME = re.compile(r"[^\w\-./: ]+")  # what MLflow refuses in a metric or tag name
 
 
+def report_to_mlflow(
+    runs_dir: Path, document: dict[str, Any], written: Sequence[Path], runs: Sequence[dict[str, Any]]
+) -> tuple[str, str | None]:
+    """:func:`log_report` into the store of ``runs_dir`` (checked first: an ``InputError`` if it cannot be used);
+    the store's URI and the copy's failure, if any."""
+    from emabench.tracking.mlflow_store import MlflowStore
+
+    store = MlflowStore(runs_dir)
+    store.open()
+    copier = MlflowCopier(store)
+    log_report(copier, document, written, runs)
+    return store.uri, copier.failure
+
+
 def log_report(
-    tracker: MlflowTracker, document: dict[str, Any], written: Sequence[Path], runs: Sequence[dict[str, Any]]
+    copier: MlflowCopier, document: dict[str, Any], written: Sequence[Path], runs: Sequence[dict[str, Any]]
 ) -> str | None:
     """Copy the reported ``runs`` (each ``{"run_path", "task", <by keys>}``), then log the report (``document``, the
-    files ``written``) to its MLflow run; returns that run's id, or ``None`` when the copy failed (``tracker.failure``
+    files ``written``) to its MLflow run; returns that run's id, or ``None`` when the copy failed (``copier.failure``
     says why)."""
     try:
-        return _log_report(tracker, document, written, runs)
+        return _log_report(copier, document, written, runs)
     except Exception as err:  # MLflow's failure, whatever raised it: the report files are written
-        tracker.note_failure(f"MLflow ({tracker.store.uri}): {why(err)}")
+        copier.failure = copier.failure or f"MLflow ({copier.store.uri}): {why(err)}"
         return None
 
 
 def _log_report(
-    tracker: MlflowTracker, document: dict[str, Any], written: Sequence[Path], runs: Sequence[dict[str, Any]]
+    copier: MlflowCopier, document: dict[str, Any], written: Sequence[Path], runs: Sequence[dict[str, Any]]
 ) -> str | None:
     by = list(document.get("by", []))
-    children = _copy_runs(tracker, [Path(r["run_path"]) for r in runs])
-    target = _target(tracker, [Path(r["run_path"]) for r in runs], Path(written[0]).parent if written else None)
-    if tracker.failure is not None or target is None:
+    children = _copy_runs(copier, [Path(r["run_path"]) for r in runs])
+    target = _target(copier, [Path(r["run_path"]) for r in runs], Path(written[0]).parent if written else None)
+    if copier.failure is not None or target is None:
         return None
-    client = tracker.store.client
+    client = copier.store.client
     for path in written:
         client.log_artifact(target, str(path), ARTIFACTS)
     numbers: dict[str, float] = {}
@@ -75,45 +88,45 @@ def _log_report(
                 mine = per_run.setdefault(str(run["run_path"]), ({}, {}))
                 mine[0].update({f"report/{name}{k}": v for k, v in values.items() if math.isfinite(v)})
                 mine[1][f"report/{name}/verdict"] = str(row.get("verdict", ""))
-    tracker.log(target, _metrics(numbers), tags=labels)
+    copier.log(target, _metrics(numbers), tags=labels)
     for path, (values, tags) in per_run.items():
         run_id = children.get(path)
         if run_id is not None:
-            tracker.log(run_id, _metrics(values), tags=tags)
+            copier.log(run_id, _metrics(values), tags=tags)
     return target
 
 
-def _copy_runs(tracker: MlflowTracker, paths: Sequence[Path]) -> dict[str, str]:
+def _copy_runs(copier: MlflowCopier, paths: Sequence[Path]) -> dict[str, str]:
     """Copy every reported run whose copy is missing or behind (as children of their sweep's run); their MLflow
     run ids by path."""
     found: dict[str, str] = {}
     for sweep, members in _by_folder(paths).items():
         if sweep is not None:
-            tracker.attach_sweep(sweep, _spec(sweep))
+            copier.attach_sweep(sweep, _spec(sweep))
         else:
-            tracker.detach_sweep()
+            copier.detach_sweep()
         for path in members:
-            tracker.existing(RunFolder(path))
-            run_id = tracker.mlflow_run(path)
+            copier.existing(path)
+            run_id = copier.mlflow_run(path)
             if run_id is not None:
                 found[str(path)] = run_id
     return found
 
 
-def _target(tracker: MlflowTracker, paths: Sequence[Path], folder: Path | None) -> str | None:
+def _target(copier: MlflowCopier, paths: Sequence[Path], folder: Path | None) -> str | None:
     """The sweep's parent run when all runs are in one sweep, else the report's own run (found or created)."""
     sweeps = set(_by_folder(paths))
     if len(sweeps) == 1 and None not in sweeps:
         (sweep,) = sweeps
-        return tracker.attach_sweep(sweep, _spec(sweep))
-    if folder is None or tracker.failure is not None:
+        return copier.attach_sweep(sweep, _spec(sweep))
+    if folder is None or copier.failure is not None:
         return None
     key = folder_key(folder)
-    found = tracker.search(f"tags.`{KEY}` = '{key}'")
+    found = copier.search(f"tags.`{KEY}` = '{key}'")
     if found:
         return str(found[0].info.run_id)
     tags = {KEY: key, FOLDER: str(folder.absolute()), KIND: "report"}
-    run = tracker.store.client.create_run(tracker.store.experiment_id, run_name=f"report {folder.name}", tags=tags)
+    run = copier.store.client.create_run(copier.store.experiment_id, run_name=f"report {folder.name}", tags=tags)
     return str(run.info.run_id)
 
 
