@@ -9,6 +9,7 @@ import math
 import shutil
 import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,8 @@ from emabench.cli import app
 from emabench.config import Config, with_overrides
 from emabench.runs.folder import RunFolder, find_runs
 from emabench.runs.layout import MLFLOW_DB
-from emabench.runs.observe import observing
 from emabench.runs.sweep import sweep
-from emabench.tracking import open_trackers
+from emabench.tracking import tracked
 from emabench.tracking.names import Naming
 from tests.conftest import TINY_SETS
 
@@ -40,11 +40,14 @@ runner = CliRunner()
 SETS = sum((["--set", s] for s in TINY_SETS), [])
 
 
-@pytest.fixture(autouse=True)
-def _own_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never a store of the user's: the default one inside each test's runs folder."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.fixture(scope="session", autouse=True)
+def _own_store() -> Iterator[None]:
+    """Never a store of the user's (the default one inside each test's runs folder), and no MLflow telemetry."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+            patch.delenv(name, raising=False)
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -175,12 +178,12 @@ def test_a_resumed_sweep_continues_the_same_mlflow_runs(tiny_config: Config, run
         asked[0] += 1
         return asked[0] > 4
 
-    with observing(open_trackers(["mlflow"], runs)) as trackers:
+    with tracked(["mlflow"], runs) as trackers:
         folder, outcomes = sweep(config, {"seed": [0, 1]}, runs, stop=stop, checkpoint_every=1)
     assert {o.status for o in outcomes} == {"interrupted"} and trackers.failure is None
     first = {r.info.run_name: r for r in mlflow_runs(runs)}
     assert {r.info.status for r in first.values()} == {"KILLED"}
-    with observing(open_trackers(["mlflow"], runs)) as trackers:
+    with tracked(["mlflow"], runs) as trackers:
         _, outcomes = sweep(config, {"seed": [0, 1]}, runs)
     assert {o.status for o in outcomes} == {"completed"} and {o.resumed_from for o in outcomes} != {0}
     again = {r.info.run_name: r for r in mlflow_runs(runs)}
@@ -194,7 +197,7 @@ def test_a_resumed_sweep_continues_the_same_mlflow_runs(tiny_config: Config, run
 @needs_mlflow
 def test_runs_finished_untracked_are_copied_once_and_restarted_runs_replace_their_copy(tiny_config: Config, runs: Path):
     folder, _ = sweep(tiny_config, {"seed": [0, 1]}, runs)  # not tracked
-    with observing(open_trackers(["mlflow"], runs)):
+    with tracked(["mlflow"], runs):
         _, outcomes = sweep(tiny_config, {"seed": [0, 1]}, runs)
     assert {o.status for o in outcomes} == {"skipped"}
     copied = {r.info.run_name: r for r in mlflow_runs(runs)}
@@ -202,12 +205,12 @@ def test_runs_finished_untracked_are_copied_once_and_restarted_runs_replace_thei
     for run in copied.values():
         assert run.info.status == "FINISHED" and run.data.tags["emabench.history_sha256"]
         assert_metrics_are_the_history(runs, run)
-    with observing(open_trackers(["mlflow"], runs)):  # whole already: nothing is sent again
+    with tracked(["mlflow"], runs):  # whole already: nothing is sent again
         sweep(tiny_config, {"seed": [0, 1]}, runs)
     assert {r.info.run_id: r.info.end_time for r in mlflow_runs(runs)} == {
         r.info.run_id: r.info.end_time for r in copied.values()
     }
-    with observing(open_trackers(["mlflow"], runs)):
+    with tracked(["mlflow"], runs):
         sweep(tiny_config, {"seed": [0, 1]}, runs, force=True)  # trained again from scratch
     client, replaced = client_of(runs), mlflow_runs(runs)
     assert len(replaced) == 2 and not {r.info.run_id for r in replaced} & {r.info.run_id for r in copied.values()}
@@ -312,7 +315,7 @@ def test_tensorboard_events_of_a_resumed_run_hold_each_epoch_once(tiny_config: C
         asked[0] += 1
         return asked[0] > 4
 
-    with observing(open_trackers(["tensorboard"], tmp_path)):
+    with tracked(["tensorboard"], tmp_path):
         folder, _ = sweep(config, {"seed": [0, 1]}, tmp_path, stop=stop, checkpoint_every=1)
         sweep(config, {"seed": [0, 1]}, tmp_path)
     for run in find_runs([folder]):

@@ -242,8 +242,11 @@ def tracking(names: list[str], runs_dir: Path) -> Iterator[Any]:
 
     with err_console.status(f"opening {', '.join(names)}…"):
         trackers = open_trackers(names, runs_dir)
-    with observing(trackers):
-        yield trackers
+    try:
+        with observing(trackers):
+            yield trackers
+    finally:
+        trackers.close()
 
 
 def check_tracking(trackers: Any) -> None:

@@ -11,24 +11,24 @@ writes the run folder.
 
 From Python, with your own loop writing run folders::
 
-    from emabench.runs.observe import observing
-    from emabench.tracking import open_trackers, copy_run_folder
+    from emabench.tracking import copy_run_folder, tracked
 
-    trackers = open_trackers(["mlflow", "tensorboard"], "runs")
-    with observing(trackers):
+    with tracked(["mlflow", "tensorboard"], "runs") as trackers:
         ...  # RunFolder's lifecycle (start, record_epoch, finish) is copied as it is written
-    copy_run_folder("runs/my-run", trackers)  # or copy a folder afterwards, finished or not
+        copy_run_folder("runs/my-run", trackers)  # or copy a folder as it is, finished or not
+    trackers.failure  # None, or why the copy stopped (the run folders are whole either way)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from emabench.config import TRACKERS
 from emabench.errors import ConfigError
-from emabench.runs.observe import Rows, RunObserver
+from emabench.runs.observe import Rows, RunObserver, observing
 
 
 class Trackers(RunObserver):
@@ -81,6 +81,13 @@ class Trackers(RunObserver):
         for tracker in self.trackers:
             tracker.flush()
 
+    def close(self) -> None:
+        """End what the trackers started (MLflow's sender process), once everything is sent."""
+        for tracker in self.trackers:
+            close = getattr(tracker, "close", None)
+            if close is not None:
+                close()
+
 
 def open_trackers(names: Sequence[str], runs_dir: str | Path) -> Trackers:
     """The trackers ``names`` (each of :data:`~emabench.config.TRACKERS`), checked before anything trains: an
@@ -102,6 +109,18 @@ def open_trackers(names: Sequence[str], runs_dir: str | Path) -> Trackers:
         else:
             raise ConfigError(f"--track: {name!r} is not one of {', '.join(TRACKERS)}")
     return Trackers(trackers)
+
+
+@contextlib.contextmanager
+def tracked(names: Sequence[str], runs_dir: str | Path) -> Iterator[Trackers]:
+    """:func:`open_trackers`, copying every run folder written inside the block (:func:`observing`); at its end,
+    everything is sent and the trackers are closed."""
+    trackers = open_trackers(names, runs_dir)
+    try:
+        with observing(trackers):
+            yield trackers
+    finally:
+        trackers.close()
 
 
 def copy_run_folder(path: str | Path, trackers: RunObserver) -> None:

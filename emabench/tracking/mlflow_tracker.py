@@ -96,6 +96,12 @@ class MlflowTracker(RunObserver):
         """In the owner: wait until the sender has applied every message (elsewhere: nothing to wait for)."""
         self._call("flush")
 
+    def close(self) -> None:
+        """In the owner: end the sender once it has applied every message (it also ends with its owner)."""
+        if os.getpid() == self._owner and self._sender is not None and self._sender.is_alive():
+            self._put("close")
+            self._sender.join(timeout=60)
+
     def _put(self, *message: Any) -> None:
         self._inbox.put(message)
 
@@ -130,6 +136,9 @@ def serve(store: MlflowStore, inbox: Any, replies: Any, owner: int) -> None:
             while len(messages) < 10_000:
                 messages.append(inbox.get_nowait())
         for kind, *args in messages:
+            if kind == "close":
+                copier.flush()
+                return
             _apply(copier, kind, args, replies)
         copier.send_due()
 
