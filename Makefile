@@ -20,13 +20,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# The tracking extras (--track mlflow|tensorboard), for their tests: installed only if pip's dry run says they leave
-# torch as it is (a dependency asking for another torch would pull a multi-GB build); otherwise their tests skip.
+# The tracking extras (--track mlflow|tensorboard), for their tests: pip resolves them once (a dry run); they are
+# installed as resolved only if that leaves torch as it is (a dependency asking for another torch would pull a
+# multi-GB build), otherwise their tests skip. Done once per pyproject change.
+define EXTRAS_PLAN
+import json, sys
+wanted = [p["metadata"] for p in json.load(open(sys.argv[1]))["install"]]
+if any(m["name"].lower() == "torch" for m in wanted):
+    sys.exit(1)
+print("\n".join(f"{m['name']}=={m['version']}" for m in wanted if m["name"].lower() != "emabench"))
+endef
+export EXTRAS_PLAN
+
 $(EXTRAS): $(STAMP)
-	@if $(BIN)/python -m pip install -q --dry-run --report - -e ".[mlflow,tensorboard]" 2>/dev/null \
-	    | $(BIN)/python -c "import json, sys; sys.exit(any(p['metadata']['name'].lower() == 'torch' \
-	      for p in json.load(sys.stdin)['install']))"; then \
-	  $(BIN)/python -m pip install -q -e ".[mlflow,tensorboard]" && echo installed > $@; \
+	@if $(BIN)/python -m pip install -q --dry-run --report $(VENV)/extras.json -e ".[mlflow,tensorboard]" 2>/dev/null \
+	    && $(BIN)/python -c "$$EXTRAS_PLAN" $(VENV)/extras.json > $(VENV)/extras.txt; then \
+	  $(BIN)/python -m pip install -q --no-deps -r $(VENV)/extras.txt && echo installed > $@; \
 	else \
 	  echo "make: the mlflow/tensorboard extras would replace $(TORCH) (or pip could not resolve them): not installed, their tests skip"; \
 	  echo skipped > $@; \
