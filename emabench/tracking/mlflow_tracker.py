@@ -30,7 +30,7 @@ from typing import Any
 from emabench.config import Config
 from emabench.runs.observe import Rows, RunObserver
 from emabench.tracking.mlflow_copier import MlflowCopier
-from emabench.tracking.mlflow_store import MlflowStore
+from emabench.tracking.mlflow_store import MlflowStore, why
 from emabench.tracking.names import epoch_of, rows_after
 
 POLL_S = 0.5  # how often the sender looks for messages (and whether its owner is still there) when idle
@@ -98,9 +98,11 @@ class MlflowTracker(RunObserver):
 
     def close(self) -> None:
         """In the owner: end the sender once it has applied every message (it also ends with its owner)."""
-        if os.getpid() == self._owner and self._sender is not None and self._sender.is_alive():
-            self._put("close")
-            self._sender.join(timeout=60)
+        if os.getpid() == self._owner and self._sender is not None:
+            if self._sender.is_alive():
+                self._put("close")
+                self._sender.join(timeout=60)
+            self._sender = None
 
     def _put(self, *message: Any) -> None:
         self._inbox.put(message)
@@ -124,6 +126,7 @@ class MlflowTracker(RunObserver):
 def serve(store: MlflowStore, inbox: Any, replies: Any, owner: int) -> None:
     """The sender: apply the messages in order, then send the runs' rows that are due; reply to calls."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops training; the copy of what was trained goes on
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler, inherited through the fork
     copier = MlflowCopier(store)
     while True:
         try:
@@ -139,19 +142,24 @@ def serve(store: MlflowStore, inbox: Any, replies: Any, owner: int) -> None:
             if kind == "close":
                 copier.flush()
                 return
-            _apply(copier, kind, args, replies)
+            try:
+                _apply(copier, kind, args, replies)
+            except Exception as err:  # a message it cannot apply stops the copy, not the sender (calls are answered)
+                copier.failure = copier.failure or f"MLflow ({store.uri}): {why(err)}"
         copier.send_due()
 
 
 def _apply(copier: MlflowCopier, kind: str, args: list[Any], replies: Any) -> None:
     if kind in ("sweep_started", "flush"):
         *args, reply = args
-        if kind == "flush":
-            copier.flush()
-        else:
-            copier.sweep_started(Path(args[0]), args[1])
-        if reply:
-            replies.put(copier.failure)
+        try:
+            if kind == "flush":
+                copier.flush()
+            else:
+                copier.sweep_started(Path(args[0]), args[1])
+        finally:
+            if reply:  # the owner waits for it, whatever happened
+                replies.put(copier.failure)
         return
     path = Path(args[0])
     if kind == "started":
