@@ -238,18 +238,26 @@ def _closed_port() -> int:
 
 
 @needs_mlflow
-@pytest.mark.parametrize("store", ["server", "not a database"])
+@pytest.mark.parametrize("store", ["server", "not a database", "default, not a database", "default, a folder"])
 def test_a_store_that_cannot_be_used_is_refused_before_training(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    runs = tmp_path / "runs"
     if store == "server":
         uri = f"http://127.0.0.1:{_closed_port()}"
-    else:
+    elif store == "not a database":
         (tmp_path / "broken.db").write_bytes(b"these bytes are not a SQLite database" * 100)
         uri = f"sqlite:///{tmp_path / 'broken.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    result = runner.invoke(app, ["sweep", *SETS, "--seeds", "0-1", "--runs-dir", str(tmp_path / "runs"), "--track",
-                                 "mlflow"])  # fmt: skip
+    else:  # the default store, checked without MLflow
+        runs.mkdir()
+        if store.endswith("folder"):
+            (runs / MLFLOW_DB).mkdir()
+        else:
+            (runs / MLFLOW_DB).write_bytes(b"these bytes are not a SQLite database")
+        uri = f"sqlite:///{runs.absolute() / MLFLOW_DB}"
+    if not store.startswith("default"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = runner.invoke(app, ["sweep", *SETS, "--seeds", "0-1", "--runs-dir", str(runs), "--track", "mlflow"])
     assert result.exit_code == 2, result.output
     assert f"--track mlflow: the tracking store {uri} cannot be used" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not find_runs([tmp_path])

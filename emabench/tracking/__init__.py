@@ -100,7 +100,7 @@ def open_trackers(names: Sequence[str], runs_dir: str | Path) -> Trackers:
             from emabench.tracking.mlflow_tracker import MlflowTracker
 
             store = MlflowStore(runs_dir)
-            store.open()
+            store.check()
             trackers.append(MlflowTracker(store))
         elif name == "tensorboard":
             from emabench.tracking.tensorboard import TensorBoardTracker

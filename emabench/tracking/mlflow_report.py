@@ -44,6 +44,7 @@ def report_to_mlflow(
     from emabench.tracking.mlflow_store import MlflowStore
 
     store = MlflowStore(runs_dir)
+    store.check()
     store.open()
     copier = MlflowCopier(store)
     log_report(copier, document, written, runs)

@@ -6,8 +6,11 @@ inside the runs folder, ``<runs_dir>/mlflow.db``, with the artifacts beside it i
 own default store since 3.7; its file store is deprecated. The experiment is ``MLFLOW_EXPERIMENT_NAME``, else
 ``emabench``.
 
-:meth:`MlflowStore.open` checks, before anything trains, that MLflow is installed, that the store answers within
-:data:`CHECK_TIMEOUT_S` and that it takes a write (it tags the experiment); any of these failing is an
+:meth:`MlflowStore.check` runs before anything trains: for a store of ``MLFLOW_TRACKING_URI``, that MLflow is
+installed, that the store answers within :data:`CHECK_TIMEOUT_S` and that it takes a write (it tags the experiment:
+:meth:`MlflowStore.open`); for the default store, what can be known without MLflow and without writing anything
+(MLflow installed, the runs folder writable, ``mlflow.db`` a SQLite file), since opening it costs ~4 s on its first
+use (importing MLflow, creating the database) that the sender process spends while runs train. A failed check is an
 :class:`~emabench.errors.InputError` naming the extra or the URI. Afterwards, a server that stops answering is
 asked :data:`RETRIES` more times, :data:`TIMEOUT_S` each (unless ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` or
 ``MLFLOW_HTTP_REQUEST_TIMEOUT`` say otherwise): the copy then stops within about a minute (training never waits for
@@ -22,6 +25,7 @@ database). A power cut can lose the copy's last writes, never the run folders, a
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import sqlite3
@@ -70,8 +74,25 @@ class MlflowStore:
         """Pickled for a spawned worker: everything but the client (the worker opens its own)."""
         return self.__dict__ | {"_client": None, "_pid": 0}
 
+    def check(self) -> None:
+        """Before training. A store of ``MLFLOW_TRACKING_URI``: reachable, the experiment there (created if need be),
+        a write taken (:meth:`open`). The default one: what can be known without MLflow and without writing — MLflow
+        installed, the runs folder writable, ``mlflow.db`` (if there) a SQLite file that can be written; MLflow
+        opens (or creates) it in the process that writes the copy, while runs train."""
+        if not self.default:
+            self.open()
+            return
+        if importlib.util.find_spec("mlflow") is None:
+            import_mlflow()  # the one-line error naming the extra
+        database = Path(self.uri.removeprefix("sqlite:///"))
+        problem = _unwritable(database) or _not_sqlite(database)
+        if problem or (self.artifacts is not None and self.artifacts.exists() and not self.artifacts.is_dir()):
+            reason = problem or f"{self.artifacts} is not a folder"
+            raise InputError(f"--track mlflow: the tracking store {self.uri} cannot be used ({reason})")
+
     def open(self) -> None:
-        """Check the store before training: reachable, the experiment there (created if need be), a write taken."""
+        """Open the store: reachable, the experiment there (created if need be), a write taken; an
+        :class:`InputError` naming the URI if not."""
         import_mlflow()
         with _quiet(), _http_limits(retries=0, timeout=CHECK_TIMEOUT_S):
             try:
@@ -112,6 +133,28 @@ class MlflowStore:
             if found is None:
                 raise
             return str(found.experiment_id)
+
+
+def _unwritable(database: Path) -> str:
+    """Why ``database`` (or the folder it would be created in) cannot be written, or ``""``."""
+    target = database if database.exists() else next(p for p in database.parents if p.exists())
+    if database.exists() and not database.is_file():
+        return f"{database} is not a file"
+    if not os.access(target, os.W_OK):
+        return f"{target} cannot be written"
+    return ""
+
+
+def _not_sqlite(database: Path) -> str:
+    """Why an existing ``database`` is not a SQLite database, or ``""`` (an empty file is one)."""
+    if not database.is_file():
+        return ""
+    try:
+        with open(database, "rb") as handle:
+            header = handle.read(16)
+    except OSError as err:
+        return f"{database}: {err.strerror or err}"
+    return "" if not header or header == b"SQLite format 3\x00" else f"{database} is not a SQLite database"
 
 
 def why(err: BaseException) -> str:

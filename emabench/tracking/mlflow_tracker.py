@@ -124,10 +124,12 @@ class MlflowTracker(RunObserver):
 
 
 def serve(store: MlflowStore, inbox: Any, replies: Any, owner: int) -> None:
-    """The sender: apply the messages in order, then send the runs' rows that are due; reply to calls."""
+    """The sender: apply the messages in order, then send the runs' rows that are due; reply to calls. The store is
+    opened on the first message (a sweep's start is acknowledged first: the sweep goes on while MLflow opens)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops training; the copy of what was trained goes on
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler, inherited through the fork
     copier = MlflowCopier(store)
+    opened = False
     while True:
         try:
             messages = [inbox.get(timeout=POLL_S)]
@@ -138,6 +140,12 @@ def serve(store: MlflowStore, inbox: Any, replies: Any, owner: int) -> None:
         with contextlib.suppress(queue.Empty):
             while len(messages) < 10_000:
                 messages.append(inbox.get_nowait())
+        if not opened:
+            if messages[0][0] == "sweep_started" and messages[0][-1]:
+                replies.put(None)  # received: what the sweep's processes send comes after it
+                messages[0] = (*messages[0][:-1], False)
+            opened = True
+            _open(store, copier)
         for kind, *args in messages:
             if kind == "close":
                 copier.flush()
@@ -147,6 +155,15 @@ def serve(store: MlflowStore, inbox: Any, replies: Any, owner: int) -> None:
             except Exception as err:  # a message it cannot apply stops the copy, not the sender (calls are answered)
                 copier.failure = copier.failure or f"MLflow ({store.uri}): {why(err)}"
         copier.send_due()
+
+
+def _open(store: MlflowStore, copier: MlflowCopier) -> None:
+    """Open the store (import MLflow, create the database and experiment if need be); a failure stops the copy."""
+    try:
+        if not store.experiment_id:
+            store.open()
+    except Exception as err:  # the InputError of the check, made while runs train: the copy's failure
+        copier.failure = f"MLflow ({store.uri}): {err}"
 
 
 def _apply(copier: MlflowCopier, kind: str, args: list[Any], replies: Any) -> None:
