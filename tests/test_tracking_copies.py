@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from emabench.cli import app
@@ -346,3 +347,12 @@ def test_a_ray_sweep_is_copied_by_the_driver_that_writes_its_folders(tiny_config
         assert_metrics_are_the_history(runs, run)
         if HAVE_TENSORBOARD:
             assert_events_are_the_history(RunFolder(run.data.tags["emabench.folder"]))
+
+
+@needs_mlflow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_run_refused_after_the_check_leaves_no_store_behind(tmp_path: Path):
+    result = runner.invoke(app, ["run", *SETS, "--set", "device=cuda", "--runs-dir", str(tmp_path), "--track",
+                                 "mlflow"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert not any(tmp_path.iterdir())  # no mlflow.db, no artifacts folder: nothing written

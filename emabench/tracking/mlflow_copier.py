@@ -39,7 +39,7 @@ from emabench.tracking.mlflow_store import MlflowStore, why
 from emabench.tracking.names import Column, Naming, epoch_of, params, rows_after
 
 STATUS = {"completed": "FINISHED", "diverged": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
-RUN_EVERY_S = 2.0  # a training run's rows go at most this often (one call for what came meanwhile)
+RUN_EVERY_S = 5.0  # a training run's rows go at most this often (one call for what came meanwhile)
 MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 100, 100, 1000  # MLflow's limits on one log_batch
 KEY, FOLDER, EPOCHS, STATE = "emabench.key", "emabench.folder", "emabench.epochs", "emabench.status"
 STOP, HISTORY_SHA, KIND, PARENT = (

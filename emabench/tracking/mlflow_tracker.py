@@ -140,7 +140,7 @@ def serve(store: MlflowStore, inbox: Any, replies: Any, owner: int) -> None:
         with contextlib.suppress(queue.Empty):
             while len(messages) < 10_000:
                 messages.append(inbox.get_nowait())
-        if not opened:
+        if not opened and any(m[0] not in ("flush", "close") for m in messages):  # something to copy: open
             if messages[0][0] == "sweep_started" and messages[0][-1]:
                 replies.put(None)  # received: what the sweep's processes send comes after it
                 messages[0] = (*messages[0][:-1], False)
