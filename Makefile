@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 # torch first, pinned to the CPU wheel this machine ships: a bare `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+EXTRAS := $(VENV)/.extras
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-slow lint format bench clean
@@ -21,15 +22,36 @@ $(STAMP): pyproject.toml
 	@if out=$$($(BIN)/python -m pip install --dry-run -e ".[lightning]" 2>/dev/null) && ! echo "$$out" | grep -q " torch-[0-9]"; then $(BIN)/python -m pip install -q -e ".[lightning]"; else echo "Lightning not installed (it would replace $(TORCH), or pip cannot reach it): its tests skip"; fi
 	touch $(STAMP)
 
+# The tracking extras (--track mlflow|tensorboard), for their tests: pip resolves them once (a dry run); they are
+# installed as resolved only if that leaves torch as it is (a dependency asking for another torch would pull a
+# multi-GB build), otherwise their tests skip. Done once per pyproject change.
+define EXTRAS_PLAN
+import json, sys
+wanted = [p["metadata"] for p in json.load(open(sys.argv[1]))["install"]]
+if any(m["name"].lower() == "torch" for m in wanted):
+    sys.exit(1)
+print("\n".join(f"{m['name']}=={m['version']}" for m in wanted if m["name"].lower() != "emabench"))
+endef
+export EXTRAS_PLAN
+
+$(EXTRAS): $(STAMP)
+	@if $(BIN)/python -m pip install -q --dry-run --report $(VENV)/extras.json -e ".[mlflow,tensorboard]" 2>/dev/null \
+	    && $(BIN)/python -c "$$EXTRAS_PLAN" $(VENV)/extras.json > $(VENV)/extras.txt; then \
+	  $(BIN)/python -m pip install -q --no-deps -r $(VENV)/extras.txt && echo installed > $@; \
+	else \
+	  echo "make: the mlflow/tensorboard extras would replace $(TORCH) (or pip could not resolve them): not installed, their tests skip"; \
+	  echo skipped > $@; \
+	fi
+
 venv: $(STAMP)  ## Create .venv and install emabench with its dev tools
 
 run: $(STAMP)  ## Train the seed-001 study once: emabench run configs/regression.yaml
 	$(BIN)/emabench run configs/regression.yaml
 
-test: $(STAMP)  ## Run the default test suite (CPU, a few minutes)
+test: $(EXTRAS)  ## Run the default test suite (CPU, a few minutes; installs the tracking extras if torch stays)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)  ## Run every test, slow ones included
+test-slow: $(EXTRAS)  ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)  ## ruff check + format check

@@ -278,7 +278,8 @@ def test_thousands_of_unknown_keys_make_one_short_line(tmp_path):
     message = error_of(path=path)
     assert message.startswith(f"{path}: the top level: unknown keys 'colour0', 'colour1'")
     assert (
-        "… and 19,990 more (allowed: name, seed, device, task, data, model, train, ema, averagers, report)" in message
+        "… and 19,990 more (allowed: name, seed, device, task, data, model, train, ema, averagers, report, track)"
+        in message
     )
     assert len(message) < 1000
 

@@ -29,6 +29,7 @@ STAGES = {
     "emabench.runs": 6,
     "emabench.report": 7,
     "emabench.track": 7,  # a user's own loop writes run folders: runs and tasks below it, never the trainer
+    "emabench.tracking": 7,  # copies of the runs (and of the report, handed over by the CLI) in MLflow/TensorBoard
     "emabench.bench": 8,
     "emabench.integrations": 8,  # callbacks for other frameworks' loops (Lightning), over emabench.track
     "emabench.cli": 9,

@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from emabench.cli import app
-from emabench.config import Config, load_config, with_overrides
+from emabench.config import Config, identity, load_config, with_overrides
 from emabench.errors import ConfigError, RunError
 from emabench.runs import single
 from emabench.runs.atomic import inside
@@ -353,7 +353,8 @@ def test_a_locked_run_is_left_to_its_holder(tiny_config: Config, tmp_path: Path)
 
 def test_sweep_skips_runs_locked_elsewhere(tiny_config: Config, tmp_path: Path):
     grid = {"seed": [0, 1]}
-    folder = sweep_dir(tmp_path, tiny_config.name, {"base": tiny_config.to_dict(), "grid": grid, "mode": "runs"})
+    spec = {"base": identity(tiny_config.to_dict()), "grid": grid, "mode": "runs"}
+    folder = sweep_dir(tmp_path, tiny_config.name, spec)
     held = RunFolder.for_config(with_overrides(tiny_config, {"seed": 1}), folder).try_lock()
     try:
         _, outcomes = sweep(tiny_config, grid, tmp_path)

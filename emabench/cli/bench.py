@@ -15,7 +15,10 @@ from emabench.errors import ConfigError
 def bench(
     which: Annotated[
         list[str] | None,
-        typer.Argument(help="Sub-benchmarks to run: run, ema, sweep, scaling (default: all four)."),
+        typer.Argument(
+            help="Sub-benchmarks to run: run, ema, sweep, scaling (the default: these four), tracking (a 40-run sweep "
+            "with --track mlflow / tensorboard vs untracked; needs the extras)."
+        ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Interleaved A/B repetitions per case.")] = 5,
     quick: Annotated[
@@ -39,7 +42,7 @@ def bench(
     from emabench import bench as benchmarks
     from emabench.runs.atomic import atomic_write_text, make_folder
 
-    chosen = which or list(benchmarks.BENCHMARKS)
+    chosen = which or list(benchmarks.DEFAULT)
     unknown = [w for w in chosen if w not in benchmarks.BENCHMARKS]
     if unknown:
         allowed = ", ".join(benchmarks.BENCHMARKS)
@@ -56,6 +59,8 @@ def bench(
             rows += benchmarks.bench_sweep(quick)
         if "scaling" in chosen:
             rows += benchmarks.bench_scaling(max(1, repeats // 2), quick)
+        if "tracking" in chosen:
+            rows += benchmarks.bench_tracking(1 if quick else min(repeats, 3))
     header = ["benchmark", "case", "ours", "reference", "unit", "ratio", "target"]
     body = [
         [r.benchmark, r.case, f"{r.ours:.4g}", f"{r.reference:.4g}", r.unit, f"{r.ratio:.3f}", r.target] for r in rows

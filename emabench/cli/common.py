@@ -22,7 +22,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from emabench.cli.tables import print_fitted, print_run_metrics
-from emabench.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_ERROR, ConfigError, EmabenchError, one_line
+from emabench.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_RUN_ERROR,
+    ConfigError,
+    EmabenchError,
+    RunError,
+    one_line,
+)
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -76,6 +84,17 @@ CheckpointOption = Annotated[
         metavar="N",
         help="Save each unfinished run's checkpoint.pt every N epochs (Ctrl-C always saves one), so a killed run "
         "continues from it when re-run.",
+    ),
+]
+
+TrackOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--track",
+        metavar="mlflow|tensorboard",
+        help="Copy the runs to MLflow (`MLFLOW_TRACKING_URI`, else RUNS_DIR/mlflow.db) or TensorBoard (event files in "
+        "each run folder) as they are written (repeatable; replaces the config's `track:`). Needs "
+        "`pip install 'emabench[mlflow]'` / `'emabench[tensorboard]'`.",
     ),
 ]
 
@@ -247,3 +266,52 @@ def nothing_left_on_failure(runs_dir: Path) -> Iterator[None]:
             for folder in created:
                 folder.rmdir()  # only an empty folder goes
         raise
+
+
+def track_names(option: list[str] | None, configured: list[str]) -> list[str]:
+    """``--track`` values (comma-separated or repeated) if given, else the config's ``track:``; each checked."""
+    from emabench.config import TRACKERS
+
+    if option is None:
+        return list(configured)
+    names = [name.strip() for value in option for name in value.split(",") if name.strip()]
+    for name in names:
+        if name not in TRACKERS:
+            raise ConfigError(f"--track: {name!r} is not one of {', '.join(TRACKERS)}")
+    return list(dict.fromkeys(names))
+
+
+@contextlib.contextmanager
+def tracking(names: list[str], runs_dir: Path) -> Iterator[Any]:
+    """The trackers ``names``, checked before anything trains (exit code 2 when one cannot be used), copying every
+    run folder written inside the block; ``None`` when there are none."""
+    if not names:
+        yield None
+        return
+    from emabench.runs.observe import observing
+    from emabench.tracking import open_trackers
+
+    with err_console.status(f"opening {', '.join(names)}…"):
+        trackers = open_trackers(names, runs_dir)
+    try:
+        with observing(trackers):
+            yield trackers
+    finally:
+        trackers.close()
+
+
+def check_tracking(trackers: Any) -> None:
+    """Exit code 3 when a tracker stopped copying mid-way (the run folders are whole)."""
+    failure = trackers.failure if trackers is not None else None
+    if failure:
+        raise RunError(
+            f"tracking stopped: {failure}; the run folders are complete, re-run the same command to copy them again"
+        )
+
+
+def runs_dir_of(run_folder: Path) -> Path:
+    """The runs directory a run folder is in (a sweep's run is one level deeper): where the default MLflow store is."""
+    from emabench.runs.sweep_folder import is_sweep_folder
+
+    parent = Path(run_folder).absolute().parent
+    return parent.parent if is_sweep_folder(parent) else parent

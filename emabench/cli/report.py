@@ -10,9 +10,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from emabench.cli.common import RunsDirOption, console, err_console, handles_errors
+from emabench.cli.common import (
+    RunsDirOption,
+    console,
+    err_console,
+    handles_errors,
+    runs_dir_of,
+    track_names,
+)
 from emabench.cli.tables import print_fitted
-from emabench.errors import ConfigError, InputError
+from emabench.errors import ConfigError, InputError, RunError
 
 if TYPE_CHECKING:
     from emabench.report.collect import Collection
@@ -97,6 +104,16 @@ BaselineOption = Annotated[
         help="Compare every model with this one, paired by seed (default raw): --baseline swa, --baseline ema.",
     ),
 ]
+ReportTrackOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--track",
+        metavar="mlflow",
+        help="Also put the report in MLflow: its files as artifacts of the sweep's run, each comparison's verdict, "
+        "difference and interval as its tags and metrics and on the group's runs (copying runs MLflow lacks). "
+        "`MLFLOW_TRACKING_URI`, else the runs' RUNS_DIR/mlflow.db.",
+    ),
+]
 BurnInOption = Annotated[
     int,
     typer.Option("--burn-in", metavar="N", help="Stability: std of the validation loss after the first N epochs."),
@@ -116,6 +133,7 @@ def report(
     primary: PrimaryOption = None,
     margin: MarginOption = None,
     baseline: BaselineOption = None,
+    track: ReportTrackOption = None,
 ) -> None:
     """Compare each model with raw (or --baseline) across seeds, from finished run folders (never re-trains).
 
@@ -147,6 +165,9 @@ def report(
 
     if format_ not in REPORT_FORMATS:
         raise ConfigError(f"--format: {format_!r} is not one of {', '.join(REPORT_FORMATS)}")
+    names = track_names(track, [])
+    if set(names) - {"mlflow"}:
+        raise ConfigError("report --track: mlflow only (TensorBoard shows the runs' curves: sweep --track tensorboard)")
     roots = paths or [runs_dir]
     collection = _collect(roots, where or [])
     studies = build_studies(
@@ -161,6 +182,8 @@ def report(
     )
     rendered = files.render_studies(studies)
     written = files.write_files(rendered, out or (roots[0] if len(roots) == 1 else runs_dir))
+    for study in studies if names else []:  # each study to its sweep's MLflow run (or a run of its own)
+        _track_report(study.report, files.to_json(study.report), written)
     if format_ == "table":
         for study in studies:
             if study.label:
@@ -240,3 +263,22 @@ def _print_versus_family(versus: Versus, alpha: float) -> None:
         f"{2 * alpha:g}.",
         highlight=False,
     )
+
+
+def _track_report(result: Report, document: str, written: list[Path]) -> None:
+    """``--track mlflow``: the report in MLflow, into the store of the runs' runs directory (exit code 3 if the copy
+    stops midway; the report files are written)."""
+    import json
+
+    from emabench.tracking.mlflow_report import report_to_mlflow
+
+    columns = ["run_path", "task", *result.by]
+    runs = result.per_run[[c for c in columns if c in result.per_run.columns]].drop_duplicates()
+    records = runs.to_dict("records")
+    with err_console.status("copying the report to MLflow…"):
+        uri, failure = report_to_mlflow(
+            runs_dir_of(Path(records[0]["run_path"])), json.loads(document), written, records
+        )
+    if failure:
+        raise RunError(f"tracking stopped: {failure}; the report files are written, re-run the report to copy it again")
+    err_console.print(f"report copied to MLflow ({uri})", highlight=False, soft_wrap=True)

@@ -14,16 +14,21 @@ from emabench.cli.common import (
     QuietOption,
     SetOption,
     ThreadsOption,
+    TrackOption,
     WriteRunsDirOption,
+    check_tracking,
     console,
     epoch_progress,
     exit_interrupted,
     handles_errors,
     nothing_left_on_failure,
     print_metrics,
+    runs_dir_of,
     runs_dir_path,
     set_threads,
     stopping_notice,
+    track_names,
+    tracking,
 )
 from emabench.errors import EXIT_INTERRUPTED, ConfigError, RunError
 
@@ -68,6 +73,7 @@ def run(
             "the run equals one process's. Custom models only (`model: {name: custom}`); with --resume too.",
         ),
     ] = 1,
+    track: TrackOption = None,
 ) -> None:
     """Train one run and write its folder: config.yaml, history.csv, metrics.csv, loss.png, r2.png, DONE.
 
@@ -80,21 +86,29 @@ def run(
     """
     cfg = _checked_config(config, set_, force, resume)  # before the training stack is imported: a refusal is quick
     folder_root = runs_dir_path(runs_dir)
+    names = track_names(track, cfg.track)
+    tracked_dir = runs_dir_of(resume) if resume is not None else folder_root
     with nothing_left_on_failure(folder_root):
         if nproc > 1:  # the workers train, with `threads` each; this process launches them
-            _run_on_processes(cfg, nproc, resume, folder_root, force, quiet, checkpoint_every, threads)
+            with tracking(names, tracked_dir) as trackers:
+                _run_on_processes(cfg, nproc, resume, folder_root, force, quiet, checkpoint_every, threads)
+            check_tracking(trackers)
             return
-        if config is None and resume is None and not quiet:
-            console.print("Training the seed study shipped with emabench (`emabench configs regression` prints it).")
         from emabench.runs.interrupts import StopRequest
 
         set_threads(threads)
         stop = StopRequest(notice=stopping_notice)
-        with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
-            outcome = _train(cfg, resume, folder_root, force, on_epoch, stop.is_set, checkpoint_every)
-        _render(outcome)
-    if outcome.status in ("completed", "diverged"):  # the table first: matplotlib costs more than a short run
-        outcome.folder.draw_run_figures()
+        with tracking(names, tracked_dir) as trackers:
+            if config is None and resume is None and not quiet:
+                console.print(
+                    "Training the seed study shipped with emabench (`emabench configs regression` prints it)."
+                )
+            with stop.installed(), epoch_progress(cfg.train.max_epochs, quiet) as on_epoch:
+                outcome = _train(cfg, resume, folder_root, force, on_epoch, stop.is_set, checkpoint_every)
+            _render(outcome)
+            if outcome.status in ("completed", "diverged"):  # the table first: matplotlib costs more than a short run
+                outcome.folder.draw_run_figures()
+    check_tracking(trackers)
     if stop.is_set():  # Ctrl-C during the last epoch: the run finished, the user still asked to stop
         raise typer.Exit(EXIT_INTERRUPTED)
 

@@ -16,7 +16,9 @@ from emabench.cli.common import (
     QuietOption,
     SetOption,
     ThreadsOption,
+    TrackOption,
     WriteRunsDirOption,
+    check_tracking,
     console,
     exit_interrupted,
     handles_errors,
@@ -26,6 +28,8 @@ from emabench.cli.common import (
     set_threads,
     stopping_notice,
     sweep_progress,
+    track_names,
+    tracking,
 )
 from emabench.cli.sweep_axes import parse_betas, sweep_axes
 from emabench.cli.until_decided import check_options, run_looks
@@ -135,6 +139,7 @@ def sweep(
     until_decided: UntilDecidedOption = False,
     max_seeds: MaxSeedsOption = None,
     nproc: Annotated[int | None, typer.Option("--nproc", hidden=True)] = None,
+    track: TrackOption = None,
 ) -> None:
     """Run every combination of betas × seeds × grid values, each into its own run folder of one sweep folder.
 
@@ -162,11 +167,7 @@ def sweep(
     base = load_config(config, set_ or [])
     if shadows:
         base = plan.with_beta_shadows(base, parse_betas(beta or ""))
-        if not quiet:
-            _print_shadow_mode(base)
     described = plan.describe(base, axes, engine, jobs, limit)  # type: ignore[arg-type]  # validates every combination
-    if not quiet:
-        _print_plan(described, engine, jobs, cap)
     set_threads(threads)
     train = functools.partial(
         _train,
@@ -184,13 +185,20 @@ def sweep(
             "ray": options,
         },
     )
-    if cap:
-        run_looks(
-            {k: v for k, v in axes.items() if k != "seed"}, cap, lambda grid, record: train(grid, record)[:3], quiet
-        )
-        return
-    folder, outcomes, stopped, ray_view = train(axes, None, expanded=described.grid)
-    _render(folder, outcomes, stopped=stopped, ray=ray_view)
+    with tracking(track_names(track, base.track), folder_root) as trackers:  # checked before anything is said
+        if shadows and not quiet:
+            _print_shadow_mode(base)
+        if not quiet:
+            _print_plan(described, engine, jobs, cap)
+        if cap:
+            run_looks(
+                {k: v for k, v in axes.items() if k != "seed"}, cap, lambda grid, record: train(grid, record)[:3], quiet
+            )
+        else:
+            folder, outcomes, stopped, ray_view = train(axes, None, expanded=described.grid)
+    if not cap:
+        _render(folder, outcomes, stopped=stopped, ray=ray_view)
+    check_tracking(trackers)
 
 
 def _train(

@@ -22,6 +22,7 @@ from emabench.config.averager_specs import (
 )
 from emabench.config.data_specs import DATA_SOURCES, DataSpec
 from emabench.config.defaults import default_config, default_config_text
+from emabench.config.identity import identity
 from emabench.config.load import (
     DEFAULT_CONFIG,
     load_config,
@@ -32,7 +33,13 @@ from emabench.config.load import (
 )
 from emabench.config.model_specs import MODEL_NAMES, ModelSpec
 from emabench.config.overrides import applied_overrides, apply_overrides, check_key, parse_override, with_overrides
-from emabench.config.schema import NAME_PATTERN, RESERVED_MODEL_NAMES, Config, EMAConfig
+from emabench.config.schema import (
+    NAME_PATTERN,
+    RESERVED_MODEL_NAMES,
+    TRACKERS,
+    Config,
+    EMAConfig,
+)
 from emabench.config.train_specs import (
     OPTIMIZER_ARGUMENTS,
     EarlyStoppingConfig,
@@ -54,6 +61,7 @@ __all__ = [
     "NAME_PATTERN",
     "OPTIMIZER_ARGUMENTS",
     "RESERVED_MODEL_NAMES",
+    "TRACKERS",
     "AdaptiveEMASpec",
     "AveragerSpec",
     "BiasCorrectedEMASpec",
@@ -85,6 +93,7 @@ __all__ = [
     "default_config_text",
     "dump_yaml",
     "format_validation_error",
+    "identity",
     "load_config",
     "parse_override",
     "parse_yaml",

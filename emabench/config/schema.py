@@ -23,6 +23,7 @@ from emabench.config.train_specs import TrainConfig
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 RESERVED_MODEL_NAMES = ("raw", "ema")
+TRACKERS = ("mlflow", "tensorboard")  # where ``track:`` copies runs (emabench.tracking)
 
 
 class EMAConfig(_Section):
@@ -61,6 +62,7 @@ class Config(_Section):
     ema: EMAConfig = EMAConfig()
     averagers: dict[str, AveragerSpec] = Field(default_factory=dict)  # more averagers observing the same run, by name
     report: ReportSpec = Field(default_factory=ReportSpec)  # how the report reads the runs; not part of the run id
+    track: list[Literal["mlflow", "tensorboard"]] = Field(default_factory=list)  # copies of the run (not its identity)
 
     @model_validator(mode="before")
     @classmethod
@@ -78,6 +80,16 @@ class Config(_Section):
             if "task" not in raw and isinstance(data, dict) and data.get("source") in CLASSIFICATION_ONLY:
                 raw = {**raw, "task": "classification"}
         return raw
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _track_list(cls, track: Any) -> Any:
+        """One tracker (``track: mlflow``) or a list of them, each once."""
+        if isinstance(track, str):
+            track = [track]
+        if isinstance(track, list) and len(set(map(str, track))) < len(track):
+            raise ValueError(f"each tracker once (allowed: {', '.join(TRACKERS)})")
+        return track
 
     @field_validator("averagers")
     @classmethod

@@ -15,6 +15,9 @@ terminal's Ctrl-C does not reach them twice). A worker treats the first as a req
 epoch, the ranks agree on it (one all-reduce per epoch: a request that reached any rank stops all), rank 0 saves
 the checkpoint; a second aborts at once. Torch's agent would forward the signal too, but then waits on workers that
 finished normally until it kills them, so it is left SIGHUP and SIGQUIT only.
+
+The ranks report to no run observer (:mod:`emabench.runs.observe`); this process copies the run folder to its
+observer once they end (``--track`` copies a ``--nproc`` run when it ends, not epoch by epoch).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch
 
 from emabench.config import Config
 from emabench.errors import EXIT_INTERRUPTED, ConfigError, EmabenchError, InputError, RunError
+from emabench.runs import observe
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import StopRequest
 from emabench.runs.single import load_run_config
@@ -117,17 +121,25 @@ def _run_in(
     if resuming and not folder.is_done:
         folder.checkpoint_for(config)  # a clear error now if there is nothing to resume from
     if folder.is_done and not force:
-        return RunOutcome.skipped(folder)
+        return _skipped(folder)
     lock = folder.try_lock()
     if lock is None:
         raise RunError(f"{folder.path}: another emabench process is training this run")
     with lock, tempfile.TemporaryDirectory(prefix="emabench-ranks-") as errors:
         if folder.is_done and not force:  # finished by another process since the check above
-            return RunOutcome.skipped(folder)
+            return _skipped(folder)
         state = None if force else folder.resume_point(config)
         every = checkpoint_every if checkpoint_every is not None else int(state["checkpoint_every"]) if state else 0
         job = Job(config.to_dict(), str(folder.path), state is not None, every, device, threads, errors, progress)
-        return launch(job, nproc, notice)
+        try:
+            return launch(job, nproc, notice)
+        finally:
+            observe.current().existing(folder)  # the ranks report to no one: the run is copied once they end
+
+
+def _skipped(folder: RunFolder) -> RunOutcome:
+    observe.current().existing(folder)
+    return RunOutcome.skipped(folder)
 
 
 def _cpus() -> int:
@@ -271,6 +283,7 @@ def _worker(job: Job) -> RunOutcome | None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request.handle)
     torch.set_num_threads(job.threads)
+    observe.install(None)  # a forked rank would inherit the launcher's observer; the launcher copies the run itself
     rank = int(os.environ["RANK"])
     try:
         parallel = DataParallel.from_environment(job.device)

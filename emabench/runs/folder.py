@@ -6,7 +6,8 @@ write the config), :meth:`~RunFolder.record_epoch` (append a history row), :meth
 :meth:`~RunFolder.interrupt`, :meth:`~RunFolder.fail`, :meth:`~RunFolder.resume` (history cut back to the checkpoint's
 epoch) and :meth:`~RunFolder.finish` (metrics, figures, DONE with the files' sha256, then the checkpoint dropped).
 Every file is written atomically (:mod:`emabench.runs.atomic`). The sweep folder's and the report's file names are in
-:mod:`emabench.runs.sweep_folder`.
+:mod:`emabench.runs.sweep_folder`. Each step of the lifecycle, once on disk, is told to the process's run observer
+(:mod:`emabench.runs.observe`: a tracker keeping a copy in MLflow or TensorBoard, or nobody).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from emabench.config import Config, dump_yaml
 from emabench.errors import InputError, RunError
+from emabench.runs import observe
 from emabench.runs.atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, inside, make_folder
 from emabench.runs.encoding import (
     decode_checkpoint,
@@ -42,6 +44,7 @@ from emabench.runs.layout import (
     PREDICTIONS,
     RECORDED,
     TASK,
+    TENSORBOARD,
     file_sha256,
     find_run_paths,
     metric_plot,
@@ -61,8 +64,11 @@ HISTORY_EVERY_S = 2.0  # history.csv is rewritten at most this often while a run
 
 
 def _document(config: Config | Mapping[str, Any]) -> dict[str, Any]:
-    """A config as plain types: a :class:`Config`, or the mapping of a tracked run (:mod:`emabench.track`)."""
-    return config.to_dict() if isinstance(config, Config) else dict(config)
+    """A config as plain types, as ``config.yaml`` records it: a :class:`Config` without its ``track:`` section (where
+    copies go is not part of the run), or the mapping of a tracked run (:mod:`emabench.track`)."""
+    if isinstance(config, Config):
+        return {key: value for key, value in config.to_dict().items() if key != "track"}
+    return dict(config)
 
 
 class RunFolder(RunFiles):
@@ -88,11 +94,23 @@ class RunFolder(RunFiles):
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where ``--track tensorboard`` writes the run's event files."""
+        return self.path / TENSORBOARD
+
+    def copied_files(self) -> list[Path]:
+        """The files a tracker keeps beside its copy of the run: ``config.yaml``, ``metrics.csv`` and the figures,
+        those that exist."""
+        named = [self.path / CONFIG, self.path / METRICS]
+        return [p for p in named if p.is_file()] + sorted(p for p in self.path.glob("*.png") if p.is_file())
+
     # --- the lifecycle ----------------------------------------------------------------------------------------------
     def start(self, config: Config | Mapping[str, Any]) -> None:
         """A fresh start: clear what a previous attempt left, create the folder, write the resolved config."""
         self.clear()
         self.create().write_config(dump_yaml(_document(config)))
+        observe.current().started(self, config)
 
     def record_epoch(self, row: dict[str, Any]) -> None:
         """One finished epoch's history row: kept, and ``history.csv`` rewritten at most every
@@ -107,6 +125,7 @@ class RunFolder(RunFiles):
         if self._unwritten:
             atomic_write_text(self.path / HISTORY, self._history[1])
             self._unwritten, self._written_at = False, time.monotonic()
+            observe.current().flushed(self, self._history[0])
 
     def finish(
         self,
@@ -131,6 +150,7 @@ class RunFolder(RunFiles):
             self.draw_figures(history, task, seed)
         self.mark_done(info)
         self.remove_checkpoint()  # after DONE: a run killed in between only leaves a spare file
+        observe.current().ended(self, str(info.get("status", "completed")))
 
     def draw_run_figures(self) -> None:
         """:meth:`draw_figures` from what the folder holds (a finished run's history and config)."""
@@ -158,6 +178,7 @@ class RunFolder(RunFiles):
             self.flush_history()
         finally:
             self.mark_interrupted(info)
+        observe.current().ended(self, "interrupted")
 
     def fail(self, config: Config | Mapping[str, Any], info: dict[str, Any]) -> None:
         """Mark the run failed (its training raised, its task was lost for good, the disk is full); a checkpoint, if
@@ -169,10 +190,12 @@ class RunFolder(RunFiles):
         (self.path / INTERRUPTED).unlink(missing_ok=True)
         atomic_write_text(self.path / FAILED, json.dumps(info, indent=2, sort_keys=True) + "\n", durable=True)
         self.flush_history()
+        observe.current().ended(self, "failed")
 
     def resume(self, history: Sequence[dict[str, Any]]) -> None:
         """Continue from the checkpoint: drop partial writes and the interrupted or failed mark, and cut
         ``history.csv`` back to the checkpoint's rows (epochs after it are trained again)."""
+        observe.current().resumed(self, history)
         self.remove_partial_writes()
         self.clear_interrupted()
         self.write_history(history)
@@ -275,6 +298,7 @@ class RunFolder(RunFiles):
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110)
         atomic_write_bytes(self.path / name, buffer.getvalue())
+        observe.current().figure_saved(self, name)
 
     def mark_done(self, info: dict[str, Any]) -> None:
         """``DONE`` with ``info`` and the sha256 of the files the run is read by (what :mod:`.integrity` checks)."""

@@ -19,10 +19,15 @@ A run folder holds::
     DONE          written last (JSON: status, stop reason, epochs, wall time, threads, device, and the sha256 of
                   config.yaml, history.csv, metrics.csv and task.json as written); a folder without it is incomplete
     .lock         held (``flock``) by the process training the run, so two sweeps never train it at once
+    tensorboard/  with ``--track tensorboard``: the run's event files, one folder per model (:mod:`emabench.tracking`)
 
 A run folder is ``<runs_dir>/[<sweep folder>/]<run id>``, the run id ``<name>-seed<seed>-<hash of the resolved
 config>`` (:func:`run_id`). :class:`~emabench.runs.folder.RunFolder` writes and reads these files;
 :mod:`emabench.runs.integrity` checks them against what ``DONE`` recorded.
+
+The runs directory itself holds, with ``--track mlflow`` and no ``MLFLOW_TRACKING_URI``, MLflow's copy of the runs:
+``mlflow.db`` (the store) and ``.mlflow-artifacts/`` (a dot folder: the walk for run folders skips it, so an
+artifact's ``config.yaml`` is never taken for a run).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ TASK = "task.json"
 CHECKPOINT = "checkpoint.pt"
 PREDICTIONS = "predictions.npz"
 LOCK = ".lock"
+TENSORBOARD = "tensorboard"
+MLFLOW_DB = "mlflow.db"  # in the runs directory
+MLFLOW_ARTIFACTS = ".mlflow-artifacts"  # in the runs directory
 MARKERS = frozenset({CONFIG, HISTORY, METRICS, DONE, INTERRUPTED, FAILED, CHECKPOINT})  # any makes a run folder
 RECORDED = (CONFIG, HISTORY, METRICS, TASK)  # what DONE records the sha256 of (task.json where there is one)
 

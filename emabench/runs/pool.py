@@ -9,6 +9,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 
 import torch
 
+from emabench.runs import observe
 from emabench.runs.lock import RunLock
 from emabench.runs.plan import Unit
 from emabench.runs.unit import RunOutcome
@@ -32,12 +33,15 @@ def run_in_pool(
 
     Every worker trains with this process's torch thread count (``--threads``): a result depends on the thread
     count (oneDNN's convolutions and BatchNorm split work by it), so a run gives the same bytes whether it trains
-    here, in a worker, or in a sweep of another ``--jobs``."""
+    here, in a worker, or in a sweep of another ``--jobs``.
+
+    Each worker gets this process's run observer (:mod:`emabench.runs.observe`) and reports the runs it writes; a
+    failure of a worker's copy comes back with its unit's outcomes and is noted here."""
     threads = torch.get_num_threads()
     context = multiprocessing.get_context(_start_method())
-    shared = context.Event()
+    shared, observer = context.Event(), observe.current()
     pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=init_worker, initargs=(shared, threads)
+        max_workers=jobs, mp_context=context, initializer=init_worker, initargs=(shared, threads, observer)
     )
     queue, outcomes = list(reversed(units)), []
     running: dict[Future[list[RunOutcome]], list[RunLock]] = {}
@@ -54,7 +58,9 @@ def run_in_pool(
             for future in finished:
                 for lock in running.pop(future):
                     lock.release()
-                done = future.result()
+                done, failure = future.result()
+                if failure is not None:
+                    observer.note_failure(failure)
                 outcomes += done
                 if on_stack_done is not None:
                     on_stack_done(done)

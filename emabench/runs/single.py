@@ -11,6 +11,7 @@ from pathlib import Path
 
 from emabench.config import Config
 from emabench.errors import InputError, RunError
+from emabench.runs import observe
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import setting_up
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, train_stack
@@ -72,7 +73,7 @@ def _run_in(
     plots: bool,
 ) -> RunOutcome:
     if folder.is_done and not force:
-        return RunOutcome.skipped(folder)
+        return _skipped(folder)
     runnable_device(config)  # refuse before the folder is created
     with setting_up():  # it may load the data (a user's function): Ctrl-C stops it at once
         check_step_warmups([config])
@@ -82,10 +83,16 @@ def _run_in(
         raise RunError(f"{folder.path}: another emabench process is training this run")
     with lock:
         if folder.is_done and not force:  # finished by another process since the check above
-            return RunOutcome.skipped(folder)
+            return _skipped(folder)
         state = None if force else folder.resume_point(config)
         every = checkpoint_every if checkpoint_every is not None else int(state["checkpoint_every"]) if state else 0
         outcomes = train_stack(
             [config], [folder], on_epoch, stop=stop, checkpoint_every=every, resume=state is not None, plots=plots
         )
         return outcomes[0]
+
+
+def _skipped(folder: RunFolder) -> RunOutcome:
+    """A run already DONE, left as it is (and copied to the run observer if its copy is missing or behind)."""
+    observe.current().existing(folder)
+    return RunOutcome.skipped(folder)

@@ -15,7 +15,7 @@ from typing import Any
 
 from emabench.config import Config
 from emabench.errors import ConfigError
-from emabench.runs import ray_executor
+from emabench.runs import observe, ray_executor
 from emabench.runs.atomic import inside
 from emabench.runs.folder import RunFolder
 from emabench.runs.plan import MAX_RUNS, Engine, Grid, Unit, check_size, expand_grid, plan_units
@@ -82,7 +82,12 @@ def sweep(
     check_step_warmups(pending)
     check_classes(pending)
     same_runs = [same.to_json() for same in expanded.same]
-    write_sweep_spec(folder, spec | {"engine": engine, "jobs": jobs, "same_runs": same_runs})
+    spec |= {"engine": engine, "jobs": jobs, "same_runs": same_runs}
+    write_sweep_spec(folder, spec)
+    observer = observe.current()
+    observer.sweep_started(folder, spec)
+    for outcome in outcomes:  # finished before: copied if the observer's copy is missing or behind
+        observer.existing(outcome.folder)
     units = plan_units(pending, folder, engine, jobs, force)
     work = SweepWork(folder, engine, force, stop, checkpoint_every, plots)
     if engine == "ray":
@@ -91,6 +96,7 @@ def sweep(
         outcomes += run_in_pool(units, work, jobs, on_stack_done)
     else:
         outcomes += _run_here(units, work, on_epoch, on_stack_done)
+    observer.sweep_ended(folder, [o.status for o in outcomes])
     return folder, outcomes
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from emabench.config import Config
+from emabench.runs import observe
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import StopRequest
 from emabench.runs.lock import RunLock
@@ -91,9 +92,11 @@ class SweepWork:
 _WORKER_STOP: StopRequest | None = None
 
 
-def init_worker(shared: Any, threads: int) -> None:
-    """In each worker process: its own deferred Ctrl-C/SIGTERM, plus the parent's request through ``shared``."""
+def init_worker(shared: Any, threads: int, observer: observe.RunObserver | None = None) -> None:
+    """In each worker process: its own deferred Ctrl-C/SIGTERM, plus the parent's request through ``shared``; the
+    parent's run observer (:mod:`emabench.runs.observe`), so the runs this worker writes are reported from here."""
     global _WORKER_STOP
+    observe.install(observer)
     torch.set_num_threads(threads)
     _WORKER_STOP = StopRequest(shared=shared)
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -107,11 +110,17 @@ def stack_worker(
     checkpoint_every: int,
     plots: bool,
     stop: StopCheck | None = None,
-) -> list[RunOutcome]:
-    """One unit in a worker process: picklable arguments in, outcomes out. ``stop`` defaults to the
-    worker process's own request (:func:`init_worker`)."""
+) -> tuple[list[RunOutcome], str | None]:
+    """One unit in a worker process: picklable arguments in, outcomes out, with the first failure of this process's
+    run observer (its copy stops there; the parent reports it). ``stop`` defaults to the worker process's own
+    request (:func:`init_worker`)."""
     stack = [Config.model_validate(c) for c in configs]
     if stop is None and _WORKER_STOP is not None:
         stop = _WORKER_STOP.is_set
     folders = [RunFolder.for_config(c, Path(folder)) for c in stack]
-    return train_stack(stack, folders, stop=stop, checkpoint_every=checkpoint_every, resume=resume, plots=plots)
+    observer = observe.current()
+    try:
+        outcomes = train_stack(stack, folders, stop=stop, checkpoint_every=checkpoint_every, resume=resume, plots=plots)
+    finally:
+        observer.flush()  # the unit's last rows before the parent hears it ended (the pool may end this process)
+    return outcomes, observer.failure
