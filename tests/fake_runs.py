@@ -21,12 +21,17 @@ def write_run(
     status: str = "completed",
     stop_reason: str = "max_epochs",
     done: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> RunFolder:
-    """config.yaml and history.csv; when ``done``, also metrics.csv (the task's final table) and DONE."""
+    """config.yaml and history.csv; when ``done``, also metrics.csv (the task's final table, with what exists only at
+    the end: ``extra`` as the trainer's final record gives it, test metrics and best states) and DONE; with
+    ``extra["predictions"]``, predictions.npz."""
     folder = RunFolder(path).create()
     folder.write_config(yaml.safe_dump(config))
     folder.write_history(rows)
+    if extra and extra.get("predictions"):
+        folder.write_predictions(extra["predictions"])
     if done:
-        folder.write_metrics(final_metrics(rows, task))
+        folder.write_metrics(final_metrics(rows, task, extra))
         folder.mark_done({"status": status, "stop_reason": stop_reason, "epochs": len(rows), "wall_time_s": 1.0})
     return folder

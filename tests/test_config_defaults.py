@@ -154,10 +154,14 @@ REPRODUCED = {
     "diabetes": ["train.max_epochs=3", "train.optimizer.name=adamw"],
     "tricks": ["train.max_epochs=2"],
     "custom_model": ["train.max_epochs=2", "averagers.swa.start_epoch=1", "train.lr_schedule.warmup=10"],
+    "noisy-labels": ["train.max_epochs=2"],
+    "annealed": ["train.max_epochs=2", "averagers.swa.start_epoch=1"],
+    "batch-scaling": ["train.max_epochs=2", "train.batch_size=64"],
+    "polyak": ["data.n_samples=500", "train.max_epochs=2"],
 }
 
 
-SLOW = {"averagers", "digits", "tricks"}  # 2–5 s each here
+SLOW = {"averagers", "digits", "tricks", "noisy-labels", "annealed", "batch-scaling", "polyak"}  # 2–5 s each here
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in REPRODUCED])

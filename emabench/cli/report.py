@@ -84,7 +84,9 @@ PrimaryOption = Annotated[
         metavar="COLUMN",
         help="The measure the verdicts answer about: a final metric (accuracy, mse, r2, …), a best-epoch one "
         "(best_accuracy) or val_loss_std (default: the config's report.primary, else the task's: final accuracy or "
-        "MSE).",
+        "MSE). With a held-out test set every measure is taken on it, and the prefix names the protocol: accuracy "
+        "(final vs final), early_stopped_accuracy (each model at its best validation epoch vs the baseline's final), "
+        "best_accuracy (best vs best); loss is the NLL.",
     ),
 ]
 MarginOption = Annotated[

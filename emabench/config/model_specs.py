@@ -16,10 +16,11 @@ Init = Literal["xavier_normal", "xavier_uniform", "kaiming_uniform", "torch_defa
 
 class MLPModel(_Section):
     """``(Linear → [norm] → activation → Dropout) × len(hidden_sizes) → Linear`` (seed 001: [64, 32], relu, 0.2,
-    xavier_normal). The defaults: the seed's sizes, no dropout, torch's own initialisation."""
+    xavier_normal). The defaults: the seed's sizes, no dropout, torch's own initialisation. ``hidden_sizes: []`` is a
+    linear model (one Linear layer)."""
 
     name: Literal["mlp"]
-    hidden_sizes: list[int] = Field(default=[64, 32], min_length=1, max_length=32)
+    hidden_sizes: list[int] = Field(default=[64, 32], min_length=0, max_length=32)
     activation: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0, lt=1)  # may differ per run of a stack
     norm: Literal["none", "batch", "layer"] = "none"

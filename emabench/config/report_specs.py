@@ -3,7 +3,9 @@ the run id and the sweep folder's hash (:func:`emabench.config.identity.identity
 
 - ``primary``: the compared column the report's verdicts answer about (null: the task's own, e.g. ``accuracy`` or
   ``mse`` at the final epoch). A final metric (``accuracy``, ``mse``, ``r2`` …), a best-epoch one (``best_accuracy``)
-  or ``val_loss_std`` (stability); checked against the run's task by the report.
+  or ``val_loss_std`` (stability); with a held-out test set, measured on it, and ``early_stopped_accuracy`` (each
+  model at its best validation epoch vs the baseline's final weights) and ``loss`` (the NLL) too; checked against
+  the run's task by the report.
 - ``margin``: the difference from the baseline within which two models count as equivalent: a number in the
   metric's units (``0.005``), or a percentage of the baseline's mean (``"1%"``). Null: the task's default.
 """

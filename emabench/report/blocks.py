@@ -15,8 +15,9 @@ from emabench.report.elements import Block, Bullets, Heading, Image, Paragraph, 
 from emabench.report.formats import COMPARISON_HEADER, comparison_cells, fmt
 from emabench.report.frames import Report
 from emabench.report.groups import with_groups
+from emabench.report.protocol_blocks import churn_section, protocol_sections
 from emabench.report.published import PUBLISHED_RUN
-from emabench.report.specs import STABILITY, direction_text, headline, spec
+from emabench.report.specs import STABILITY, TEST, VALIDATION, direction_text, headline, spec
 from emabench.report.verdict_blocks import glance, verdict_section
 from emabench.report.versus_blocks import versus_method, versus_section
 from emabench.runs.sweep_folder import FIG_PAIRED_STABILITY, FIG_VAL_LOSS, fig_curves, fig_paired, fig_vs_beta
@@ -38,8 +39,10 @@ def document(report: Report, figures: Mapping[str, str]) -> list[Block]:
     if report.versus is not None:  # one task: --versus refuses runs of several
         task = report.tasks[0]
         blocks += versus_section(report.versus, task, report.question.of(task), report.alpha)
-    blocks += [Heading("Final-epoch metrics (exploratory but for the primary rows)"), Paragraph(_FINAL_NOTE)]
-    blocks += [_metric_table(report, "final")]
+    blocks += protocol_sections(report) + churn_section(report)
+    tested = _has_test(report)
+    final = "Final-epoch metrics on the validation set (exploratory)" if tested else _FINAL_TITLE
+    blocks += [Heading(final), Paragraph(_FINAL_NOTE), _metric_table(report, "final")]
     blocks += [Heading("Best-epoch metrics (exploratory; optimistic: picked on the validation set itself)")]
     blocks += [Paragraph(_BEST_NOTE), _metric_table(report, "best")]
     blocks += [Heading("Stability: validation-loss std over epochs (exploratory)"), Paragraph(_stability_note(report))]
@@ -72,6 +75,7 @@ def studies_document(sections: Sequence[tuple[str, list[Block]]]) -> list[Block]
     return blocks
 
 
+_FINAL_TITLE = "Final-epoch metrics (exploratory but for the primary rows)"
 _STUDIES_NOTE = (
     "These runs hold several studies: the runs of one sweep folder, or the single runs (`emabench run`) of one "
     "config name. Each is reported on its own: its own groups, its own family of verdicts, its own figures. To report "
@@ -145,12 +149,17 @@ def _tasks(report: Report) -> dict[str, Task]:
     return {t.name: t for t in report.tasks}
 
 
+def _has_test(report: Report) -> bool:
+    return not report.comparison.empty and bool((report.comparison["set"] == TEST).any())
+
+
 def _rows(report: Report, selection: str, metric: str | None = None) -> pd.DataFrame:
+    """The comparisons of ``selection`` on the validation set (the test set's are :mod:`.protocol_blocks`')."""
     rows = report.comparison
     if rows.empty:
         return rows.assign(group=[])
     rows = with_groups(rows, report.by)
-    rows = rows[rows["selection"] == selection]
+    rows = rows[(rows["selection"] == selection) & (rows["set"] == VALIDATION)]
     return rows if metric is None else rows[rows["metric"] == metric]
 
 

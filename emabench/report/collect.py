@@ -3,11 +3,14 @@
 ``emabench show``. Folders without ``DONE`` are skipped by :func:`collect` and returned with their status.
 
 Each run's metrics are its task's (``config.task``, regression when a config predates it): a regression run
-brings mse, mae and r2, a classification run accuracy and f1_macro. A run tracked by its own loop
-(:mod:`emabench.track`) names its task in ``task.json``, by the metrics it logged and their directions
-(``classification(accuracy)``, ``custom(bleu:higher)``: :mod:`emabench.tasks.declared`); that name is its ``task``.
-The same config found in two folders (``emabench run`` once, then a sweep that trains the same setting again) is one
-run: :func:`collect` keeps the first folder and says which it dropped.
+brings mse, mae and r2, a classification run accuracy, f1_macro and ece. A run with a held-out test set also brings
+each model's metrics on it (``test_<metric>``, and ``test_loss`` for classification: the NLL) and, from its
+``<model>@best`` rows, each model's at its best validation epoch (``best_test_<metric>``): :func:`model_rows`; and a
+classification run its models' test-set predictions (``predictions.npz``, kept as each sample's predicted class).
+A run tracked by its own loop (:mod:`emabench.track`) names its task in ``task.json``, by the metrics it logged and
+their directions (``classification(accuracy)``, ``custom(bleu:higher)``: :mod:`emabench.tasks.declared`); that name
+is its ``task``. The same config found in two folders (``emabench run`` once, then a sweep that trains the same
+setting again) is one run: :func:`collect` keeps the first folder and says which it dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import pandas as pd
 from emabench.config import parse_yaml
 from emabench.config.identity import identity
 from emabench.errors import ConfigError, InputError, RunError
+from emabench.report.specs import HAS_TEST, TEST_PREFIX, tested_metrics
+from emabench.results.tables import BEST_ROW
 from emabench.runs.folder import RunFolder, find_runs
 from emabench.runs.layout import is_run_folder
 from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode
@@ -58,6 +63,7 @@ class Collection:
     curves: pd.DataFrame  # one row per (run, model, epoch): run_id, model, epoch, val_loss, metrics, decay
     skipped: list[tuple[RunFolder, str]] = field(default_factory=list)
     duplicates: list[tuple[RunFolder, RunFolder]] = field(default_factory=list)  # (kept, dropped): same config
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # run → model → test-set classes
 
 
 def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collection:
@@ -82,7 +88,7 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
         path: flatten(document) | named(document) | {"task": tasks[path]} for path, document in documents.items()
     }
     filters = parse_where(where, set().union(*configs.values()) if configs else set())
-    rows, curves, duplicates = [], [], []
+    rows, curves, duplicates, predictions = [], [], [], {}
     same_config: dict[str, list[RunFolder]] = {}
     for folder in folders:
         if not all(matches(configs[folder.path].get(key), value) for key, value in filters):
@@ -109,12 +115,34 @@ def collect(roots: Iterable[str | Path], where: Sequence[str] = ()) -> Collectio
             "epochs": int(info.get("epochs", len(history))),
             "sweep_mode": sweep_mode(kept.path),
         }
-        for record in kept.read_metrics().to_dict("records"):
-            values = {m: float(record.get(m, np.nan)) for m in task.final_metrics}
-            rows.append(base | {"model": record["model"]} | values)
+        rows += [base | row for row in model_rows(kept.read_metrics().to_dict("records"), task)]
         curves.append(history_curves(history, kept.name, task))
+        if task.name == "classification":
+            predictions[kept.name] = {m: np.argmax(p, axis=-1) for m, p in kept.read_predictions().items()}
     curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS)
-    return Collection(pd.DataFrame(rows), curve_frame, skipped, duplicates)
+    return Collection(pd.DataFrame(rows), curve_frame, skipped, duplicates, predictions)
+
+
+def model_rows(records: Sequence[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
+    """One row per model of a run's ``metrics.csv`` records: ``model``, its final metrics on the validation set,
+    :data:`~emabench.report.specs.HAS_TEST`, and with a test set its final metrics on it (``test_<metric>``) and
+    those of its ``<model>@best`` row (``best_test_<metric>``: its weights at its best validation epoch; NaN for a
+    model without one, as a post-hoc synthesis). The ``@best`` rows are not models of their own."""
+    tested = [f"{TEST_PREFIX}{m}" for m in tested_metrics(task)]
+    has_test = any(column in record for record in records for column in tested)
+    rows: dict[str, dict[str, Any]] = {}
+    best: dict[str, dict[str, float]] = {}
+    for record in records:
+        model = str(record["model"])
+        on_test = {c: float(record.get(c, np.nan)) for c in tested} if has_test else {}
+        if model.endswith(BEST_ROW):
+            best[model.removesuffix(BEST_ROW)] = on_test
+            continue
+        rows[model] = {"model": model} | {m: float(record.get(m, np.nan)) for m in task.final_metrics} | on_test
+    for model, row in rows.items():
+        row |= {f"best_{c}": best.get(model, {}).get(c, np.nan) for c in tested} if has_test else {}
+        row[HAS_TEST] = has_test
+    return list(rows.values())
 
 
 def named(document: Any) -> dict[str, str]:

@@ -21,7 +21,18 @@ from emabench.report import stats
 from emabench.report.collect import SHORT_NAMES
 from emabench.report.groups import group_values, iter_groups, model_order, resolve_by
 from emabench.report.question import Question
-from emabench.report.specs import SELECTION_LABELS, compared_columns, headline, metric_columns, spec, task_of
+from emabench.report.specs import (
+    SELECTION_LABELS,
+    TEST,
+    VALIDATION,
+    Measure,
+    headline,
+    is_tested,
+    measures,
+    metric_columns,
+    spec,
+    task_of,
+)
 from emabench.report.verdicts import Family, Looks, Pair, judge
 from emabench.tasks.registry import get_task
 
@@ -51,36 +62,67 @@ def compare_group(group: pd.DataFrame, baseline: str, alpha: float = ALPHA) -> t
 
 
 def paired_long(
-    frame: pd.DataFrame, *, group_by: Sequence[str], models: Sequence[str], baseline: str, alpha: float = ALPHA
+    frame: pd.DataFrame,
+    *,
+    group_by: Sequence[str],
+    models: Sequence[str],
+    baseline: str,
+    alpha: float = ALPHA,
+    cross_model: bool = True,
 ) -> tuple[pd.DataFrame, list[Pair]]:
-    """``stats.compare_models`` on every compared column of ``frame``'s task (final metrics, best epoch, stability),
-    long: one row per ``group_by`` × model × selection × metric with ``task``, ``selection``, ``metric`` (``best_``
-    stripped), ``higher_is_better``, ``n_seeds``, ``n_unpaired``, ``n``, the two models' summaries (``baseline_*``
+    """``stats.compare_models`` on every :class:`~emabench.report.specs.Measure` of ``frame``'s task (the protocols
+    on the test set when every run has one, the final and best-epoch metrics on the validation set, stability), long:
+    one row per ``group_by`` × model × measure with ``task``, ``selection``, ``set`` (test or validation),
+    ``metric``, ``higher_is_better``, ``n_seeds``, ``n_unpaired``, ``n``, the two models' summaries (``baseline_*``
     and plain) and the paired comparison, unadjusted; and per row its seeds and paired values. Shared by the
-    comparisons with the baseline and ``--versus``."""
+    comparisons with the baseline and ``--versus`` (``cross_model=False``: no early-stopped protocol)."""
     task = task_of(frame)
+    wanted = measures(task, is_tested(frame), cross_model)
+    frame = _with_sides(frame, wanted, baseline)
+    wanted = [m for m in wanted if m.column in frame.columns]
+    joined = _joined(frame, group_by, models, baseline, [m.column for m in wanted])
     parts, pairs = [], []
-    joined = _joined(frame, group_by, models, baseline, [c for cols in compared_columns(task).values() for c in cols])
-    for selection, columns in compared_columns(task).items():
-        present = {c: higher for c, higher in columns.items() if c in frame.columns}
-        if not present:
-            continue
+    for (selection, on), chosen in _by_protocol(wanted).items():
+        present = {m.column: m.higher_is_better for m in chosen}
         wide = stats.compare_models(
             frame, group_by=group_by, models=models, metrics=present, baseline=baseline, alpha=alpha
         )
-        for column, higher in present.items():
+        for measure in chosen:
+            column = measure.column
             renames = {f"{column}_n": "n"}
             renames |= {f"baseline_{column}_{k}": f"baseline_{k}" for k in _SUMMARY_KEYS}
             renames |= {f"{column}_{k}": k for k in (*_SUMMARY_KEYS, *_PAIRED_KEYS)}
             part = wide[[*group_by, "model", "baseline", "n_seeds", "n_unpaired", *renames]].rename(columns=renames)
             at = len(group_by) + 2
-            part.insert(at, "task", task.name)
-            part.insert(at + 1, "selection", selection)
-            part.insert(at + 2, "metric", column.removeprefix("best_"))
-            part.insert(at + 3, "higher_is_better", higher)
+            for offset, (name, value) in enumerate(
+                (("task", task.name), ("selection", selection), ("set", on), ("metric", measure.metric))
+            ):
+                part.insert(at + offset, name, value)
+            part.insert(at + 4, "higher_is_better", measure.higher_is_better)
             parts.append(part)
             pairs += [_pair(joined[key, model], column) for key, model in _row_keys(part, group_by)]
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), pairs
+
+
+def _by_protocol(wanted: Sequence[Measure]) -> dict[tuple[str, str], list[Measure]]:
+    """The measures by (selection, set), in order."""
+    out: dict[tuple[str, str], list[Measure]] = {}
+    for measure in wanted:
+        out.setdefault((measure.selection, measure.on), []).append(measure)
+    return out
+
+
+def _with_sides(frame: pd.DataFrame, wanted: Sequence[Measure], baseline: str) -> pd.DataFrame:
+    """``frame`` with a column for each measure whose two sides are different columns (the early-stopped protocol):
+    the baseline's rows hold its side, every other model's rows the model's side, so that a pairing by seed on one
+    column compares the two."""
+    added = {}
+    for measure in wanted:
+        model_side, baseline_side = measure.sides
+        if model_side != baseline_side and {model_side, baseline_side} <= set(frame.columns):
+            is_baseline = (frame["model"] == baseline).to_numpy()
+            added[measure.column] = np.where(is_baseline, frame[baseline_side], frame[model_side]).astype(float)
+    return frame.assign(**added) if added else frame
 
 
 def _row_keys(part: pd.DataFrame, group_by: Sequence[str]) -> list[tuple[tuple[Any, ...], str]]:
@@ -128,24 +170,38 @@ def comparison_table(
 
 
 def measures_text(rows: pd.DataFrame) -> str:
-    """What a family's ``rows`` compare: ``final MSE, final R², best-epoch MSE, stability``."""
-    kinds = rows.drop_duplicates(["task", "selection", "metric"])
+    """What a family's ``rows`` compare: ``final MSE, final R², best-epoch MSE, stability`` (``on the test set``
+    after a measure taken there)."""
+    kinds = rows.drop_duplicates(["task", "selection", "set", "metric"])
     names = [
-        "stability" if s == "stability" else f"{SELECTION_LABELS[s]} {spec(get_task(t), m).label}"
-        for t, s, m in zip(kinds["task"], kinds["selection"], kinds["metric"])
+        measure_label(get_task(t), s, m, on)
+        for t, s, m, on in zip(kinds["task"], kinds["selection"], kinds["metric"], kinds["set"])
     ]
     return ", ".join(dict.fromkeys(names))
 
 
+def measure_label(task: Any, selection: str, metric: str, on: str) -> str:
+    """``final accuracy on the test set``, ``best-epoch MSE``, ``stability``."""
+    if selection == "stability":
+        return "stability"
+    return f"{SELECTION_LABELS[selection]} {spec(task, metric).label}" + (" on the test set" if on == TEST else "")
+
+
 def summarize_groups(
-    runs: pd.DataFrame, by: Sequence[str], comparison: pd.DataFrame, baseline: str, alpha: float = ALPHA
+    runs: pd.DataFrame,
+    by: Sequence[str],
+    comparison: pd.DataFrame,
+    baseline: str,
+    alpha: float = ALPHA,
+    churn: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The wide table of ``report.csv``: one row per group (columns in :mod:`emabench.report.files`)."""
+    """The wide table of ``report.csv``: one row per group (columns in :mod:`emabench.report.files`); ``churn``:
+    :func:`emabench.report.churn.churn_table`'s rows, one per group and model."""
     if runs.empty:
         raise RunError("no finished runs to report")
     by = resolve_by(runs, by)
     rows = []
-    for (_, group), key in zip(iter_groups(runs, by), group_values(runs, by)):
+    for (label, group), key in zip(iter_groups(runs, by), group_values(runs, by)):
         row: dict[str, Any] = {SHORT_NAMES.get(k, k): v for k, v in zip(by, key)}
         task = task_of(group)
         row |= {"task": task.name, "n_seeds": int(group["seed"].nunique())}
@@ -158,16 +214,27 @@ def summarize_groups(
             if "decay_reached" in group.columns and np.isfinite(rows_m["decay_reached"].to_numpy(float)).any():
                 row[f"{model}_decay_reached"] = _finite_mean(rows_m["decay_reached"])
                 row[f"{model}_half_life_updates"] = _finite_mean(rows_m["half_life_updates"])
-        for rec in _group_rows(comparison, by, key).to_dict("records"):
-            column = f"best_{rec['metric']}" if rec["selection"] == "best" else rec["metric"]
-            row |= {f"{rec['model']}_{column}_{k}": rec[k] for k in _DIFF_KEYS}
-            if rec["selection"] == "final":  # positive = better, in the metric's direction
-                sign = 1.0 if rec["higher_is_better"] else -1.0
-                row[f"{rec['model']}_{column}_improvement_pct"] = sign * rec["rel_diff_pct"]
-                if column == headline(task):
-                    row[f"{rec['model']}_wins"] = rec["wins"]
+        row |= _differences(_group_rows(comparison, by, key), task, is_tested(group))
+        if churn is not None and len(churn):
+            row |= {f"{r['model']}_churn": r["churn"] for r in churn[churn["group"] == label].to_dict("records")}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _differences(comparison: pd.DataFrame, task: Any, tested: bool) -> dict[str, Any]:
+    """One group's comparisons as ``report.csv`` cells: ``<model>_<measure column>_<key>``, the final metrics'
+    improvement, and the seeds won on the headline metric (on the test set when there is one)."""
+    wins_on = Measure("final", headline(task), TEST if tested else VALIDATION, True).column
+    row: dict[str, Any] = {}
+    for rec in comparison.to_dict("records"):
+        column = Measure(rec["selection"], rec["metric"], rec["set"], rec["higher_is_better"]).column
+        row |= {f"{rec['model']}_{column}_{k}": rec[k] for k in _DIFF_KEYS}
+        if rec["selection"] == "final":  # positive = better, in the metric's direction
+            sign = 1.0 if rec["higher_is_better"] else -1.0
+            row[f"{rec['model']}_{column}_improvement_pct"] = sign * rec["rel_diff_pct"]
+            if column == wins_on:
+                row[f"{rec['model']}_wins"] = rec["wins"]
+    return row
 
 
 def _group_rows(comparison: pd.DataFrame, by: Sequence[str], key: Sequence[Any]) -> pd.DataFrame:

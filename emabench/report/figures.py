@@ -31,7 +31,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from emabench.report.frames import Report  # noqa: E402
 from emabench.report.groups import with_groups  # noqa: E402
-from emabench.report.specs import STABILITY, headline, spec  # noqa: E402
+from emabench.report.specs import STABILITY, TEST, VALIDATION, Measure, headline, spec  # noqa: E402
 from emabench.results.figures import epoch_ranges  # noqa: E402
 from emabench.runs.sweep_folder import (  # noqa: E402
     FIG_PAIRED_STABILITY,
@@ -303,17 +303,21 @@ def report_figures(report: Report) -> dict[str, tuple[Figure, str]]:
     for task in report.tasks:
         main = spec(task, headline(task))
         comparison = report.comparison[report.comparison["task"] == task.name]
+        on = TEST if len(comparison) and (comparison["set"] == TEST).any() else VALIDATION
+        comparison = comparison[comparison["set"] == on] if len(comparison) else comparison
+        where = " on the test set" if on == TEST else ""
         per_run = report.per_run[report.per_run["task"] == task.name]
-        direction = {"higher_is_better": main.higher_is_better, "label": main.label}
+        direction = {"higher_is_better": main.higher_is_better, "label": main.label + where}
         if "ema.beta" in report.by and comparison["ema.beta"].nunique() > 1:
             others = [k for k in report.by if k not in ("ema.beta", "task")]
             figure = sweep_figure(comparison, "ema.beta", main.name, other_keys=others, baseline=baseline, **direction)
-            caption = f"final-epoch {main.label} and the paired difference vs beta, 95% CIs ({task.name})"
+            caption = f"final-epoch {main.label}{where} and the paired difference vs beta, 95% CIs ({task.name})"
             figures[fig_vs_beta(main.name)] = (figure, caption)
-        title = f"final-epoch {main.label} per seed (green: the model better than {baseline} on that seed)"
-        verdicts = _verdicts(report, "final", main.name)
-        figure = paired_figure(per_run, main.name, verdicts=verdicts, title=title, baseline=baseline, **direction)
-        figures[fig_paired(main.name)] = (figure, f"final-epoch {main.label} per seed, {baseline} vs each model")
+        title = f"final-epoch {main.label}{where} per seed (green: the model better than {baseline} on that seed)"
+        verdicts = _verdicts(report, "final", main.name, on)
+        column = Measure("final", main.name, on, main.higher_is_better).column
+        figure = paired_figure(per_run, column, verdicts=verdicts, title=title, baseline=baseline, **direction)
+        figures[fig_paired(main.name)] = (figure, f"final-epoch {main.label}{where} per seed, {baseline} vs each model")
     if report.per_run[STABILITY.name].notna().any():
         figure = paired_figure(
             report.per_run,
@@ -343,9 +347,11 @@ def report_figures(report: Report) -> dict[str, tuple[Figure, str]]:
     return figures
 
 
-def _verdicts(report: Report, selection: str, metric: str) -> dict[tuple[str, str], str]:
+def _verdicts(report: Report, selection: str, metric: str, on: str = VALIDATION) -> dict[tuple[str, str], str]:
     rows = report.comparison
-    rows = rows[(rows["selection"] == selection) & (rows["metric"] == metric)]
+    if rows.empty:
+        return {}
+    rows = rows[(rows["selection"] == selection) & (rows["metric"] == metric) & (rows["set"] == on)]
     if rows.empty:
         return {}
     rows = with_groups(rows, report.by)

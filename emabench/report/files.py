@@ -4,7 +4,11 @@ names are :mod:`emabench.runs.sweep_folder`'s.
 
 Files written into the report folder:
 
-The metrics are each group's task's (``M`` below: regression mse, mae, r2; classification accuracy, f1_macro).
+The metrics are each group's task's (``M`` below: regression mse, mae, r2; classification accuracy, f1_macro, ece).
+With a held-out test set each is also measured there (:mod:`emabench.report.specs`): the compared columns ``C``
+below then include ``test_M`` (final vs final), ``early_stopped_test_M`` (each model at its best validation epoch vs
+the baseline's final weights), ``best_test_M`` (best vs best), and for classification the same of ``loss`` (the
+NLL); the validation set's ``M`` and ``best_M`` stay, exploratory.
 
 - ``report.csv``: one row per group: the group keys (``ema.beta`` as ``beta``), ``task``, ``n_seeds``,
   ``n_diverged``; per model ``X`` and column ``C`` in the final metrics ``M``, ``best_M``, ``best_epoch``,
@@ -12,9 +16,13 @@ The metrics are each group's task's (``M`` below: regression mse, mae, r2; class
   model ``A`` (every model but the baseline) and compared column ``C``: ``A_C_diff_mean/_diff_ci_low/_diff_ci_high/
   _p_ttest/_p_sign_flip/_p_wilcoxon/_wins/_win_rate/_verdict`` (the verdict on the primary column only, else
   empty), per final metric ``A_M_improvement_pct`` (mean paired relative change vs the baseline in percent, POSITIVE
-  = BETTER in that metric's direction), and ``A_wins`` (the seeds won on the task's primary column).
-- ``comparison.csv``: long, one row per group × compared model × selection (final, best, stability) × metric: group
-  keys, ``model``, ``baseline``, ``task``, ``selection``, ``metric``, ``higher_is_better``, ``n_seeds``,
+  = BETTER in that metric's direction), ``A_wins`` (the seeds won on the task's headline metric at the final epoch,
+  on the test set when there is one), and ``X_churn`` (:mod:`emabench.report.churn`, classification runs with
+  test-set predictions: the mean share of test samples two seeds' models classify differently; NaN where the seeds
+  drew their own test sets).
+- ``comparison.csv``: long, one row per group × compared model × selection (final, early_stopped, best, stability) ×
+  set × metric: group keys, ``model``, ``baseline``, ``task``, ``selection``, ``set`` (``test`` or ``validation``: where
+  every number of the row was measured), ``metric`` (``loss``: the test NLL), ``higher_is_better``, ``n_seeds``,
   ``n_diverged``, ``n`` (pairs used), ``baseline_mean/std/ci_low/ci_high``, ``mean/std/ci_low/ci_high``,
   ``diff_mean/diff_ci_low/diff_ci_high``, ``rel_diff_pct`` (model − baseline over |baseline|: its sign is the
   difference's), the unadjusted ``p_ttest``, ``p_sign_flip``, ``p_wilcoxon``, ``wins``, ``win_rate``,
@@ -22,8 +30,9 @@ The metrics are each group's task's (``M`` below: regression mse, mae, r2; class
   verdict's columns of :mod:`emabench.report.verdicts` (``identical_to``, ``margin``, ``level``, ``evidence``,
   ``p_tost``, ``smallest_margin``, ``seeds_needed``, ``skewed``, ``verdict``).
 - ``per_run.csv``: one row per run × model: group keys, ``task``, ``seed``, ``run_id``, ``status``,
-  ``stop_reason``, ``epochs``, ``model``, final ``M``, ``best_epoch``, ``best_M``, ``val_loss_std``,
-  ``decay_reached``, ``half_life_updates``, ``half_life_epochs``.
+  ``stop_reason``, ``epochs``, ``model``, final ``M``, ``best_epoch``, ``best_M``, ``val_loss_std``, with a test set
+  ``test_M`` and ``best_test_M`` (``test_loss``, ``best_test_loss`` for classification), ``decay_reached``,
+  ``half_life_updates``, ``half_life_epochs``.
 - ``versus.csv`` (``--versus KEY=VALUE`` only): long, one row per group of the other keys × model × value of KEY ×
   selection × metric: the other group keys, ``key``, ``value``, ``baseline_value``, ``model``, ``task``,
   ``selection``, ``metric``, ``higher_is_better``, ``n_seeds``, ``n_unpaired`` (seeds only one side ran),
@@ -164,6 +173,7 @@ def to_json(report: Report) -> str:
         "skipped": [{"path": p, "status": s} for p, s in report.skipped],
         "duplicates": [{"used": kept, "not_used": dropped} for kept, dropped in report.duplicates],
         "versus": _versus_json(report),
+        "churn": _records(report.churn),
     }
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 

@@ -23,6 +23,11 @@ Definitions used throughout:
   p-values) and :mod:`emabench.report.verdicts` (the primary question of :mod:`emabench.report.question`, decided as
   one family: better, worse, equivalent, inconclusive, too few seeds).
 
+- **protocols**: with a held-out test set every comparison above is also measured on it: final vs final (the
+  primary), each model at its best validation epoch vs the baseline's final weights (early-stopped), and best vs
+  best (:mod:`emabench.report.specs`); the test set chose nothing.
+- **churn**: per group and model, the share of test samples on which two seeds' predictions differ
+  (:mod:`emabench.report.churn`), where the seeds share one test set.
 - **versus** (``--versus KEY=VALUE``, optional): each other value of a setting vs VALUE, per model, paired by seed
   and by the other group keys, a Holm family of its own (:mod:`emabench.report.versus`).
 
@@ -42,6 +47,7 @@ import pandas as pd
 from emabench.averaging import half_life
 from emabench.errors import ConfigError, InputError
 from emabench.report import stats
+from emabench.report.churn import churn_table
 from emabench.report.collect import ALIASES, Collection
 from emabench.report.comparisons import ALPHA, comparison_table, summarize_groups
 from emabench.report.groups import iter_groups, model_order, resolve_by, with_groups
@@ -82,7 +88,7 @@ def per_run_table(runs: pd.DataFrame, curves: pd.DataFrame, burn_in: int = DEFAU
     table = pd.concat([runs, added], axis=1)
     updates = [_updates_per_epoch(row, model) for row, model in zip(table.to_dict("records"), table["model"])]
     table["half_life_epochs"] = table["half_life_updates"] / np.asarray(updates, dtype=float)
-    columns = list(dict.fromkeys(c for task in tasks.values() for c in metric_columns(task)))
+    columns = list(dict.fromkeys(c for task in tasks.values() for c in metric_columns(task) if c in table.columns))
     table.loc[table["status"] == "diverged", columns] = np.nan
     return table
 
@@ -184,6 +190,7 @@ class Report:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, status)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (kept, dropped): the same config twice
     versus: Versus | None = None  # ``--versus KEY=VALUE``: each value of a setting vs one, a family of their own
+    churn: pd.DataFrame = field(default_factory=pd.DataFrame)  # test-set disagreement between seeds (:mod:`.churn`)
 
 
 def build_report(
@@ -214,12 +221,13 @@ def build_report(
     curves = collection.curves[collection.curves["run_id"].isin(run_info.index)].join(run_info, on="run_id")
     order = {run: i for i, run in enumerate(run_info.index)}  # the groups' order, as in the tables
     curves = curves.sort_values("run_id", key=lambda s: s.map(order), kind="stable")
+    churn = churn_table(per_run, collection.predictions, keys)
     return Report(
         by=keys,
         per_run=per_run,
         curves=curves[curves["status"] != "diverged"].reset_index(drop=True),
         comparison=comparison,
-        summary=summarize_groups(per_run, keys, comparison, question.baseline, alpha),
+        summary=summarize_groups(per_run, keys, comparison, question.baseline, alpha, churn),
         reference=reference_table(per_run, keys),
         decay=decay_table(per_run, keys),
         burn_in=burn_in,
@@ -232,6 +240,7 @@ def build_report(
         skipped=[(str(folder.path), status) for folder, status in collection.skipped],
         duplicates=[(str(kept.path), str(dropped.path)) for kept, dropped in collection.duplicates],
         versus=versus_table(per_run, keys, *target, question, alpha) if target else None,
+        churn=churn,
     )
 
 

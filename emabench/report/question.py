@@ -1,6 +1,12 @@
 """The report's primary question: per task, which compared column the verdicts answer about, from which evaluation
 set, within which margin two models count as equivalent, and which model every other is compared with.
 
+The column names a protocol by its prefix (:mod:`emabench.report.specs`): ``accuracy`` final vs final,
+``early_stopped_accuracy`` each model at its best validation epoch vs the baseline's final weights, ``best_accuracy``
+best vs best; ``val_loss_std`` the stability. It is measured on the held-out test set when every run of the task has
+one (:func:`evaluation_set`), else on the validation set; ``early_stopped_*`` and classification's ``loss`` (the NLL)
+need a test set.
+
 Where each comes from, first found wins: the command line (``--primary``, ``--margin``, ``--baseline``), the runs'
 config (``report.primary``, ``report.margin``: :mod:`emabench.config.report_specs`), the task's default (its
 ``primary_metric`` at the final epoch and its ``equivalence_margin``: :class:`~emabench.tasks.metric_specs.MetricSet`).
@@ -19,10 +25,18 @@ import pandas as pd
 from emabench.config.report_specs import PERCENT
 from emabench.errors import ConfigError
 from emabench.report.groups import BASELINE
-from emabench.report.specs import SELECTION_LABELS, compared_columns, spec
+from emabench.report.specs import (
+    PREFIXES,
+    SELECTION_LABELS,
+    TEST,
+    TEST_PREFIX,
+    VALIDATION,
+    Measure,
+    compared_columns,
+    is_tested,
+    spec,
+)
 from emabench.tasks.base import Task
-
-TEST_PREFIX = "test_"  # a metric measured on a held-out test set: ``test_accuracy`` beside ``accuracy``
 
 
 @dataclass(frozen=True)
@@ -56,10 +70,10 @@ class Primary:
     margin: Margin
 
     def label(self, task: Task) -> str:
-        """``final accuracy (validation)``."""
-        name = "stability" if self.selection == "stability" else f"{SELECTION_LABELS[self.selection]} "
-        name += "" if self.selection == "stability" else spec(task, self.metric).label
-        return f"{name} ({self.source} set)" if self.selection != "stability" else f"{name} (validation loss)"
+        """``final accuracy (test set)``, ``early-stopped accuracy (test set)``, ``stability (validation loss)``."""
+        if self.selection == "stability":
+            return "stability (validation loss)"
+        return f"{SELECTION_LABELS[self.selection]} {spec(task, self.metric).label} ({self.source} set)"
 
 
 @dataclass(frozen=True)
@@ -89,28 +103,45 @@ def parse_margin(value: Any, source: str) -> Margin:
     raise ConfigError(f"{source}: {value!r} is not a margin: give a positive number (0.005) or a percentage (1%)")
 
 
-def evaluation_set(columns: Sequence[str], column: str, selection: str) -> tuple[str, str]:
-    """Where the primary number comes from: the held-out test set's column (``test_<column>``) when the runs have
-    one and the selection is the final epoch (a best epoch is picked on validation), else the validation column.
-    Returns ``(column, "test" or "validation")``."""
-    if selection == "final" and f"{TEST_PREFIX}{column}" in columns:
-        return f"{TEST_PREFIX}{column}", "test"
-    return column, "validation"
+def evaluation_set(tested: bool, selection: str) -> str:
+    """Where a primary number comes from: the held-out test set when the runs have one (``tested``), for every
+    protocol (a best epoch is picked on validation, then measured on test); the validation set otherwise, and for
+    the stability, which is the validation loss's."""
+    return TEST if tested and selection != "stability" else VALIDATION
 
 
-def primary_for(task: Task, name: str | None, margin: Margin | None, columns: Sequence[str], source: str) -> Primary:
-    """The primary comparison of ``task``: column ``name`` (the task's primary metric when None), checked against
-    the task's compared columns (one-line :class:`ConfigError` listing them, naming ``source``)."""
+def primary_for(task: Task, name: str | None, margin: Margin | None, tested: bool, source: str) -> Primary:
+    """The primary comparison of ``task``: column ``name`` (the task's primary metric when None; with a test set
+    ``test_accuracy`` and ``early_stopped_test_accuracy`` name the same as ``accuracy`` and
+    ``early_stopped_accuracy``), checked against the task's compared columns (one-line :class:`ConfigError` listing
+    them, naming ``source``)."""
     name = name or task.primary_metric
-    selections = {column: selection for selection, cols in compared_columns(task).items() for column in cols}
+    selections = {column: selection for selection, cols in compared_columns(task, tested).items() for column in cols}
+    name = _without_test(name) if tested and name not in selections else name
     if name not in selections:
+        needs = compared_columns(task, tested=True)
+        if not tested and any(name in cols for cols in needs.values()):
+            raise ConfigError(
+                f"{source}: {name!r} is measured on a held-out test set, and these {task.name} runs have none "
+                "(data.holdout, or a source's own test part)"
+            )
         raise ConfigError(
             f"{source}: {name!r} is not a compared column of task {task.name} (allowed: {', '.join(selections)})"
         )
     selection = selections[name]
-    column, evaluated_on = evaluation_set(columns, name, selection)
+    metric = name.removeprefix(PREFIXES[selection]) if selection != "stability" else name
+    on = evaluation_set(tested, selection)
     margin = margin or parse_margin(task.equivalence_margin, f"the default margin of task {task.name}")
-    return Primary(column, selection, name.removeprefix("best_"), evaluated_on, margin)
+    column = Measure(selection, metric, on, spec(task, metric).higher_is_better).column
+    return Primary(column, selection, metric, on, margin)
+
+
+def _without_test(name: str) -> str:
+    """``test_accuracy`` → ``accuracy``, ``best_test_ece`` → ``best_ece``: the test set's name of a measure."""
+    for prefix in sorted(set(PREFIXES.values()), key=len, reverse=True):
+        if name.startswith(prefix + TEST_PREFIX):
+            return prefix + name.removeprefix(prefix + TEST_PREFIX)
+    return name
 
 
 def resolve_question(
@@ -130,7 +161,7 @@ def resolve_question(
         source = "--margin" if margin is not None else "report.margin"
         parsed = parse_margin(given, source) if given is not None else None
         where = "--primary" if primary else "report.primary"
-        chosen[task.name] = primary_for(task, name, parsed, list(per_run.columns), where)
+        chosen[task.name] = primary_for(task, name, parsed, is_tested(runs), where)
     return Question(chosen, baseline or BASELINE)
 
 

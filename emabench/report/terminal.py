@@ -14,8 +14,9 @@ import pandas as pd
 from emabench.report.formats import diff_text, fmt, p_text, seeds_text
 from emabench.report.frames import Report
 from emabench.report.groups import plain_value, with_groups
+from emabench.report.protocol_blocks import PROTOCOL_SHORT
 from emabench.report.question import Primary
-from emabench.report.specs import spec
+from emabench.report.specs import TEST, spec
 from emabench.report.versus import Versus
 from emabench.tasks.base import Task
 
@@ -36,7 +37,36 @@ def display_tables(report: Report) -> list[TerminalTable]:
     comparison = with_groups(comparison[comparison["role"] == "primary"], report.by)
     decays = {(r["group"], r["model"]): r["decay_mean"] for r in report.decay.to_dict("records")}
     tables = [_task_table(task, report, comparison[comparison["task"] == task.name], decays) for task in report.tasks]
-    return tables + versus
+    protocols = [_protocols_table(task, report) for task in report.tasks]
+    return tables + [table for table in protocols if table.rows] + versus
+
+
+def _protocols_table(task: Task, report: Report) -> TerminalTable:
+    """The protocols on the test set other than the primary one, on the primary's metric: described, no verdict
+    (no rows without a test set)."""
+    primary, baseline = report.question.of(task), report.question.baseline
+    rows = report.comparison
+    rows = rows[(rows["task"] == task.name) & (rows["set"] == TEST) & (rows["metric"] == primary.metric)]
+    rows = with_groups(rows[(rows["selection"] != primary.selection) & (rows["n"] > 0)], report.by)
+    name = spec(task, primary.metric).label
+    header = ("group", "model", "protocol", "n", f"{name} {baseline}", f"{name} model", f"Δ {name} [95% CI]", "wins")
+    header += ("p t / sign-flip",)
+    body = tuple(
+        (
+            r["group"],
+            r["model"],
+            PROTOCOL_SHORT[r["selection"]],
+            str(r["n"]),
+            fmt(r["baseline_mean"]),
+            fmt(r["mean"]),
+            diff_text(r),
+            f"{r['wins']}/{r['n']}",
+            f"{p_text(r['p_ttest'])} / {p_text(r['p_sign_flip'])}",
+        )
+        for r in rows.to_dict("records")
+    )
+    title = f"{task.name}: the other protocols on the test set, {name}, paired by seed (exploratory: no verdict)"
+    return TerminalTable(title, header, body)
 
 
 def _primary_cells(head: dict, primary: Primary) -> list[str]:

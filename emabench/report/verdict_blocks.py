@@ -12,7 +12,8 @@ from emabench.report.elements import Block, Paragraph, Table
 from emabench.report.formats import diff_text, fmt, p_text, pct, seeds_text, wins_text
 from emabench.report.frames import Report
 from emabench.report.groups import with_groups
-from emabench.report.specs import direction_text
+from emabench.report.protocol_blocks import PROTOCOL_TITLES, protocol_words
+from emabench.report.specs import TEST, direction_text
 from emabench.report.verdicts import open_summary
 from emabench.tasks.base import Task
 
@@ -51,14 +52,26 @@ def question_text(report: Report) -> str:
     return (
         f"**Hypothesis.** For each model and group: the mean over seeds of the paired difference (model − "
         f"{baseline}, one difference per seed) on the primary measure is 0 — and, for *equivalent*, lies within the "
-        f"margin. Primary measure: {measures}. {randomized(report.per_run)} **Family**: {report.family.description}; "
+        f"margin. Primary measure: {measures}.{_protocol(report)} {randomized(report.per_run)} "
+        f"**Family**: {report.family.description}; "
         f"the chance of any wrong better, worse or equivalent among them is at most α = {report.alpha:g}. Every other "
         "metric, selection and the stability below are **exploratory**: unadjusted intervals and p-values, no verdict."
     )
 
 
+def _protocol(report: Report) -> str:
+    """The primary protocol in words, for runs with a test set."""
+    baseline = report.question.baseline
+    selections = [report.question.of(t).selection for t in report.tasks if report.question.of(t).source == TEST]
+    said = [
+        f" **Protocol: {PROTOCOL_TITLES[s].format(baseline=baseline).lower()}**: {protocol_words(s, baseline)}"
+        for s in selections
+    ]
+    return "".join(dict.fromkeys(said))
+
+
 def randomized(per_run: pd.DataFrame) -> str:
-    """What the seeds varied and what they held fixed, from the runs' config."""
+    """What the seeds varied and what they held fixed, from the runs' config; and the label noise, if any."""
     varied = ["weight initialization", "batch order"]
     if any(k in per_run.columns and (pd.to_numeric(per_run[k], errors="coerce") > 0).any() for k in DROPOUT_KEYS):
         varied.append("dropout masks")
@@ -68,13 +81,45 @@ def randomized(per_run: pd.DataFrame) -> str:
         fixed.append(f"the data set ({source}, data.random_state={_one(per_run, 'data.random_state')})")
     elif source:
         fixed.append(f"the data set ({source})")
+    holdout = _number(per_run, "data.holdout")
+    test, share = (" and the held-out test set", f", data.holdout={holdout:g}") if holdout > 0 else ("", "")
     split = _one(per_run, "data.split_random_state")
-    if split is not None:
-        fixed.append(f"its train/validation split (data.split_random_state={split})")
+    if _one(per_run, "data.split") == "per_seed":
+        varied.append(f"the train/validation split{test} (data.split: per_seed: each run's seed draws them{share})")
+    elif split is not None:
+        fixed.append(f"its train/validation split{test} (data.split_random_state={split}{share})")
     elif "data.split_random_state" in per_run.columns:
-        varied.append("the train/validation split (data.split_random_state differs between runs)")
+        varied.append(f"the train/validation split{test} (data.split_random_state differs between runs{share})")
     held = f"; fixed: {', '.join(fixed)}" if fixed else ""
-    return f"**Randomized by the seeds**: {', '.join(varied)}{held}."
+    return f"**Randomized by the seeds**: {', '.join(varied)}{held}.{label_noise(per_run)}"
+
+
+def label_noise(per_run: pd.DataFrame) -> str:
+    """`` **Label noise**: …`` naming the training labels' noise (empty without)."""
+    fraction, std = _number(per_run, "data.label_noise.fraction"), _number(per_run, "data.label_noise.std")
+    if not (fraction > 0 or std > 0):
+        return ""
+    which = (
+        "the noisy labels are drawn anew for each seed, with its split"
+        if _one(per_run, "data.split") == "per_seed"
+        else "the noisy labels are the same for every seed (drawn from the fixed split's stream)"
+    )
+    if fraction > 0:
+        what = (
+            f"{fraction * 100:g}% of the training labels (exactly round({fraction:g} · n_train) of them) each moved to "
+            "another class, uniformly"
+        )
+    else:
+        what = f"N(0, {std:g}²) added to every training target"
+    return (
+        f" **Label noise** on the training set only: {what}; which ones is {which}; validation and test labels clean."
+    )
+
+
+def _number(per_run: pd.DataFrame, key: str) -> float:
+    """The one numeric value of ``key`` among the runs (0 when absent, null or not one value)."""
+    value = pd.to_numeric(pd.Series([_one(per_run, key)]), errors="coerce").iloc[0]
+    return float(value) if pd.notna(value) else 0.0
 
 
 def _one(per_run: pd.DataFrame, key: str) -> object:

@@ -3,7 +3,8 @@
 (``role`` exploratory, no verdict).
 
 **Hypothesis.** Each primary comparison asks whether the mean paired difference (model − baseline, one difference per
-seed) on the primary column (:mod:`.question`) is 0, and whether it lies within ``±margin``.
+seed) on the primary column (:mod:`.question`: a protocol, a metric and the set it is measured on) is 0, and whether
+it lies within ``±margin``.
 
 **Family.** The primary comparisons of the report (models × groups), each counted once: comparisons whose paired
 differences are identical seed by seed (β groups whose runs are bit-identical, several averagers that all equal the
@@ -54,9 +55,9 @@ class Family:
 
 def is_primary(table: pd.DataFrame, question: Question) -> np.ndarray:
     """Which rows of a long comparison table are primary comparisons (their task's primary column)."""
-    wanted = {name: (p.selection, p.metric) for name, p in question.primary.items()}
-    rows = zip(table["task"], table["selection"], table["metric"])
-    return np.array([wanted.get(t) == (s, m) for t, s, m in rows], dtype=bool)
+    wanted = {name: (p.selection, p.metric, p.source) for name, p in question.primary.items()}
+    rows = zip(table["task"], table["selection"], table["metric"], table["set"])
+    return np.array([wanted.get(t) == (s, m, on) for t, s, m, on in rows], dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from emabench.report.question import Question
 from emabench.report.verdicts import Family, Pair, judge
 
 _BASE = "\x00baseline"  # the baseline side's label inside the comparison; never shown
-_LEAD = ("key", "value", "baseline_value", "model", "task", "selection", "metric", "higher_is_better")
+_LEAD = ("key", "value", "baseline_value", "model", "task", "selection", "set", "metric", "higher_is_better")
 _LEAD += ("n_seeds", "n_unpaired", "n_diverged")
 
 
@@ -125,7 +125,7 @@ def versus_table(
 ) -> Versus:
     """Every value of ``key`` vs ``baseline``, per model, selection and metric, paired by seed within each group of
     the other keys in ``by``; the primary rows decided as a family of their own (module docstring). Columns: the
-    other group keys, ``key``, ``value``, ``baseline_value``, ``model``, ``task``, ``selection``, ``metric``,
+    other group keys, ``key``, ``value``, ``baseline_value``, ``model``, ``task``, ``selection``, ``set``, ``metric``,
     ``higher_is_better``, ``n_seeds``, ``n_unpaired`` (seeds only one side ran), ``n_diverged`` (diverged runs of
     the two sides), then those of ``comparison.csv`` from ``n`` on (``baseline_*`` the baseline value's, ``diff_*``
     value − baseline)."""
@@ -164,7 +164,9 @@ def _compare_values(group: pd.DataFrame, key: str, baseline: Any, alpha: float) 
     # compare_models pairs the rows of each "model" with the baseline model's by seed: here the two sides (value,
     # baseline value) play the models' part, within each real model (``compared``)
     frame = group.assign(compared=group["model"].to_numpy(), model=side)
-    long, pairs = paired_long(frame, group_by=["compared"], models=[_BASE, *labels], baseline=_BASE, alpha=alpha)
+    long, pairs = paired_long(
+        frame, group_by=["compared"], models=[_BASE, *labels], baseline=_BASE, alpha=alpha, cross_model=False
+    )
     long["_row"] = np.arange(len(long))
     base_models = set(frame.loc[is_base, "compared"])
     long = long[long["compared"].isin(base_models)]  # a model the baseline runs lack is compared with nothing

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from emabench.report.comparisons import measure_label
 from emabench.report.elements import Block, Bullets, Heading, Paragraph, Table
 from emabench.report.formats import COMPARISON_HEADER, comparison_cells, diff_text, fmt, p_text, pct, seeds_text
 from emabench.report.groups import plain_value, with_groups
 from emabench.report.question import Primary
-from emabench.report.specs import SELECTION_LABELS, STABILITY, compared_columns, spec
 from emabench.report.verdict_blocks import notes
 from emabench.report.versus import Versus, key_text
 from emabench.tasks.base import Task
@@ -90,20 +90,10 @@ def _verdict_table(versus: Versus, rows: pd.DataFrame) -> Table:
     return Table(header, tuple(body))
 
 
-def _titles(task: Task) -> dict[tuple[str, str], str]:
-    """(selection, metric) → the title of every compared measure of ``task``."""
-    columns = [(s, c.removeprefix("best_")) for s, directions in compared_columns(task).items() for c in directions]
-    return {
-        (s, m): STABILITY.label if s == "stability" else f"{SELECTION_LABELS[s]} {spec(task, m).label}"
-        for s, m in columns
-    }
-
-
 def _detail_table(versus: Versus, rows: pd.DataFrame, task: Task) -> Table:
     baseline = plain_value(versus.baseline)
     header = ("group", "model", "value", "measure", "n", f"{baseline}: mean ± std [95% CI]")
     header += ("value: mean ± std [95% CI]", f"Δ value − {baseline} [95% CI]", *COMPARISON_HEADER)
-    titles = _titles(task)
     body = []
     for r in rows.to_dict("records"):
         body.append(
@@ -111,7 +101,7 @@ def _detail_table(versus: Versus, rows: pd.DataFrame, task: Task) -> Table:
                 r["group"],
                 r["model"],
                 plain_value(r["value"]),
-                titles.get((r["selection"], r["metric"]), r["metric"]),
+                measure_label(task, r["selection"], r["metric"], r["set"]),
                 str(r["n"]),
                 *comparison_cells(r),
             )

@@ -14,6 +14,7 @@ from typing import Any
 from emabench.tasks.metric_specs import MetricSet, MetricSpec
 
 STABILITY_FROM_EPOCH = 10  # the seed's progress table starts at epoch 10; earlier epochs are the initial descent
+BEST_ROW = "@best"  # metrics.csv's row of a model at its best validation epoch: ``raw@best``, ``ema@best``
 
 
 def models_in(history: Any) -> list[str]:
@@ -69,7 +70,7 @@ def final_metrics(
         at = by_epoch.get(int(values["epoch"]), {})
         chosen = {m: float(at.get(f"{model}_{m}", math.nan)) for m in task.final_metrics}
         rows.append(
-            _row(task, f"{model}@best", int(values["epoch"]), chosen, baseline, math.nan) | _tested(task, values)
+            _row(task, f"{model}{BEST_ROW}", int(values["epoch"]), chosen, baseline, math.nan) | _tested(task, values)
         )
     return rows
 
