@@ -48,11 +48,14 @@ venv: $(STAMP)  ## Create .venv and install emabench with its dev tools
 run: $(STAMP)  ## Train the seed-001 study once: emabench run configs/regression.yaml
 	$(BIN)/emabench run configs/regression.yaml
 
+# Tests run in one worker process per core (pytest-xdist); PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= auto
+
 test: $(EXTRAS)  ## Run the default test suite (CPU, a few minutes; installs the tracking extras if torch stays)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 test-slow: $(EXTRAS)  ## Run every test, slow ones included
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "slow or not slow"
 
 lint: $(STAMP)  ## ruff check + format check
 	$(BIN)/ruff check emabench tests
