@@ -39,7 +39,8 @@ def test_every_model_gets_history_columns_and_a_metrics_row(tiny_averagers, tmp_
             assert f"{model}_{metric}" in history.columns
     assert history["swa_mse"].iloc[:1].isna().all() and history["swa_mse"].iloc[2:].notna().all()
     metrics = outcome.folder.read_metrics()
-    assert list(metrics["model"]) == [
+    final = metrics[~metrics["model"].str.contains("@")]
+    assert list(final["model"]) == [
         "raw",
         "ema",
         "ema_const",
@@ -49,7 +50,9 @@ def test_every_model_gets_history_columns_and_a_metrics_row(tiny_averagers, tmp_
         "posthoc_0.1",
         "posthoc_0.2",
     ]
-    posthoc = metrics[metrics["model"].str.startswith("posthoc")]
+    best = metrics[metrics["model"].str.endswith("@best")]
+    assert {"raw@best", "ema@best", "swa@best"} <= set(best["model"])
+    posthoc = final[final["model"].str.startswith("posthoc")]
     assert posthoc["fit_error"].notna().all() and (posthoc["fit_error"] >= 0).all()
 
 
