@@ -5,9 +5,10 @@ that stop early (the stack then shrinks around the others); whatever the stack's
 run's ``history.csv`` rows must be byte for byte those of the same config trained alone. Each case compares the CSV
 text the run folder would write.
 
-The default suite covers every stacked model and every optimizer on small stacks, the stack sizes around the
-written-out gradient's blocks of 64 replicas, and a resumed stack; ``-m slow`` runs the full matrix (every model ×
-optimizer × stack size 1, 2, 3, 8, 10, 63, 64, 65 × place, on two threads too) and a 30-epoch chaotic SGD run.
+The default suite covers every stacked model (one reading a user's augmenting Dataset) and every optimizer on small
+stacks, the stack sizes around the written-out gradient's blocks of 64 replicas, and a resumed stack; ``-m slow`` runs
+the full matrix (every model × optimizer × stack size 1, 2, 3, 8, 10, 63, 64, 65 × place, on two threads too) and a
+30-epoch chaotic SGD run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ MODELS = {
     "batchnorm": CLASSIFIER | {"model": CLASSIFIER["model"] | {"norm": "batch", "activation": "gelu"}},
     "layernorm": CLASSIFIER | {"model": CLASSIFIER["model"] | {"norm": "layer", "activation": "tanh"}},
     "lenet": {"@digits": True},
+    # a user's Dataset that augments (torch's, numpy's and Python's generators), read through a DataLoader each epoch
+    "dataset": {
+        "task": "classification",
+        "model": CLASSIFIER["model"],
+        "data": {
+            "source": "dataset",
+            "factory": f"{ROOT / 'tests' / 'torch_datasets.py'}:digits",
+            "kwargs": {"n": 300, "augment": True},
+        },
+    },
 }
 OPTIMIZER_NAMES = [*OPTIMIZERS, "sgd_nesterov"]
 

@@ -1,7 +1,8 @@
 """``emabench bench sweep``: 40 runs (8 betas × 5 seeds) as one ``emabench sweep`` against one ``emabench run`` of the
 same config, all whole processes: the seed study (vectorized with 2 and 1 jobs, a process pool, one run per process
 in sequence), seed 003's digits classifier (LeNet, 8 betas × 5 seeds vectorized with 2 jobs), and a user's own
-``nn.Module`` (20 seeds stacked with ``torch.func``, and one run per process).
+``nn.Module`` (20 seeds stacked with ``torch.func``, and one run per process): a residual MLP, and the CNN of
+``examples/own_loop.py`` read from its own Dataset (``examples/own_loop_runner.yaml``, in a source checkout).
 """
 
 from __future__ import annotations
@@ -94,7 +95,37 @@ def _custom_rows(root: Path, quick: bool) -> list[Row]:
         alone = _seconds(root / "custom-none", "sweep", str(path), *seeds, "--jobs", "2")
         case = "own nn.Module: 20 runs (one per process, --jobs 2) vs 1 run"
         rows.append(Row("sweep", case, alone, one, "s", "", note))
-    return rows
+    return rows + _own_loop_rows(root)
+
+
+OWN_LOOP = Path(__file__).resolve().parents[2] / "examples" / "own_loop_runner.yaml"
+
+
+def _own_loop_rows(root: Path) -> list[Row]:
+    """``examples/own_loop.py`` 's CNN (two convolutions, dropout) on its own digits Dataset, read by a DataLoader
+    every epoch, Adadelta and StepLR (``examples/own_loop_runner.yaml``): 20 seeds as one ``torch.func`` stack against
+    one run. Only in a source checkout, where the example is."""
+    from emabench.config import load_config, with_overrides
+    from emabench.config.yaml_io import dump_yaml
+
+    if not OWN_LOOP.is_file():
+        return []
+    example = load_config(OWN_LOOP)
+    here = OWN_LOOP.parent
+    config = with_overrides(
+        example,
+        {  # the example's paths are relative to the repository root: made absolute for a run from anywhere
+            "data.factory": f"{here / 'own_loop_runner.py'}:{example.data.factory.rpartition(':')[2]}",
+            "model.factory": f"{here / 'own_loop_runner.py'}:{example.model.factory.rpartition(':')[2]}",
+        },
+    )
+    path = root / "own_loop.yaml"
+    path.write_text(dump_yaml(config.to_dict()))
+    one = _seconds(root / "own-loop-one", "run", str(path))
+    vmapped = _seconds(root / "own-loop-vmap", "sweep", str(path), "--seeds", "0-19", "--set", "model.stack=vmap")
+    note = f"the own-loop example's CNN on its own Dataset, {config.train.max_epochs} epochs each"
+    case = "own-loop CNN: 20 runs (model.stack=vmap) vs 1 run"
+    return [Row("sweep", case, vmapped, one, "s", "<= 4.0", note)]
 
 
 def _digits_config() -> str:

@@ -7,6 +7,9 @@ samples when there is none: seed 001's choice); then a train/validation split (`
 ``split_random_state``; stratified by class for classification unless ``stratify: false``). ``split: per_seed``
 draws the split and the holdout from each run's seed instead. ``label_noise`` corrupts the training labels only.
 Nothing is ever downloaded.
+
+The exception is ``source: dataset`` (:class:`TorchDatasets`): your own torch ``Dataset`` s, already split into
+training, validation and (optionally) test sets, read as they are: never re-split, scaled or relabelled.
 """
 
 from __future__ import annotations
@@ -131,10 +134,51 @@ class FunctionData(_Split):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+SPLIT_KEYS = tuple(_Split.model_fields)  # what the other sources do to their samples, and a Dataset never needs
+
+
+class TorchDatasets(_Section):
+    """Your own torch ``Dataset`` s: ``factory`` (``"package.module:function"`` or ``"path/to/file.py:function"``)
+    called with ``kwargs`` returns ``{"train": Dataset, "val": Dataset}``, with ``"test": Dataset`` for a test set of
+    its own; each item is ``(x, y)``. Nothing is re-split, scaled or relabelled. Every epoch a ``DataLoader`` reads
+    the training set in the run's own shuffled order, so the Dataset's transforms and augmentation run each epoch,
+    their randomness seeded per batch from the run's seed (:mod:`emabench.tasks.datasets`); the validation and test
+    sets are read once. ``fetch: once`` reads the training set once too and reuses it (for a Dataset without
+    randomness: the same run, faster)."""
+
+    source: Literal["dataset"]
+    factory: str = Field(pattern=r"^[^:]+:[A-Za-z_][\w.]*$", max_length=1000)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    num_workers: int = Field(default=0, ge=0, le=64)  # DataLoader processes; the batches are the same for any number
+    drop_last: bool = False  # drop each epoch's last partial batch, as DataLoader(drop_last=True)
+    fetch: Literal["every_epoch", "once"] = "every_epoch"  # once: the training set read once (no augmentation)
+    n_classes: int | None = Field(default=None, ge=2, le=1000)  # null: the largest label + 1 (one pass over the sets)
+    test_every: int | None = Field(default=None, ge=1)  # also evaluate on the test set every N epochs (curves)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _never_resplit(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            resplit = next((key for key in SPLIT_KEYS if key in raw and key != "test_every"), None)
+            if resplit is not None:
+                raise ValueError(
+                    f"{resplit} is not for source: dataset, which is never re-split, scaled or relabelled (your "
+                    "factory returns its train, val and test sets as they are); leave it out"
+                )
+        return raw
+
+
 DataSpec = Annotated[
-    MakeRegressionData | MakeClassificationData | DiabetesData | DigitsData | CSVData | IDXData | FunctionData,
+    MakeRegressionData
+    | MakeClassificationData
+    | DiabetesData
+    | DigitsData
+    | CSVData
+    | IDXData
+    | FunctionData
+    | TorchDatasets,
     Field(discriminator="source"),
 ]
-DATA_SOURCES = ("make_regression", "make_classification", "diabetes", "digits", "csv", "idx", "function")
+DATA_SOURCES = ("make_regression", "make_classification", "diabetes", "digits", "csv", "idx", "function", "dataset")
 CLASSIFICATION_ONLY = ("make_classification", "digits", "idx")
 REGRESSION_ONLY = ("make_regression", "diabetes")

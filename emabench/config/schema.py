@@ -21,6 +21,8 @@ from emabench.config.report_specs import ReportSpec
 from emabench.config.train_specs import TrainConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+FUNCTION_PATH = r"^[^:]+:[A-Za-z_][\w.]*$"  # "package.module:function" or "path/to/file.py:function"
+METRIC_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,39}$"  # a column suffix: raw_<name>
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 RESERVED_MODEL_NAMES = ("raw", "ema")
 TRACKERS = ("mlflow", "tensorboard")  # where ``track:`` copies runs (emabench.tracking)
@@ -45,6 +47,14 @@ class EMAConfig(_Section):
         return self
 
 
+class MetricFunction(_Section):
+    """A metric of your own: ``fn(outputs, targets)`` → a number (a 0-d tensor or a float), on a whole evaluation
+    set of one run (``outputs`` ``(n, outputs)``, ``targets`` as the task keeps them), and which direction is better."""
+
+    fn: str = Field(pattern=FUNCTION_PATH, max_length=1000)
+    higher_is_better: bool
+
+
 class Config(_Section):
     """One experiment. Required: ``name``, ``train.max_epochs`` and ``train.optimizer``'s ``name`` and ``lr``, plus
     what a chosen data source or model cannot do without (a CSV's ``path`` and ``target``, a custom model's
@@ -56,6 +66,10 @@ class Config(_Section):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, as the seed script does
     task: Literal["regression", "classification"] = "regression"  # classification for a class-label data source
+    # Your own loss, fn(outputs, targets) → a 0-d tensor, in place of the task's (null: MSE or cross-entropy), and
+    # metrics beside the task's own (emabench.tasks.user); both per run, whatever the stack.
+    loss: str | None = Field(default=None, pattern=FUNCTION_PATH, max_length=1000)
+    metrics: dict[str, MetricFunction] = Field(default_factory=dict, max_length=64)
     data: DataSpec
     model: ModelSpec
     train: TrainConfig
@@ -79,6 +93,8 @@ class Config(_Section):
             data = raw.get("data")
             if "task" not in raw and isinstance(data, dict) and data.get("source") in CLASSIFICATION_ONLY:
                 raw = {**raw, "task": "classification"}
+            if "task" not in raw and isinstance(data, dict) and data.get("source") == "dataset":
+                raise ValueError("task: missing; with data.source 'dataset' say which (classification or regression)")
         return raw
 
     @field_validator("track", mode="before")
@@ -90,6 +106,14 @@ class Config(_Section):
         if isinstance(track, list) and len(set(map(str, track))) < len(track):
             raise ValueError(f"each tracker once (allowed: {', '.join(TRACKERS)})")
         return track
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, metrics: dict[str, Any]) -> dict[str, Any]:
+        for name in metrics:
+            if not re.match(METRIC_NAME, name):
+                raise ValueError(f"{name!r}: a metric's name starts with a letter, then letters, digits, '_' (<= 40)")
+        return metrics
 
     @field_validator("averagers")
     @classmethod
@@ -127,7 +151,7 @@ class Config(_Section):
         return self
 
     def _check_task(self) -> None:
-        source = self.data.source
+        source, data = self.data.source, self.data
         if self.task == "classification" and source in REGRESSION_ONLY:
             raise ValueError(
                 f"task: 'classification' needs class labels, and data.source {source!r} has a continuous target"
@@ -136,13 +160,17 @@ class Config(_Section):
             raise ValueError(
                 f"task: 'regression' needs a continuous target, and data.source {source!r} gives class labels"
             )
-        if self.task == "classification" and self.data.scale_y:
+        if self.task == "classification" and getattr(data, "scale_y", False):
             raise ValueError("data.scale_y: class labels are not scaled (allowed: false for classification)")
-        if self.task == "regression" and self.data.stratify:
+        if self.task == "regression" and getattr(data, "stratify", None):
             raise ValueError("data.stratify: a regression target has no classes (allowed: null or false)")
         if self.task == "regression" and self.train.label_smoothing > 0:
             raise ValueError("train.label_smoothing: only for classification (allowed: 0.0 for regression)")
-        noise = self.data.label_noise
+        if self.loss is not None and self.train.label_smoothing > 0:
+            raise ValueError("train.label_smoothing: smooths the task's own loss; with loss: your own, give 0.0")
+        if self.task == "regression" and getattr(data, "n_classes", None) is not None:
+            raise ValueError("data.n_classes: a regression target has no classes (allowed: null)")
+        noise = getattr(data, "label_noise", None)
         if noise is not None and (noise.fraction is not None) != (self.task == "classification"):
             wanted = "fraction (labels flipped)" if self.task == "classification" else "std (target noise)"
             raise ValueError(f"data.label_noise: a {self.task} task takes {wanted}")

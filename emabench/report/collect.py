@@ -35,6 +35,7 @@ from emabench.runs.folder import RunFolder, find_runs
 from emabench.runs.layout import is_run_folder
 from emabench.runs.sweep_folder import is_sweep_folder, sweep_mode
 from emabench.tasks.base import Task
+from emabench.tasks.declared import config_task_name
 from emabench.tasks.registry import get_task
 
 SHORT_NAMES = {"ema.beta": "beta"}  # how a config key is shown (and may be typed in --by/--where)
@@ -154,8 +155,9 @@ def named(document: Any) -> dict[str, str]:
 
 
 def task_name(document: Any) -> str:
-    """The task a parsed config names (``regression`` when it names none)."""
-    return str(document.get("task", DEFAULT_TASK)) if isinstance(document, dict) else DEFAULT_TASK
+    """The task a parsed config names (``regression`` when it names none; with metrics of its own, declared with
+    them: :func:`~emabench.tasks.declared.config_task_name`)."""
+    return config_task_name(document) if isinstance(document, dict) else DEFAULT_TASK
 
 
 def run_task(folder: RunFolder, config: dict[str, Any]) -> Task:

@@ -46,7 +46,7 @@ from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import StopRequest
 from emabench.runs.single import load_run_config
 from emabench.runs.unit import EpochCallback, RunOutcome, train_stack
-from emabench.train.build import check_step_warmups
+from emabench.train.build import check_step_warmups, check_task_functions
 from emabench.train.classes import check_classes
 from emabench.train.data_parallel import DataParallel, parallel_device
 
@@ -117,6 +117,7 @@ def _run_in(
     gpus = torch.cuda.device_count() if config.device != "cpu" else 0
     device = parallel_device(config, nproc, cpus=_cpus(), gpus=gpus)  # refuse before anything is written
     check_step_warmups([config])
+    check_task_functions([config])
     check_classes([config])
     if resuming and not folder.is_done:
         folder.checkpoint_for(config)  # a clear error now if there is nothing to resume from

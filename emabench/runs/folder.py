@@ -154,10 +154,10 @@ class RunFolder(RunFiles):
 
     def draw_run_figures(self) -> None:
         """:meth:`draw_figures` from what the folder holds (a finished run's history and config)."""
-        from emabench.tasks.registry import get_task
+        from emabench.tasks.user import task_of
 
         config = self.read_config()
-        self.draw_figures(self.read_history().to_dict("records"), get_task(config.task), config.seed)
+        self.draw_figures(self.read_history().to_dict("records"), task_of(config), config.seed)
 
     def draw_figures(self, history: Sequence[dict[str, Any]], task: Task, seed: int) -> None:
         """``loss.png`` and the task's metric figure (``r2.png``, ``accuracy.png``), titled with the run and seed.

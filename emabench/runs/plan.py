@@ -183,7 +183,7 @@ def _limit(config: Config, jobs: int, sizes: TrainingSizes) -> int:
     limit = stack_limit(jobs)
     if config.model.name == "custom" and config.model.stack == "vmap" and sizes.vmap_problem(config) is not None:
         return 1  # vmap cannot run this module: one run at a time
-    if config.data.split == "per_seed":
+    if getattr(config.data, "split", "fixed") == "per_seed":
         limit = min(limit, max(1, PER_SEED_DATA_BYTES // max(1, sizes.split_bytes(config))))
     return limit
 

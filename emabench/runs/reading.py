@@ -99,11 +99,13 @@ class RunFiles:
             raise RunError(f"{self.path / METRICS}: unreadable ({err})") from None
 
     def task(self) -> Task | MetricSet:
-        """The run's task: :meth:`recorded_task`, else ``config.yaml``'s ``task`` (regression when it names none)."""
+        """The run's task: :meth:`recorded_task`, else ``config.yaml``'s ``task`` (regression when it names none;
+        declared with the config's own ``metrics`` when it has some)."""
+        from emabench.tasks.declared import config_task_name
         from emabench.tasks.registry import get_task
 
         document = parse_yaml(self.read_config_text(), str(self.path / CONFIG))
-        name = self.recorded_task() or (document.get("task", "regression") if isinstance(document, dict) else None)
+        name = self.recorded_task() or config_task_name(document)
         try:
             return get_task(str(name or "regression"))
         except ValueError as err:

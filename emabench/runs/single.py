@@ -15,7 +15,7 @@ from emabench.runs import observe
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import setting_up
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck, train_stack
-from emabench.train.build import check_step_warmups, runnable_device
+from emabench.train.build import check_step_warmups, check_task_functions, runnable_device
 from emabench.train.classes import check_classes
 
 
@@ -77,6 +77,7 @@ def _run_in(
     runnable_device(config)  # refuse before the folder is created
     with setting_up():  # it may load the data (a user's function): Ctrl-C stops it at once
         check_step_warmups([config])
+        check_task_functions([config])
     check_classes([config])
     lock = folder.try_lock()
     if lock is None:

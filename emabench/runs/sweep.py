@@ -25,7 +25,7 @@ from emabench.runs.ray_executor import ProgressCallback
 from emabench.runs.sweep_folder import sweep_dir, write_sweep_spec
 from emabench.runs.unit import EpochCallback, RunOutcome, StopCheck
 from emabench.runs.work import SweepWork
-from emabench.train.build import check_step_warmups, runnable_device
+from emabench.train.build import check_step_warmups, check_task_functions, runnable_device
 from emabench.train.classes import check_classes
 
 StackCallback = Callable[[list[RunOutcome]], None]
@@ -80,6 +80,7 @@ def sweep(
     pending, outcomes = _not_done(configs, folder, force)
     _check_devices(pending, engine, ray)  # refuse before any folder is created
     check_step_warmups(pending)
+    check_task_functions(pending)
     check_classes(pending)
     same_runs = [same.to_json() for same in expanded.same]
     spec |= {"engine": engine, "jobs": jobs, "same_runs": same_runs}

@@ -24,7 +24,7 @@ from emabench.errors import EmabenchError, RunError, one_line
 from emabench.runs.folder import RunFolder
 from emabench.runs.interrupts import setting_up
 from emabench.tasks.data import make_dataset
-from emabench.tasks.registry import get_task
+from emabench.tasks.user import task_of
 from emabench.train.loop import EpochRecord, Trainer
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class _Stack:
             "torch": torch.__version__,
         }
         config = self.configs[replica]
-        task = get_task(getattr(config, "task", "regression"))  # configs before the engine's `task` are regression
+        task = task_of(config)  # the task's metrics, and the user's own
         self.folders[replica].finish(history, record.final_extra, info, task=task, seed=config.seed, plots=self.plots)
         return RunOutcome(self.folders[replica], status, len(history), reason, elapsed, self.resumed_from)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from emabench.tasks.base import Task
-from emabench.tasks.metric_specs import CLASSIFICATION_METRICS
+from emabench.tasks.metric_specs import BUILTIN_MARGINS, CLASSIFICATION_METRICS
 
 SMOOTHING_KINDS = ("seed", "torch")
 
@@ -25,7 +25,7 @@ class Classification(Task):
     metrics = CLASSIFICATION_METRICS
     plot_metric = "accuracy"
     primary_metric = "accuracy"
-    equivalence_margin = 0.005  # half a percentage point of accuracy
+    equivalence_margin = BUILTIN_MARGINS["classification"]
 
     def __init__(self, smoothing_kind: str = "seed") -> None:
         if smoothing_kind not in SMOOTHING_KINDS:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from emabench.errors import ConfigError
-from emabench.tasks import sources
+from emabench.tasks import datasets, sources
 
 MAX_CLASSES = 1000
 
@@ -30,10 +30,12 @@ class Dataset:
     regression targets float32 ``(n, 1)`` as in the seed, class labels int64 ``(n,)`` in ``0 … n_classes − 1``.
 
     ``per_replica``: every tensor has a leading replica dimension, one split per run (``split: per_seed``), each of
-    the same size. ``noisy``: how many training labels the label noise changed (per replica when per replica)."""
+    the same size. ``noisy``: how many training labels the label noise changed (per replica when per replica).
+    ``train_set``: a user's training Dataset read every epoch (``source: dataset``, :mod:`.datasets`), in place of
+    ``x_train`` and ``y_train`` (then ``None``)."""
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
+    x_train: torch.Tensor | None
+    y_train: torch.Tensor | None
     x_val: torch.Tensor
     y_val: torch.Tensor
     n_classes: int | None = None
@@ -41,10 +43,11 @@ class Dataset:
     y_test: torch.Tensor | None = None
     per_replica: bool = False
     noisy: tuple[int, ...] = ()
+    train_set: datasets.TrainSet | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[2 if self.per_replica else 1 :])
+        return tuple(self.x_val.shape[2 if self.per_replica else 1 :])
 
     @property
     def n_features(self) -> int:
@@ -52,6 +55,8 @@ class Dataset:
 
     @property
     def n_train(self) -> int:
+        if self.train_set is not None:
+            return len(self.train_set)
         return self.x_train.shape[1 if self.per_replica else 0]
 
     @property
@@ -209,7 +214,9 @@ def make_dataset(data: Any, task: str = "regression", seeds: Sequence[int] | Non
     """Samples of ``data`` held out, scaled and split: with no test set as seed 001's script does (scalers fit on all
     samples), otherwise the test set split off first and the scalers fit on the rest. ``split: per_seed`` gives one
     split per seed of ``seeds``, stacked (:attr:`Dataset.per_replica`); without ``seeds`` the fixed split's, whose
-    sizes are every seed's."""
+    sizes are every seed's. ``source: dataset``: the user's sets as they are (:func:`.datasets.read`)."""
+    if data.source == "dataset":
+        return Dataset(**datasets.read(data, task))
     x, y, x_test, y_test = samples(data)
     if x.shape[0] < 4:
         raise ConfigError(f"data: {x.shape[0]} samples are too few to split into training and validation sets")

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from emabench.tasks.metric_specs import BUILTIN_METRICS, VAL_LOSS, MetricSet, MetricSpec
+from emabench.tasks.metric_specs import BUILTIN_MARGINS, BUILTIN_METRICS, VAL_LOSS, MetricSet, MetricSpec
 
 CUSTOM = "custom"  # the base of a task with no built-in metrics
 DIRECTIONS = {"higher": True, "lower": False}
@@ -62,6 +63,8 @@ class DeclaredTask(MetricSet):
             raise ValueError("a task needs a metric besides val_loss (the report compares final metrics)")
         self.plot_metric = self.primary_metric = self.metrics[1].name  # the first metric listed is the headline
         builtin = BUILTIN_METRICS.get(base)
+        if builtin is not None and self.metrics[1] == builtin[1]:  # the built-in task's headline: its margin too
+            self.equivalence_margin = BUILTIN_MARGINS[base]
         if builtin == self.metrics:
             self.name = base
         else:
@@ -122,6 +125,34 @@ def check_metric_name(name: str) -> None:
         raise ValueError(f"metric name {name!r}: must start with a letter and use letters, digits and '_' (at most 40)")
     if name in RESERVED_METRICS or name.startswith("best_") or name.endswith("_improvement_pct"):
         raise ValueError(f"metric name {name!r} is a column emabench uses already; rename it")
+
+
+def declared_metrics(task: str, directions: Mapping[str, bool]) -> tuple[MetricSpec, ...]:
+    """The metrics of a runner's run with metrics of its own: the built-in ``task`` 's (``val_loss`` first), then
+    each of ``directions`` (``{name: higher_is_better}``) in order. A ``ValueError`` names a name the run folder
+    cannot hold."""
+    builtin = _builtin(task)
+    logged = [m.name for m in builtin] + list(directions)
+    return declare(task, {k: "higher" if v else "lower" for k, v in directions.items()}, logged).metrics
+
+
+def config_task_name(document: Any) -> str:
+    """The task a runner's config (parsed ``config.yaml``) names: its ``task`` (``regression`` when it names none),
+    declared with its ``metrics`` when it has metrics of its own — ``classification(accuracy, f1_macro, ece,
+    top2:higher)`` — so the report compares them in their direction. A config that contradicts itself keeps its
+    ``task``."""
+    if not isinstance(document, Mapping):
+        return "regression"
+    task, metrics = str(document.get("task", "regression")), document.get("metrics")
+    if task not in BUILTIN_METRICS or not isinstance(metrics, Mapping) or not metrics:
+        return task
+    directions = {k: v.get("higher_is_better") for k, v in metrics.items() if isinstance(v, Mapping)}
+    if not all(isinstance(v, bool) for v in directions.values()):
+        return task
+    try:
+        return DeclaredTask(task, declared_metrics(task, directions)).name
+    except ValueError:
+        return task
 
 
 def parse_declared(name: str) -> DeclaredTask | None:

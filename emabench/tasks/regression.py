@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from emabench.tasks.base import Task
-from emabench.tasks.metric_specs import REGRESSION_METRICS
+from emabench.tasks.metric_specs import BUILTIN_MARGINS, REGRESSION_METRICS
 
 
 class Regression(Task):
@@ -13,7 +13,7 @@ class Regression(Task):
     metrics = REGRESSION_METRICS
     plot_metric = "r2"
     primary_metric = "mse"
-    equivalence_margin = "1%"  # of the baseline's mean MSE: a change that small does not matter
+    equivalence_margin = BUILTIN_MARGINS["regression"]
 
     def outputs(self, n_classes: int | None) -> int:
         return 1

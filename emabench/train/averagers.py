@@ -42,7 +42,7 @@ from emabench.config import (
     WarmupEMASpec,
 )
 from emabench.config.averager_specs import _DecaySpec
-from emabench.train.build import steps_per_epoch
+from emabench.train.build import epoch_steps as steps_in_epoch
 
 
 def _library_buffers(policy: str) -> str:
@@ -134,7 +134,7 @@ def build_averager(spec: Any, model: nn.Module, *, batch_size: int, epoch_steps:
 def build_all(model: nn.Module, configs: Sequence[Config], *, n_train: int) -> dict[str, Averager]:
     """``{"ema": seed EMA, **extra averagers}`` in config order."""
     first = configs[0]
-    epoch_steps = steps_per_epoch(n_train, first.train.batch_size)
+    epoch_steps = steps_in_epoch(first, n_train)
     averagers: dict[str, Averager] = {"ema": seed_ema(model, configs)}
     for name, spec in first.averagers.items():
         averagers[name] = build_averager(

@@ -29,17 +29,27 @@ _MASK_STREAM = 0x6D61736B  # "mask": a second stream from the same seed, apart f
 
 @dataclass
 class EpochOrder:
-    """One epoch of every replica: inputs ``(R, n, *sample)``, targets ``(R, n, …)``, masks ``(R, n, *unit)``."""
+    """One epoch of every replica: inputs ``(R, n, *sample)``, targets ``(R, n, …)``, masks ``(R, n, *unit)``;
+    ``drop_last``: the last partial batch left out (``data.drop_last`` of a Dataset source)."""
 
     x: torch.Tensor
     y: torch.Tensor
     masks: list[torch.Tensor]
+    drop_last: bool = False
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
-        n = self.x.shape[1]
-        for start in range(0, n, batch_size):
-            end = min(start + batch_size, n)
+        for start, end in batch_bounds(self.x.shape[1], batch_size, self.drop_last):
             yield self.x[:, start:end], self.y[:, start:end], [m[:, start:end] for m in self.masks]
+
+    def samples(self, batch_size: int) -> int:
+        """How many samples of each replica the epoch trains on."""
+        return sum(end - start for start, end in batch_bounds(self.x.shape[1], batch_size, self.drop_last))
+
+
+def batch_bounds(n: int, batch_size: int, drop_last: bool = False) -> list[tuple[int, int]]:
+    """``(start, end)`` of each batch of an epoch of ``n`` samples (the last partial one kept unless ``drop_last``)."""
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    return bounds[:-1] if drop_last and bounds and bounds[-1][1] - bounds[-1][0] < batch_size else bounds
 
 
 def mask_generator(seed: int) -> np.random.Generator:
@@ -118,12 +128,7 @@ def draw_epoch(
         x, y = x.reshape(replicas * n, *x.shape[2:]), y.reshape(replicas * n, *y.shape[2:])
     else:
         n = x.shape[0]
-    order = torch.empty(replicas, n, dtype=torch.long)
-    masks = [buffers.array(f"mask{i}", (replicas, n, *shape)) for i, shape in enumerate(mask_shapes)]
-    for r, generator in enumerate(generators):
-        torch.randperm(n, generator=generator, out=order[r])
-        for mask, shape in zip(masks, mask_shapes):
-            scaled_masks(mask_generators[r], (n, *shape), keep[r], out=mask[r])
+    order, masks = draw_orders(generators, mask_generators, n, mask_shapes, keep, buffers)
     if per_replica:
         order += torch.arange(replicas).view(-1, 1) * n
     index = order.to(x.device, non_blocking=True).view(-1)
@@ -134,6 +139,26 @@ def draw_epoch(
         ys.view(replicas, n, *y.shape[1:]),
         [torch.from_numpy(m).to(x.device, non_blocking=True) for m in masks],
     )
+
+
+def draw_orders(
+    generators: Sequence[torch.Generator],
+    mask_generators: Sequence[np.random.Generator],
+    n: int,
+    mask_shapes: Sequence[tuple[int, ...]],
+    keep: Sequence[float],
+    buffers: EpochBuffers,
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Each replica's ``randperm(n)`` from its generator ``(R, n)`` and its dropout masks ``(R, n, *unit)`` (float32
+    multipliers, in ``buffers``) from its mask stream: an epoch's draws, whatever reads the samples."""
+    replicas = len(generators)
+    order = torch.empty(replicas, n, dtype=torch.long)
+    masks = [buffers.array(f"mask{i}", (replicas, n, *shape)) for i, shape in enumerate(mask_shapes)]
+    for r, generator in enumerate(generators):
+        torch.randperm(n, generator=generator, out=order[r])
+        for mask, shape in zip(masks, mask_shapes):
+            scaled_masks(mask_generators[r], (n, *shape), keep[r], out=mask[r])
+    return order, masks
 
 
 def micro_batches(size: int, parts: int) -> list[tuple[int, int]]:

@@ -20,6 +20,7 @@ from emabench.errors import ConfigError
 from emabench.stack import models
 from emabench.tasks.data import make_dataset
 from emabench.tasks.registry import get_task
+from emabench.tasks.user import check_on_batch, task_of
 from emabench.train import classes, custom
 from emabench.train.schedules import Schedule
 from emabench.train.stepper import ReplicaStepper
@@ -87,8 +88,14 @@ def stack_key(config: Config) -> str:
     return json.dumps(raw, sort_keys=True, default=str)
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return math.ceil(n_train / batch_size)
+def steps_per_epoch(n_train: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimizer steps of an epoch: the last partial batch kept (``data.drop_last`` of a Dataset: dropped)."""
+    return n_train // batch_size if drop_last and n_train >= batch_size else math.ceil(n_train / batch_size)
+
+
+def epoch_steps(config: Config, n_train: int) -> int:
+    """:func:`steps_per_epoch` of ``config``."""
+    return steps_per_epoch(n_train, config.train.batch_size, getattr(config.data, "drop_last", False))
 
 
 def lr_schedule(config: Config, n_train: int) -> tuple[Schedule | classes.TabulatedSchedule, str]:
@@ -97,7 +104,7 @@ def lr_schedule(config: Config, n_train: int) -> tuple[Schedule | classes.Tabula
     spec = config.train.lr_schedule
     total = config.train.max_epochs
     if spec.per == "step":
-        total *= steps_per_epoch(n_train, config.train.batch_size)
+        total *= epoch_steps(config, n_train)
     if is_class_path(spec.name):
         return classes.tabulated_schedule(config, total), spec.per
     if spec.warmup >= total:  # per step, the run's length is known only with the data (per epoch: validated)
@@ -123,9 +130,9 @@ class TrainingSizes:
     are known only with it)."""
 
     def __init__(self) -> None:
-        self._sizes: dict[str, tuple[int, int, tuple[int, ...], int]] = {}
+        self._sizes: dict[str, tuple[int, int, tuple[int, ...], int, torch.Tensor]] = {}
 
-    def _loaded(self, config: Config) -> tuple[int, int, tuple[int, ...], int]:
+    def _loaded(self, config: Config) -> tuple[int, int, tuple[int, ...], int, torch.Tensor]:
         key = json.dumps([config.task, config.data.model_dump(mode="json")], sort_keys=True)
         if key not in self._sizes:
             data = make_dataset(config.data, config.task)
@@ -135,9 +142,9 @@ class TrainingSizes:
                 if t is not None
             ]
             outputs = get_task(config.task).outputs(data.n_classes)
-            self._sizes[key] = (
-                data.n_train, sum(t.numel() * t.element_size() for t in tensors), data.sample_shape, outputs
-            )  # fmt: skip
+            nbytes = sum(t.numel() * t.element_size() for t in tensors)
+            targets = (data.y_val[0] if data.per_replica else data.y_val)[:CHECK_BATCH].clone()  # check_on_batch's
+            self._sizes[key] = (data.n_train, nbytes, data.sample_shape, outputs, targets)
         return self._sizes[key]
 
     def n_train(self, config: Config) -> int:
@@ -149,11 +156,32 @@ class TrainingSizes:
 
     def vmap_problem(self, config: Config) -> str | None:
         """Why a custom model with ``stack: vmap`` cannot be stacked (:func:`emabench.train.custom.vmap_problem`)."""
-        _, _, shape, outputs = self._loaded(config)
+        _, _, shape, outputs, _ = self._loaded(config)
         return custom.vmap_problem(config, shape, outputs)
 
     def steps_per_epoch(self, config: Config) -> int:
-        return steps_per_epoch(self.n_train(config), config.train.batch_size)
+        return epoch_steps(config, self.n_train(config))
+
+    def check_task(self, config: Config) -> None:
+        """The user's loss and metrics of ``config``, imported and called on one batch
+        (:func:`emabench.tasks.user.check_on_batch`)."""
+        _, _, _, outputs, targets = self._loaded(config)
+        check_on_batch(task_of(config), outputs, targets)
+
+
+CHECK_BATCH = 8  # validation targets the user's loss and metrics are tried on
+
+
+def check_task_functions(configs: Sequence[Config], sizes: TrainingSizes | None = None) -> None:
+    """Every user's loss and metrics (``loss:``, ``metrics:``) imported and tried on one batch, so that a bad import
+    path or a function returning the wrong thing is one line before anything is written."""
+    sizes = sizes or TrainingSizes()
+    checked = set()
+    for config in configs:
+        key = json.dumps([config.task, config.loss, config.data.model_dump(mode="json"), config.to_dict()["metrics"]])
+        if (config.loss is not None or config.metrics) and key not in checked:
+            checked.add(key)
+            sizes.check_task(config)
 
 
 def check_step_warmups(configs: Sequence[Config], sizes: TrainingSizes | None = None) -> None:

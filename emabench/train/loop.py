@@ -1,7 +1,8 @@
 """The training loop, for one run or R stacked runs at once. No disk I/O: it returns history rows.
 
 Per epoch, for every replica r (its own ``torch.Generator`` seeded with its config's ``seed``):
-1. draw a fresh permutation of the training set and the epoch's dropout masks from generator r (:mod:`.batches`);
+1. draw a fresh permutation of the training set and the epoch's dropout masks from generator r (:mod:`.batches`;
+   a user's Dataset is read in that order through a ``DataLoader``, :mod:`.loader`);
 2. for each batch of ``batch_size`` consecutive samples of that order (the last partial batch kept): forward,
    the task's loss (plus ``λ·MSE(student, teacher)`` with an EMA teacher), backward by autograd (over
    ``grad_accumulation`` micro-batches), one optimizer step (:mod:`.stepper`: per-replica lr, weight decay,
@@ -34,10 +35,10 @@ from emabench.config import Config
 from emabench.errors import ConfigError
 from emabench.stack import fast_mlp
 from emabench.tasks.data import Dataset
-from emabench.tasks.registry import get_task
+from emabench.tasks.user import task_of
 from emabench.train import averagers as averaging
-from emabench.train import build, checkpoint, compaction, custom, evaluation, finals
-from emabench.train.batches import EpochBuffers, draw_epoch, mask_generator, micro_batches
+from emabench.train import build, checkpoint, compaction, custom, evaluation, finals, loader
+from emabench.train.batches import EpochBuffers, mask_generator, micro_batches
 from emabench.train.control import EarlyStopping, PlateauScheduler
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Trainer:
         self.replicas = len(configs)
         self.ids = list(range(self.replicas))
         self.active = [True] * self.replicas  # by original replica number
-        self.task = get_task(first.task, smoothing_kind=first.train.label_smoothing_kind)
+        self.task = task_of(first)  # the built-in task, or one with the user's loss and metrics
         self.parallel = parallel
         self.device = parallel.device if parallel is not None else build.runnable_device(first)
         self.data = dataset.to(self.device)
@@ -111,6 +112,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if first.train.precision == "fp16" else None
         train, spec = first.train, first.model
         extras = train.teacher is not None or train.precision != "fp32" or train.grad_accumulation > 1
+        extras = extras or first.loss is not None  # the written-out gradient is the task's own loss's
         self.fast = (
             fast_paths
             and parallel is None
@@ -175,17 +177,7 @@ class Trainer:
     def _train_one_epoch(self) -> tuple[torch.Tensor, float]:
         """Train every replica for one epoch; its mean training loss ``(R,)`` and the lr of its last step."""
         train = self.configs[0].train
-        mask_shapes = [d.sample_shape for d in self._dropouts]
-        order = draw_epoch(
-            self.generators,
-            self.mask_generators,
-            self.data.x_train,
-            self.data.y_train,
-            mask_shapes,
-            self._keep,
-            self._epoch_buffers,
-            per_replica=self.data.per_replica,
-        )
+        order = loader.epoch_order(self)  # from the training tensors, or a user's Dataset through a DataLoader
         loss_sum = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
         self.model.train()
         per_step = self.schedule_unit == "step" or self.configs[0].train.swa_lr is not None
@@ -208,7 +200,7 @@ class Trainer:
                 loss_sum.add_(losses.detach(), alpha=rows)  # no .item(): one host sync per epoch, not per step
         for dropout in self._dropouts:
             dropout.set_mask(None)
-        return loss_sum / self.data.n_train, lrs
+        return loss_sum / order.samples(train.batch_size), lrs
 
     def _backward(
         self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor], parts: int, scale: float = 1.0
@@ -279,8 +271,7 @@ class Trainer:
         return evaluation.metrics(self.task, model, x, y, self.data.per_replica, self._autocast())
 
     def _training_batches(self) -> Iterator[torch.Tensor]:
-        batch = self.configs[0].train.batch_size
-        return evaluation.training_batches(self.data.x_train, batch, self.data.per_replica)
+        return loader.training_inputs(self)
 
     def run_epoch(self) -> list[EpochRecord]:
         """Train and evaluate one epoch; return a record for every replica that was active in it."""
