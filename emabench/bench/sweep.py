@@ -95,16 +95,16 @@ def _custom_rows(root: Path, quick: bool) -> list[Row]:
         alone = _seconds(root / "custom-none", "sweep", str(path), *seeds, "--jobs", "2")
         case = "own nn.Module: 20 runs (one per process, --jobs 2) vs 1 run"
         rows.append(Row("sweep", case, alone, one, "s", "", note))
-    return rows + _own_loop_rows(root)
+    return rows + _own_loop_rows(root, quick)
 
 
 OWN_LOOP = Path(__file__).resolve().parents[2] / "examples" / "own_loop_runner.yaml"
 
 
-def _own_loop_rows(root: Path) -> list[Row]:
+def _own_loop_rows(root: Path, quick: bool) -> list[Row]:
     """``examples/own_loop.py`` 's CNN (two convolutions, dropout) on its own digits Dataset, read by a DataLoader
-    every epoch, Adadelta and StepLR (``examples/own_loop_runner.yaml``): 20 seeds as one ``torch.func`` stack against
-    one run. Only in a source checkout, where the example is."""
+    every epoch, Adadelta and StepLR (``examples/own_loop_runner.yaml``): 20 seeds as ``torch.func`` stacks (two
+    jobs; unless ``quick`` also one) against one run. Only in a source checkout, where the example is."""
     from emabench.config import load_config, with_overrides
     from emabench.config.yaml_io import dump_yaml
 
@@ -122,10 +122,14 @@ def _own_loop_rows(root: Path) -> list[Row]:
     path = root / "own_loop.yaml"
     path.write_text(dump_yaml(config.to_dict()))
     one = _seconds(root / "own-loop-one", "run", str(path))
-    vmapped = _seconds(root / "own-loop-vmap", "sweep", str(path), "--seeds", "0-19", "--set", "model.stack=vmap")
     note = f"the own-loop example's CNN on its own Dataset, {config.train.max_epochs} epochs each"
-    case = "own-loop CNN: 20 runs (model.stack=vmap) vs 1 run"
-    return [Row("sweep", case, vmapped, one, "s", "<= 4.0", note)]
+    rows = []
+    for jobs in ["2"] if quick else ["2", "1"]:  # two stacks of 10 on the two cores, then one stack of 20 on one
+        folder = root / f"own-loop-vmap-{jobs}"
+        vmapped = _seconds(folder, "sweep", str(path), "--seeds", "0-19", "--set", "model.stack=vmap", "--jobs", jobs)
+        case = f"own-loop CNN: 20 runs (model.stack=vmap, --jobs {jobs}) vs 1 run"
+        rows.append(Row("sweep", case, vmapped, one, "s", "<= 4.0" if jobs == "2" else "", note))
+    return rows
 
 
 def _digits_config() -> str:
