@@ -73,8 +73,8 @@ VersusOption = Annotated[
         "--versus",
         metavar="KEY=VALUE",
         help="Also compare each other value of the config key KEY with VALUE (parsed as YAML), for raw and each "
-        "averaged model, paired by seed and by the other group keys: --versus train.teacher.weight=0.0. Holm-"
-        "corrected as a family of its own; writes versus.csv.",
+        "averaged model, paired by seed and by the other group keys: --versus train.teacher.weight=0.0. Its "
+        "primary rows are decided as a family of their own, by the same rule; writes versus.csv.",
     ),
 ]
 PrimaryOption = Annotated[

@@ -1,7 +1,7 @@
 """The report's tables, pure functions of the collected frames: per run (best epoch, stability, decay reached),
-the paired comparisons with raw (:mod:`.comparisons`, Holm-corrected over the report), the per-group summary, the
-blog's run beside ours (:mod:`.published`, seed study only) and the decay reached, gathered in a :class:`Report` by
-:func:`build_report`. No renderer is imported here.
+the paired comparisons with the baseline (:mod:`.comparisons`, the primary ones decided as one family), the
+per-group summary, the blog's run beside ours (:mod:`.published`, seed study only) and the decay reached, gathered
+in a :class:`Report` by :func:`build_report`. No renderer is imported here.
 
 Definitions used throughout:
 
@@ -29,7 +29,7 @@ Definitions used throughout:
 - **churn**: per group and model, the share of test samples on which two seeds' predictions differ
   (:mod:`emabench.report.churn`), where the seeds share one test set.
 - **versus** (``--versus KEY=VALUE``, optional): each other value of a setting vs VALUE, per model, paired by seed
-  and by the other group keys, a Holm family of its own (:mod:`emabench.report.versus`).
+  and by the other group keys, its primary rows a family of their own (:mod:`emabench.report.versus`).
 
 The columns of each table are listed where they are written (:mod:`emabench.report.files`).
 """

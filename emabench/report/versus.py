@@ -57,7 +57,7 @@ _LEAD += ("n_seeds", "n_unpaired", "n_diverged")
 class Versus:
     """The versus comparisons of a report: KEY, the baseline value (as the runs hold it), the other values, the
     other grouping keys (runs are paired by seed within each of their groups), the table (``versus.csv``) and its
-    Holm family."""
+    family of primary comparisons."""
 
     key: str
     baseline: Any
