@@ -25,6 +25,7 @@ from their vector body (measured here: a parameter's update changed with its off
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -168,6 +169,8 @@ class ReplicaStepper:
         self.weight_decays = [float(w) for w in weight_decays]
         self.clip_norms = None if clip_norms is None else [float(c) for c in clip_norms]
         self._previous: torch.Tensor | None = None  # θ_prev, reused between steps
+        self._previous_views: list[torch.Tensor] = []  # θ_prev per parameter, views into it
+        self._factors: _Factors | None = None  # this step's per-replica tensors, reused while lrs and decays hold
 
     def _flat_leaf(self) -> tuple[torch.Tensor, list[int], list[torch.Size]] | None:
         """The one buffer the optimizer steps, when the parameters lie in one and the learning rate is applied
@@ -205,8 +208,8 @@ class ReplicaStepper:
             scaler.unscale_(self.optimizer)
         if self.clip_norms is not None:
             self._clip()
-        device = self.params[0].device
-        lr = torch.tensor([float(v) for v in lrs], dtype=torch.float64, device=device)
+        factors = self._factors_for(lrs)
+        lr = factors.lr
         if self.prebuilt:  # the stack shares one lr (build.stack_key): the class steps with it, as in a user's loop
             for group in self.optimizer.param_groups:
                 group["lr"] = float(lrs[0])
@@ -215,27 +218,38 @@ class ReplicaStepper:
         if self.name in LR_INSIDE:
             self._step_lr_inside(lr, scaler)
             return
-        if self._decays is not None:
+        if factors.decays is not None:
             if self.name in DECOUPLED:
-                torch._foreach_mul_(self.params, _rows(1.0 - lr * self._decays, self.params))
+                torch._foreach_mul_(self.params, factors.decay_rows)
             else:
-                torch._foreach_add_(self._grads(), torch._foreach_mul(self.params, _rows(self._decays, self.params)))
+                torch._foreach_add_(self._grads(), torch._foreach_mul(self.params, factors.decay_rows))
         previous = self._snapshot()
         self._optimizer_step(scaler)
-        torch._foreach_lerp_(previous, self.params, _rows(lr, self.params))
-        torch._foreach_copy_(self.params, previous)
+        torch._foreach_lerp_(previous, self.params, factors.lr_rows)
+        if self._flat is not None:  # the parameters' one buffer: one copy
+            self._flat[0].copy_(self._previous)
+        else:
+            torch._foreach_copy_(self.params, previous)
 
-    @property
-    def _decays(self) -> torch.Tensor | None:
-        """``λ_r`` as a float64 vector, or ``None`` when no replica decays."""
-        if not any(self.weight_decays):
-            return None
-        return torch.tensor(self.weight_decays, dtype=torch.float64, device=self.params[0].device)
+    def _factors_for(self, lrs: Sequence[float]) -> _Factors:
+        """The step's per-replica tensors: built when the learning rates or weight decays change, else the last
+        step's (building them is most of a small model's step; the values, and so the arithmetic, are the same)."""
+        key = (tuple(float(v) for v in lrs), tuple(self.weight_decays))
+        if self._factors is None or self._factors.key != key:
+            device = self.params[0].device
+            lr = torch.tensor(key[0], dtype=torch.float64, device=device)
+            decays = torch.tensor(key[1], dtype=torch.float64, device=device) if any(key[1]) else None
+            decay_rows = None
+            if decays is not None:  # decoupled: θ_r·(1 − η_r·λ_r); L2: λ_r·θ_r added to the gradient
+                decay_rows = _rows(1.0 - lr * decays if self.name in DECOUPLED else decays, self.params)
+            self._factors = _Factors(key, lr, _rows(lr, self.params), decays, decay_rows)
+        return self._factors
 
     def _step_lr_inside(self, lr: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
         """A rule whose state carries η: each replica's lr and L2 weight decay go into the step itself."""
         if self.stacked:  # fp16 (a scaler) is never stacked
-            self.optimizer.step(lr, self._decays if self._decays is not None else 0.0)
+            decays = self._factors.decays if self._factors is not None else None
+            self.optimizer.step(lr, decays if decays is not None else 0.0)
             return
         rate, decay = float(lr[0]), self.weight_decays[0]  # one plain model: no replica dimension
         if scaler is None:
@@ -256,15 +270,17 @@ class ReplicaStepper:
         return [p.grad for p in self.params]
 
     def _snapshot(self) -> list[torch.Tensor]:
-        """``θ_prev``: a copy of the parameters, in one buffer when they lie in one (one ``copy_``)."""
-        flat = flat_view(self.params)
+        """``θ_prev``: a copy of the parameters, in one buffer when they lie in one (one ``copy_``; the buffer and
+        its views per parameter kept for the next step)."""
+        flat = self._flat[:2] if self._flat is not None else flat_view(self.params)
         if flat is None:
             return [p.detach().clone() for p in self.params]
         buffer, offsets = flat
         if self._previous is None or self._previous.shape != buffer.shape:
             self._previous = torch.empty_like(buffer)
+            self._previous_views = [self._previous[o : o + p.numel()].view_as(p) for o, p in zip(offsets, self.params)]
         self._previous.copy_(buffer)
-        return [self._previous[o : o + p.numel()].view_as(p) for o, p in zip(offsets, self.params)]
+        return self._previous_views
 
     def _clip(self) -> None:
         """Per replica, torch's ``clip_grad_norm_`` rule: scale by ``min(1, c/(‖g‖ + 1e-6))``."""
@@ -324,6 +340,19 @@ class ReplicaStepper:
         if self.clip_norms is not None:
             self.clip_norms = [self.clip_norms[r] for r in rows]
         self._previous = None
+        self._factors = None
+
+
+@dataclass(frozen=True)
+class _Factors:
+    """One step's per-replica tensors: ``lr`` (η_r) and ``decays`` (λ_r, ``None`` when none decays) as float64
+    vectors, and their views over each parameter's rows (``decay_rows``: the decoupled shrink or the L2 factor)."""
+
+    key: tuple[tuple[float, ...], tuple[float, ...]]
+    lr: torch.Tensor
+    lr_rows: list[torch.Tensor]
+    decays: torch.Tensor | None
+    decay_rows: list[torch.Tensor] | None
 
 
 def _flat_leaf(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[int], list[torch.Size]] | None:
