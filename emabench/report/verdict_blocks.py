@@ -131,8 +131,9 @@ def _one(per_run: pd.DataFrame, key: str) -> object:
 
 def verdict_table(report: Report, task: Task) -> Table:
     baseline = report.question.baseline
-    header = ("group", "model", "n", baseline, "model", "Δ [95% CI]", "wins [95% CI]", "p t / sign-flip")
-    header += ("tested at", "verdict", "seeds for 80% power", "smallest margin", "notes")
+    # the verdict beside the difference it judges: on a narrow screen the columns after it scroll out of view first
+    header = ("group", "model", "n", baseline, "model", "Δ [95% CI]", "verdict", "wins [95% CI]", "p t / sign-flip")
+    header += ("tested at", "seeds for 80% power", "smallest margin", "notes")
     body = []
     for r in primary_rows(report, task).to_dict("records"):
         n = f"{r['n']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else "")
@@ -144,10 +145,10 @@ def verdict_table(report: Report, task: Task) -> Table:
                 fmt(r["baseline_mean"]),
                 fmt(r["mean"]),
                 diff_text(r).replace(" [", "\n["),
+                str(r["verdict"]),
                 wins_text(r),
                 f"{p_text(r['p_ttest'])} / {p_text(r['p_sign_flip'])}",
                 p_text(r["level"]),
-                str(r["verdict"]),
                 seeds_text(r["seeds_needed"]),
                 fmt(r["smallest_margin"], 2),
                 notes(r),

@@ -70,8 +70,8 @@ def _headlines(versus: Versus, rows: pd.DataFrame, primary: Primary, task: Task)
 
 def _verdict_table(versus: Versus, rows: pd.DataFrame) -> Table:
     baseline = plain_value(versus.baseline)
-    header = ("group", "model", "value", "n", f"Δ value − {baseline} [95% CI]", "p t / sign-flip", "tested at")
-    header += ("verdict", "seeds for 80% power", "notes")
+    header = ("group", "model", "value", "n", f"Δ value − {baseline} [95% CI]", "verdict", "p t / sign-flip")
+    header += ("tested at", "seeds for 80% power", "notes")
     body = [
         (
             r["group"],
@@ -79,9 +79,9 @@ def _verdict_table(versus: Versus, rows: pd.DataFrame) -> Table:
             plain_value(r["value"]),
             f"{r['n']}" + (f" ({r['n_diverged']} diverged)" if r["n_diverged"] else ""),
             diff_text(r),
+            str(r["verdict"]),
             f"{p_text(r['p_ttest'])} / {p_text(r['p_sign_flip'])}",
             p_text(r["level"]),
-            str(r["verdict"]),
             seeds_text(r["seeds_needed"]),
             notes(r),
         )
