@@ -79,11 +79,12 @@ def max_difference(a: list[dict], b: list[dict]) -> float:
     return worst
 
 
-def resumed(config: Config) -> list[dict]:
-    """The run in the middle of a stack of 8, stopped after a third of its epochs, continued alone."""
+def resumed(config: Config, epochs: int) -> list[dict]:
+    """The run in the middle of a stack of 8, stopped after a third of its ``epochs`` (its length alone: early
+    stopping may end it long before ``max_epochs``), continued alone."""
     stack = neighbours(config, 7)
     stack.insert(3, config)
-    rows, trainer = histories(stack, stop_after=max(1, config.train.max_epochs // 3))
+    rows, trainer = histories(stack, stop_after=max(1, epochs // 3))
     state = trainer.replica_state(trainer.ids.index(3))
     alone = Trainer.resume([config], make_dataset(config.data, config.task), [state])
     rest = []
@@ -110,7 +111,7 @@ def main() -> None:
             stack.insert(size // 2, config)
             rows, _ = histories(stack)
             cells.append(max_difference(alone, rows[size // 2]))
-        cells.append(max_difference(alone, resumed(config)))
+        cells.append(max_difference(alone, resumed(config, len(alone))))
         shown = " | ".join("0" if c == 0 else f"{c:.3g}" for c in cells)
         took = time.perf_counter() - started
         print(f"| {name} | {len(alone)} | {shown} | {len(alone[0])} | {took:.0f} s |", flush=True)
