@@ -64,12 +64,7 @@ class StackedNet(nn.Sequential):
     def pack(self) -> None:
         """Lay all parameters out in one contiguous buffer (each parameter a contiguous block), and their gradients
         in another. Call again after ``.to()`` or after replacing parameters."""
-        params = list(self.parameters())
-        pack_(params)
-        grads = [torch.zeros_like(p) for p in params]
-        pack_(grads)
-        for param, grad in zip(params, grads):
-            param.grad = grad
+        pack_with_grads(list(self.parameters()))
 
     @torch.no_grad()
     def select_replicas(self, index: torch.Tensor) -> None:
@@ -196,3 +191,14 @@ def _init_weight(weight: torch.Tensor, init: str, generator: torch.Generator) ->
         nn.init.kaiming_uniform_(weight, nonlinearity="relu", generator=generator)
     else:  # torch_default
         nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+
+
+@torch.no_grad()
+def pack_with_grads(params: Sequence[torch.Tensor]) -> None:
+    """``params`` moved into one contiguous buffer, in order, and given zero gradients laid out alike in another:
+    what lets the averagers and the stepper update a whole stack with one kernel."""
+    pack_(params)
+    grads = [torch.zeros_like(p) for p in params]
+    pack_(grads)
+    for param, grad in zip(params, grads):
+        param.grad = grad

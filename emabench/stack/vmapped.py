@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from emabench.averaging.flat import pack_
+from emabench.stack.models import pack_with_grads
 
 
 def _safe(name: str) -> str:
@@ -73,12 +73,7 @@ class VmapStack(nn.Module):
     def pack(self) -> None:
         """Parameters in one buffer and their gradients in another, as
         :meth:`emabench.stack.models.StackedNet.pack` (the averagers' and the stepper's one-kernel paths)."""
-        params = list(self.parameters())
-        pack_(params)
-        grads = [torch.zeros_like(p) for p in params]
-        pack_(grads)
-        for param, grad in zip(params, grads):
-            param.grad = grad
+        pack_with_grads(list(self.parameters()))
 
     @torch.no_grad()
     def select_replicas(self, index: torch.Tensor) -> None:
