@@ -22,7 +22,8 @@ _VERDICT_CLASS = {
 _CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;max-width:1600px;
 margin:0 auto;padding:24px 32px;background:#fff}
-@media (max-width:700px){body{font-size:14px;padding:12px 10px}}
+@media (max-width:700px){body{font-size:14px;padding:12px 10px}
+.scroll td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:7em;max-width:10em}}
 h1{font-size:1.7em;border-bottom:2px solid #e5e7eb;padding-bottom:.3em}
 h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #e5e7eb;padding-bottom:.2em}
 p,li{max-width:1100px}
@@ -90,9 +91,10 @@ def _html_table(table: Table) -> str:
     rows = []
     for row in table.rows:
         cells = []
-        for cell in row:
+        for i, cell in enumerate(row):
             css = _VERDICT_CLASS.get(cell)
-            cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{_cell(cell)}</td>")
+            text = _cell(cell) if i else re.sub(r"([.=,])(?=\S)", r"\1<wbr>", _cell(cell))  # a group's name may wrap
+            cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     # a verdict in the last column stays in view (at the right edge) however far the numbers scroll, as the first
     # column (the group) does at the left: on a narrow screen a row is still read from its name to its verdict
