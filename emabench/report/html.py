@@ -42,6 +42,8 @@ td.equivalent{background:#dbeafe!important;color:#1e3a8a;font-weight:600;text-al
 td.open{background:#eceff3!important;color:#4b5563;text-align:center}
 td.few{background:#fff3c4!important;color:#6b5200;text-align:center}
 td.better,td.worse,td.equivalent,td.open,td.few{white-space:normal;min-width:6.5em;max-width:9em}
+.scroll td.better,.scroll td.worse,.scroll td.equivalent,.scroll td.open,.scroll td.few{position:sticky;right:0;
+z-index:1;box-shadow:-1px 0 0 #d9dde3}
 .scroll td:first-child,.scroll th:first-child{position:sticky;left:0;z-index:1;box-shadow:1px 0 0 #d9dde3}
 .verdict-last td:last-child,.verdict-last th:last-child{position:sticky;right:0;z-index:1;
 box-shadow:-1px 0 0 #d9dde3}
