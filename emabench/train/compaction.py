@@ -41,15 +41,6 @@ def keep_replicas(trainer: Trainer, keep: Sequence[int]) -> None:
         trainer.best.select(index)
     for averager in trainer.averagers.values():
         averaging.select_replicas(averager, index, old)
-    for name in (
-        "configs",
-        "generators",
-        "mask_generators",
-        "plateaus",
-        "stoppers",
-        "swa_lr_start",
-        "_last_lrs",
-        "ids",
-    ):
+    for name in PER_REPLICA_LISTS:
         values = getattr(trainer, name)
         setattr(trainer, name, [values[p] for p in keep])
