@@ -288,16 +288,12 @@ def tracking(names: list[str], runs_dir: Path) -> Iterator[Any]:
     if not names:
         yield None
         return
-    from emabench.runs.observe import observing
-    from emabench.tracking import open_trackers
+    from emabench.tracking import tracked
 
-    with err_console.status(f"opening {', '.join(names)}…"):
-        trackers = open_trackers(names, runs_dir)
-    try:
-        with observing(trackers):
-            yield trackers
-    finally:
-        trackers.close()
+    with contextlib.ExitStack() as stack:
+        with err_console.status(f"opening {', '.join(names)}…"):
+            trackers = stack.enter_context(tracked(names, runs_dir))
+        yield trackers
 
 
 def check_tracking(trackers: Any) -> None:
