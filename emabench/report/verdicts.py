@@ -124,14 +124,20 @@ def _margin(table: pd.DataFrame, i: int, question: Question) -> float:
     return question.of(get_task(str(table.at[i, "task"]))).margin.absolute(float(table.at[i, "baseline_mean"]))
 
 
-def _decide(
-    table: pd.DataFrame, rows: Sequence[int], pairs: Sequence[Pair], alpha: float, added: dict[str, list]
-) -> tuple[int, float]:
-    """Verdicts of the distinct primary ``rows`` as one family, written into ``added``; returns (tests, α/tests)."""
+def _testable(rows: Sequence[int], pairs: Sequence[Pair], added: dict[str, list]) -> list[int]:
+    """The ``rows`` with at least two seed pairs; the others get :data:`TOO_FEW` in ``added``."""
     testable = [i for i in rows if pairs[i][0].size >= 2]
     for i in rows:
         if i not in testable:
             added["verdict"][i] = TOO_FEW
+    return testable
+
+
+def _decide(
+    table: pd.DataFrame, rows: Sequence[int], pairs: Sequence[Pair], alpha: float, added: dict[str, list]
+) -> tuple[int, float]:
+    """Verdicts of the distinct primary ``rows`` as one family, written into ``added``; returns (tests, α/tests)."""
+    testable = _testable(rows, pairs, added)
     if not testable:
         return 0, float("nan")
     levels = fixed_levels(alpha, len(testable))
@@ -168,10 +174,7 @@ def _decide_looks(
     the pairs of the study's first ``looks.seeds[k]`` seeds, at the nominal levels of Lan–DeMets O'Brien–Fleming
     spending over ``looks.max_seeds``; a comparison keeps the verdict of the look that decided it (``decided_at``:
     the seeds it had then)."""
-    testable = [i for i in rows if pairs[i][0].size >= 2]
-    for i in rows:
-        if i not in testable:
-            added["verdict"][i] = TOO_FEW
+    testable = _testable(rows, pairs, added)
     if not testable:
         return 0, float("nan")
     every = np.unique(np.concatenate([pairs[i][0] for i in testable]))
