@@ -9,7 +9,6 @@ paths and functions returning the wrong thing are one line each, before anything
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ from emabench.tasks import datasets
 from emabench.tasks.data import make_dataset
 from emabench.train.loop import Trainer
 from tests.conftest import ROOT
+from tests.test_same_result import histories  # each config's history as CSV text, trained as one stack
 
 HELPERS = f"{ROOT / 'tests' / 'torch_datasets.py'}"
 
@@ -42,16 +42,6 @@ def config(**changes: object) -> Config:
         "ema": {"update_after_step": 5},
     }  # fmt: skip
     return with_overrides(validate_config(raw), changes) if changes else validate_config(raw)
-
-
-def histories(configs: Sequence[Config]) -> list[str]:
-    """Each config's history as its run folder's CSV text, all trained as one stack."""
-    trainer = Trainer(configs, make_dataset(configs[0].data, configs[0].task))
-    rows: list[list[dict[str, float]]] = [[] for _ in configs]
-    while not trainer.done:
-        for record in trainer.run_epoch():
-            rows[record.replica].append(record.row)
-    return [rows_to_csv(r) for r in rows]
 
 
 def neighbours(base: Config) -> list[Config]:
