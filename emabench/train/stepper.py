@@ -208,15 +208,14 @@ class ReplicaStepper:
             scaler.unscale_(self.optimizer)
         if self.clip_norms is not None:
             self._clip()
-        factors = self._factors_for(lrs)
-        lr = factors.lr
         if self.prebuilt:  # the stack shares one lr (build.stack_key): the class steps with it, as in a user's loop
             for group in self.optimizer.param_groups:
                 group["lr"] = float(lrs[0])
             self._optimizer_step(scaler)
             return
+        factors = self._factors_for(lrs)
         if self.name in LR_INSIDE:
-            self._step_lr_inside(lr, scaler)
+            self._step_lr_inside(factors, scaler)
             return
         if factors.decays is not None:
             if self.name in DECOUPLED:
@@ -245,13 +244,12 @@ class ReplicaStepper:
             self._factors = _Factors(key, lr, _rows(lr, self.params), decays, decay_rows)
         return self._factors
 
-    def _step_lr_inside(self, lr: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    def _step_lr_inside(self, factors: _Factors, scaler: torch.amp.GradScaler | None) -> None:
         """A rule whose state carries η: each replica's lr and L2 weight decay go into the step itself."""
         if self.stacked:  # fp16 (a scaler) is never stacked
-            decays = self._factors.decays if self._factors is not None else None
-            self.optimizer.step(lr, decays if decays is not None else 0.0)
+            self.optimizer.step(factors.lr, factors.decays if factors.decays is not None else 0.0)
             return
-        rate, decay = float(lr[0]), self.weight_decays[0]  # one plain model: no replica dimension
+        rate, decay = float(factors.lr[0]), self.weight_decays[0]  # one plain model: no replica dimension
         if scaler is None:
             self.optimizer.step(rate, decay)
             return
