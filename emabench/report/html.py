@@ -45,8 +45,7 @@ td.better,td.worse,td.equivalent,td.open,td.few{white-space:normal;min-width:6.5
 .scroll td.better,.scroll td.worse,.scroll td.equivalent,.scroll td.open,.scroll td.few{position:sticky;right:0;
 z-index:1;box-shadow:-1px 0 0 #d9dde3}
 .scroll td:first-child,.scroll th:first-child{position:sticky;left:0;z-index:1;box-shadow:1px 0 0 #d9dde3}
-.verdict-last td:last-child,.verdict-last th:last-child{position:sticky;right:0;z-index:1;
-box-shadow:-1px 0 0 #d9dde3}
+.verdict-last th:last-child{position:sticky;right:0;z-index:1;box-shadow:-1px 0 0 #d9dde3}
 strong.better{color:#0f7a30}strong.worse{color:#b42318}strong.equivalent{color:#1e3a8a}strong.open{color:#4b5563}
 strong.few{color:#8a6a00}
 .legend span{display:inline-block;padding:.05em .5em;margin-right:.6em;border-radius:3px;font-size:.85em}
@@ -98,8 +97,9 @@ def _html_table(table: Table) -> str:
             text = _cell(cell) if i else re.sub(r"([.=,])(?=\S)", r"\1<wbr>", _cell(cell))  # a group's name may wrap
             cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    # a verdict in the last column stays in view (at the right edge) however far the numbers scroll, as the first
-    # column (the group) does at the left: on a narrow screen a row is still read from its name to its verdict
+    # verdict cells stay in view (at the right edge) however far the numbers scroll, as the first column (the group)
+    # does at the left: on a narrow screen a row is still read from its name to its verdict; where the verdicts are
+    # the last column, their header stays with them
     last = " verdict-last" if any(row and row[-1] in _VERDICT_CLASS for row in table.rows) else ""
     return (
         f'<div class="scroll"><table class="data{last}"><thead><tr>{head}</tr></thead>'
